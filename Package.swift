@@ -1,0 +1,62 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "Brume",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "brume", targets: ["brume"]),
+        .executable(name: "firmware-sim", targets: ["firmware-sim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.1.4"),
+    ],
+    targets: [
+        // System libraries (Debian: libmosquitto-dev, libsqlite3-dev, libserialport-dev).
+        .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CSerialPort", pkgConfig: "libserialport", providers: [.apt(["libserialport-dev"])]),
+
+        // Vocabulary: readings, values, payload parsing, wire format. No C, no I/O.
+        .target(name: "BrumeCore", dependencies: [.product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        // gateway.toml -> typed configuration, pure validation with file:line:col diagnostics.
+        .target(name: "BrumeConfig", dependencies: ["BrumeCore"], swiftSettings: strict),
+        // SQLite outbox (group commit, eviction, batches, acks).
+        .target(name: "BrumeStore", dependencies: ["BrumeCore", "CSQLite", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        // libmosquitto client + the MQTT source (topic mapping, payload decoding).
+        .target(name: "BrumeMQTT", dependencies: ["BrumeCore", "BrumeConfig", "CMosquitto", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        // Northbound: the sync loop outbox -> batches -> sink acks, and the MQTT sink.
+        .target(name: "BrumeUplink", dependencies: ["BrumeCore", "BrumeConfig", "BrumeMQTT", "BrumeStore", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        // Composition: config -> services, signals, shutdown order.
+        .target(name: "BrumeRuntime", dependencies: [
+            "BrumeCore", "BrumeConfig", "BrumeStore", "BrumeMQTT", "BrumeUplink",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
+        ], swiftSettings: strict),
+        .executableTarget(name: "brume", dependencies: [
+            "BrumeRuntime", "BrumeConfig", "BrumeCore", "BrumeStore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        .executableTarget(name: "firmware-sim", dependencies: [
+            "BrumeCore", "BrumeMQTT",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "firmware-sim", swiftSettings: strict),
+
+        .testTarget(name: "BrumeCoreTests", dependencies: ["BrumeCore"]),
+        .testTarget(name: "BrumeConfigTests", dependencies: ["BrumeConfig"]),
+        .testTarget(name: "BrumeStoreTests", dependencies: ["BrumeStore", "BrumeCore"]),
+        .testTarget(name: "BrumeMQTTTests", dependencies: ["BrumeMQTT", "BrumeCore", "BrumeConfig"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

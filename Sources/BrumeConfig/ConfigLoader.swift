@@ -1,0 +1,472 @@
+import BrumeCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a configuration could not be used.
+public enum ConfigFailure: Error, Sendable {
+    /// The file could not be read (exit code 2 for `brume check`).
+    case unreadable(path: String, reason: String)
+    /// The file was read; these are every problem found (exit code 1).
+    case invalid([Diagnostic])
+}
+
+/// gateway.toml → `GatewayConfig`. Pure: reads the text, opens nothing else
+/// (files named in the config, like password_file, are checked at start).
+public enum ConfigLoader {
+    public static func load(path: String) -> Result<(GatewayConfig, [Diagnostic]), ConfigFailure> {
+        switch readFile(path) {
+        case .failure(let reason): return .failure(.unreadable(path: path, reason: reason.description))
+        case .success(let text): return parse(text: text, file: path)
+        }
+    }
+
+    /// Returns the configuration and its warnings, or every error at once.
+    public static func parse(text: String, file: String) -> Result<(GatewayConfig, [Diagnostic]), ConfigFailure> {
+        let sink = DiagnosticSink(file: file)
+        let root: TOMLTable
+        do {
+            root = try TOMLParser.parse(text)
+        } catch {
+            return .failure(.invalid([Diagnostic(file: file, position: error.position, message: "TOML syntax error: \(error.message)")]))
+        }
+        let config = Builder(sink: sink).build(root)
+        let sorted = sink.items.sorted()
+        if sink.hasErrors || config == nil { return .failure(.invalid(sorted)) }
+        return .success((config!, sorted))
+    }
+
+    public static func readFile(_ path: String) -> Result<String, ConfigProblem> {
+        guard let f = fopen(path, "rb") else { return .failure(ConfigProblem(String(cString: strerror(errno)))) }
+        defer { fclose(f) }
+        var bytes: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = fread(&buf, 1, buf.count, f)
+            if n > 0 { bytes.append(contentsOf: buf[0..<n]) }
+            if n < buf.count {
+                if ferror(f) != 0 { return .failure(ConfigProblem(String(cString: strerror(errno)))) }
+                break
+            }
+            if bytes.count > 4 << 20 { return .failure(ConfigProblem("file is larger than 4 MiB")) }
+        }
+        guard let s = String(validating: bytes, as: UTF8.self) else { return .failure(ConfigProblem("file is not valid UTF-8")) }
+        return .success(s)
+    }
+}
+
+/// Reads one TOML table, remembering which keys were used so that the rest
+/// are reported as unknown (with a suggestion).
+final class TableReader {
+    let table: TOMLTable
+    let context: String
+    let sink: DiagnosticSink
+    private var known: [String] = []
+
+    init(_ table: TOMLTable, context: String, sink: DiagnosticSink) {
+        self.table = table
+        self.context = context
+        self.sink = sink
+    }
+
+    private func note(_ key: String) { known.append(key) }
+
+    func error(_ pos: SourcePosition, _ msg: String) { sink.error(pos, "\(context): \(msg)") }
+
+    func node(_ key: String) -> TOMLNode? {
+        note(key)
+        return table[key]
+    }
+
+    func position(of key: String) -> SourcePosition { table.entry(key)?.node.position ?? table.position }
+
+    private func typeError(_ key: String, _ n: TOMLNode, expected: String) {
+        error(n.position, "\"\(key)\" must be \(expected), not \(article(n.typeName))")
+    }
+
+    func string(_ key: String, required: Bool = false) -> String? {
+        guard let n = node(key) else {
+            if required { error(table.position, "missing required key \"\(key)\"") }
+            return nil
+        }
+        guard case .string(let s) = n.value else { typeError(key, n, expected: "a string"); return nil }
+        return s
+    }
+
+    func bool(_ key: String) -> Bool? {
+        guard let n = node(key) else { return nil }
+        guard case .bool(let b) = n.value else { typeError(key, n, expected: "true or false"); return nil }
+        return b
+    }
+
+    func int(_ key: String, range: ClosedRange<Int64>) -> Int64? {
+        guard let n = node(key) else { return nil }
+        guard case .integer(let i) = n.value else { typeError(key, n, expected: "an integer"); return nil }
+        guard range.contains(i) else { error(n.position, "\"\(key)\" must be between \(range.lowerBound) and \(range.upperBound), got \(i)"); return nil }
+        return i
+    }
+
+    func duration(_ key: String, min: Int64 = 0) -> Int64? {
+        guard let n = node(key) else { return nil }
+        guard case .string(let s) = n.value else { typeError(key, n, expected: "a duration string like \"500ms\", \"1s\", \"5m\", \"7d\""); return nil }
+        guard let ms = Units.parseDuration(s) else {
+            error(n.position, "\"\(key)\": invalid duration \"\(s)\" (examples: \"250ms\", \"1s\", \"5m\", \"1h\", \"7d\", \"1m30s\")")
+            return nil
+        }
+        if ms < min { error(n.position, "\"\(key)\" must be at least \(min)ms, got \"\(s)\""); return nil }
+        return ms
+    }
+
+    func size(_ key: String, min: Int64 = 0) -> Int64? {
+        guard let n = node(key) else { return nil }
+        let bytes: Int64?
+        switch n.value {
+        case .integer(let i): bytes = i
+        case .string(let s):
+            bytes = Units.parseSize(s)
+            if bytes == nil { error(n.position, "\"\(key)\": invalid size \"\(s)\" (examples: \"512KiB\", \"256MiB\", \"1GiB\", \"100MB\")"); return nil }
+        default: typeError(key, n, expected: "a size like \"256MiB\""); return nil
+        }
+        if let b = bytes, b < min { error(n.position, "\"\(key)\" must be at least \(min) bytes"); return nil }
+        return bytes
+    }
+
+    func oneOf(_ key: String, _ choices: [String]) -> String? {
+        guard let n = node(key) else { return nil }
+        guard case .string(let s) = n.value else { typeError(key, n, expected: "one of \(quoted(choices))"); return nil }
+        guard choices.contains(s) else {
+            var msg = "\"\(key)\" must be one of \(quoted(choices)), got \"\(s)\""
+            if let sug = suggestion(for: s, among: choices) { msg += " (did you mean \"\(sug)\"?)" }
+            error(n.position, msg)
+            return nil
+        }
+        return s
+    }
+
+    func stringArray(_ key: String) -> [(String, SourcePosition)]? {
+        guard let n = node(key) else { return nil }
+        guard case .array(let items) = n.value else {
+            if case .string(let s) = n.value { return [(s, n.position)] }
+            typeError(key, n, expected: "an array of strings")
+            return nil
+        }
+        var out: [(String, SourcePosition)] = []
+        for it in items {
+            guard case .string(let s) = it.value else { error(it.position, "\"\(key)\" must contain strings only, found \(article(it.typeName))"); continue }
+            out.append((s, it.position))
+        }
+        return out
+    }
+
+    func subtable(_ key: String, context sub: String) -> TableReader? {
+        guard let n = node(key) else { return nil }
+        guard case .table(let t) = n.value else { typeError(key, n, expected: "a table"); return nil }
+        return TableReader(t, context: sub, sink: sink)
+    }
+
+    /// Used when the kind is unknown: which keys are valid cannot be said.
+    func markAllKnown() { known.append(contentsOf: table.entries.map(\.key)) }
+
+    /// Reports every key not read.
+    func finish() {
+        for e in table.entries where !known.contains(e.key) {
+            var msg = "unknown key \"\(e.key)\""
+            if let s = suggestion(for: e.key, among: known) { msg += " (did you mean \"\(s)\"?)" }
+            error(e.keyPosition, msg)
+        }
+    }
+}
+
+func article(_ typeName: String) -> String {
+    let vowels: Set<Character> = ["a", "e", "i", "o", "u"]
+    return (typeName.first.map { vowels.contains($0) } ?? false ? "an " : "a ") + typeName
+}
+
+func quoted(_ xs: [String]) -> String { xs.map { "\"\($0)\"" }.joined(separator: ", ") }
+
+/// Builds the typed configuration, reporting every problem on the way.
+struct Builder {
+    let sink: DiagnosticSink
+
+    func build(_ root: TOMLTable) -> GatewayConfig? {
+        let top = TableReader(root, context: "gateway.toml", sink: sink)
+        let topKeys = ["gateway", "buffer", "log", "uplink", "source"]
+
+        // [gateway]
+        var gwID = ""
+        var dataDir = "/var/lib/brume"
+        if let g = top.subtable("gateway", context: "[gateway]") {
+            if let id = g.string("id", required: true) {
+                if id.isEmpty || !id.unicodeScalars.allSatisfy(isNameScalar) {
+                    g.error(g.position(of: "id"), "\"id\" must be non-empty and use only letters, digits, '.', '_' and '-', got \"\(id)\"")
+                } else { gwID = id }
+            }
+            if let d = g.string("data_dir") {
+                if d.isEmpty { g.error(g.position(of: "data_dir"), "\"data_dir\" must not be empty") } else { dataDir = d }
+            }
+            g.finish()
+        } else {
+            sink.error(root.position, "missing [gateway] table (it needs at least id = \"...\")")
+        }
+
+        // [buffer]
+        var buffer = BufferSection(maxBytes: 256 << 20, maxAgeMillis: 7 * 86_400_000, whenFull: "drop_oldest", commitIntervalMillis: 50, synchronous: "normal")
+        if let b = top.subtable("buffer", context: "[buffer]") {
+            if let v = b.size("max_bytes", min: 64 << 10) { buffer.maxBytes = v }
+            if let v = b.duration("max_age", min: 1000) { buffer.maxAgeMillis = v }
+            if let v = b.oneOf("when_full", ["drop_oldest", "drop_newest"]) { buffer.whenFull = v }
+            if let v = b.duration("commit_interval", min: 1) {
+                if v > 10_000 { b.error(b.position(of: "commit_interval"), "\"commit_interval\" above 10s widens the crash exposure window too much") }
+                else { buffer.commitIntervalMillis = v }
+            }
+            if let v = b.oneOf("synchronous", ["normal", "full"]) { buffer.synchronous = v }
+            b.finish()
+        }
+
+        // [log]
+        var log = LogSection(level: "info")
+        if let l = top.subtable("log", context: "[log]") {
+            if let v = l.oneOf("level", ["trace", "debug", "info", "notice", "warning", "error", "critical"]) { log.level = v }
+            l.finish()
+        }
+
+        // [uplink.NAME]
+        var uplinks: [UplinkConfig] = []
+        if let u = top.node("uplink") {
+            if case .table(let t) = u.value {
+                for e in t.entries {
+                    guard case .table(let ut) = e.node.value else {
+                        sink.error(e.keyPosition, "[uplink]: \"\(e.key)\" must be a table [uplink.\(e.key)]")
+                        continue
+                    }
+                    if let up = buildUplink(name: e.key, TableReader(ut, context: "[uplink.\(e.key)]", sink: sink), gateway: gwID) {
+                        uplinks.append(up)
+                    }
+                }
+                if t.entries.count > 1 {
+                    sink.error(t.entries[1].keyPosition, "[uplink.\(t.entries[1].key)]: only one uplink is supported in this version (several uplinks come with the sinks work)")
+                }
+            } else {
+                sink.error(u.position, "\"uplink\" must be tables like [uplink.cloud]")
+            }
+        }
+        if top.table["uplink"] == nil {
+            sink.error(root.position, "no uplink configured: add an [uplink.NAME] table with kind = \"mqtt\" and url = \"mqtt://host:port\"")
+        }
+
+        // [[source]]
+        var sources: [SourceConfig] = []
+        var names: [String: SourcePosition] = [:]
+        var claims: [String: (String, SourcePosition)] = [:]
+        if let s = top.node("source") {
+            if case .array(let items) = s.value {
+                for (i, item) in items.enumerated() {
+                    guard case .table(let st) = item.value else {
+                        sink.error(item.position, "[[source]] entries must be tables")
+                        continue
+                    }
+                    var label = "[[source]] #\(i + 1)"
+                    if case .string(let n)? = st["name"]?.value { label = "[[source]] \"\(n)\"" }
+                    let r = TableReader(st, context: label, sink: sink)
+                    if case .string(let n)? = st["name"]?.value {
+                        if let first = names[n] {
+                            r.error(r.position(of: "name"), "duplicate source name \"\(n)\" (first defined at \(first))")
+                        } else {
+                            names[n] = r.position(of: "name")
+                        }
+                    }
+                    if let src = buildSource(r, gateway: gwID) {
+                        for claim in resourceClaims(src) {
+                            if let (other, pos) = claims[claim] {
+                                r.error(st.position, "\(claim) is already claimed by source \"\(other)\" (\(pos)); two sources cannot share it")
+                            } else {
+                                claims[claim] = (src.name, st.position)
+                            }
+                        }
+                        sources.append(src)
+                    }
+                }
+            } else {
+                sink.error(s.position, "sources are declared as [[source]] tables")
+            }
+        }
+        for up in uplinks {
+            let claim = "MQTT client id \"\(up.connection.clientID)\" on \(up.connection.url)"
+            if let (other, _) = claims[claim] {
+                sink.error(root.entry("uplink")?.keyPosition ?? root.position, "[uplink.\(up.name)]: \(claim) is already used by source \"\(other)\"")
+            }
+        }
+        top.finish()
+        _ = topKeys
+        if sink.hasErrors { return nil }
+        return GatewayConfig(gateway: GatewaySection(id: gwID, dataDir: dataDir), buffer: buffer, log: log, uplinks: uplinks, sources: sources)
+    }
+
+    func resourceClaims(_ s: SourceConfig) -> [String] {
+        switch s.kind {
+        case .mqtt(let m): return ["MQTT client id \"\(m.connection.clientID)\" on \(m.connection.url)"]
+        }
+    }
+
+    func connection(_ r: TableReader, defaultClientID: String) -> MQTTConnection? {
+        guard let urlText = r.string("url", required: true) else { return nil }
+        let url: BrokerURL
+        switch BrokerURL.parse(urlText) {
+        case .success(let u): url = u
+        case .failure(let why): r.error(r.position(of: "url"), "invalid url \"\(urlText)\": \(why)"); return nil
+        }
+        let clientID = r.string("client_id") ?? defaultClientID
+        if clientID.isEmpty || clientID.utf8.count > 128 { r.error(r.position(of: "client_id"), "\"client_id\" must be 1 to 128 bytes") }
+        let username = r.string("username")
+        let passwordFile = r.string("password_file")
+        if passwordFile != nil && username == nil { r.error(r.position(of: "password_file"), "\"password_file\" needs \"username\" too") }
+        let keepAlive = r.duration("keepalive", min: 5000) ?? 30_000
+        var tls: TLSConfig?
+        if let t = r.subtable("tls", context: "\(r.context) tls") {
+            tls = TLSConfig(caFile: t.string("ca_file"), certFile: t.string("cert_file"), keyFile: t.string("key_file"), verifyHostname: t.bool("verify_hostname") ?? true)
+            if (tls!.certFile == nil) != (tls!.keyFile == nil) { t.error(t.table.position, "\"cert_file\" and \"key_file\" go together (client certificate)") }
+            t.finish()
+        }
+        if url.tls && tls == nil { tls = TLSConfig(caFile: nil, certFile: nil, keyFile: nil, verifyHostname: true) }
+        if !url.tls && tls != nil { r.error(r.position(of: "tls"), "a tls table needs an mqtts:// url") }
+        return MQTTConnection(url: url, clientID: clientID, username: username, passwordFile: passwordFile, tls: tls, keepAliveSeconds: Int(keepAlive / 1000))
+    }
+
+    func buildUplink(name: String, _ r: TableReader, gateway: String) -> UplinkConfig? {
+        defer { r.finish() }
+        if !name.unicodeScalars.allSatisfy(isNameScalar) { r.error(r.table.position, "uplink name \"\(name)\" may use only letters, digits, '.', '_' and '-'") }
+        guard r.oneOf("kind", ["mqtt"]) != nil else {
+            if r.table["kind"] == nil { r.error(r.table.position, "missing required key \"kind\" (\"mqtt\")") }
+            r.markAllKnown()
+            return nil
+        }
+        let conn = connection(r, defaultClientID: "brume-\(gateway)-\(name)")
+        let prefix = r.string("topic_prefix") ?? "brume/{gateway}"
+        if prefix.contains("+") || prefix.contains("#") || prefix.isEmpty { r.error(r.position(of: "topic_prefix"), "\"topic_prefix\" must be a non-empty topic without wildcards") }
+        let maxReadings = r.int("batch_max_readings", range: 1...50_000) ?? 500
+        let maxDelay = r.duration("batch_max_delay", min: 0) ?? 1000
+        let inflight = r.int("max_inflight", range: 1...1000) ?? 8
+        let hist = r.duration("historical_after", min: 0) ?? 10_000
+        guard let conn else { return nil }
+        return UplinkConfig(name: name, kind: .mqtt, connection: conn, topicPrefix: prefix.replacingAll("{gateway}", with: gateway),
+                            batchMaxReadings: Int(maxReadings), batchMaxDelayMillis: maxDelay, maxInflight: Int(inflight), historicalAfterMillis: hist)
+    }
+
+    func buildSource(_ r: TableReader, gateway: String) -> SourceConfig? {
+        defer { r.finish() }
+        let name = r.string("name", required: true)
+        if let n = name, n.isEmpty || !n.unicodeScalars.allSatisfy(isNameScalar) {
+            r.error(r.position(of: "name"), "\"name\" must be non-empty and use only letters, digits, '.', '_' and '-'")
+        }
+        guard r.oneOf("kind", ["mqtt"]) != nil else {
+            if r.table["kind"] == nil { r.error(r.table.position, "missing required key \"kind\" (\"mqtt\")") }
+            r.markAllKnown()
+            return nil
+        }
+        let conn = connection(r, defaultClientID: "brume-\(gateway)-\(name ?? "source")")
+        var filters: [String] = []
+        var maxLevels: Int? = 0
+        if let subs = r.stringArray("subscribe") {
+            if subs.isEmpty { r.error(r.position(of: "subscribe"), "\"subscribe\" needs at least one topic filter") }
+            for (f, pos) in subs {
+                if let why = topicFilterProblem(f) { r.error(pos, "invalid topic filter \"\(f)\": \(why)"); maxLevels = nil; continue }
+                filters.append(f)
+                let levels = f.split(separator: "/", omittingEmptySubsequences: false)
+                if levels.last == "#" { maxLevels = nil } else if let m = maxLevels { maxLevels = max(m, levels.count) }
+            }
+        } else {
+            maxLevels = nil
+            r.error(r.table.position, "missing required key \"subscribe\" (e.g. subscribe = [\"sensors/+/+\"])")
+        }
+        if filters.isEmpty { maxLevels = nil }
+        let qos = r.int("qos", range: 0...1) ?? 1
+        func template(_ key: String, default d: String) -> TopicTemplate? {
+            let text = r.string(key) ?? d
+            switch TopicTemplate.parse(text) {
+            case .success(let t):
+                if let ml = maxLevels, let used = t.maxLevel, used >= ml {
+                    r.error(r.position(of: key), "\"\(key)\" uses topic level {\(used)} but the subscribed topics have only \(ml) levels ({0} to {\(ml - 1)})")
+                    return nil
+                }
+                return t
+            case .failure(let why): r.error(r.position(of: key), "\"\(key)\": \(why)"); return nil
+            }
+        }
+        let payload = payloadFormat(r)
+        let device = template("device", default: "{1}")
+        let metricDefault: String
+        if case .jsonObject? = payload { metricDefault = "" } else { metricDefault = "{2}" }
+        let metric = template("metric", default: metricDefault)
+        let persistent = r.bool("persistent_session") ?? true
+        let ackAfterCommit = r.oneOf("ack", ["after_commit", "on_receipt"]).map { $0 == "after_commit" } ?? true
+        guard let name, let conn, let device, let metric, let payload, !filters.isEmpty else { return nil }
+        return SourceConfig(name: name, kind: .mqtt(MQTTSourceConfig(connection: conn, subscribe: filters, qos: Int(qos), device: device, metric: metric, payload: payload, persistentSession: persistent, ackAfterCommit: ackAfterCommit)))
+    }
+
+    func payloadFormat(_ r: TableReader) -> PayloadFormat? {
+        guard let n = r.node("payload") else { return .number }
+        switch n.value {
+        case .string(let s):
+            switch s {
+            case "number": return .number
+            case "json": return .jsonObject(time: nil)
+            default:
+                r.error(n.position, "\"payload\" must be \"number\", \"json\" or { json = { value = \"/pointer\", time = \"/pointer\" } }, got \"\(s)\"")
+                return nil
+            }
+        case .table(let t):
+            let pr = TableReader(t, context: "\(r.context) payload", sink: sink)
+            defer { pr.finish() }
+            guard let j = pr.subtable("json", context: "\(r.context) payload.json") else {
+                pr.error(t.position, "expected { json = { value = \"/v\", time = \"/ts\" } }")
+                return nil
+            }
+            defer { j.finish() }
+            func pointer(_ key: String) -> JSONPointer?? {
+                guard let s = j.string(key) else { return .some(nil) }
+                do { return .some(try JSONPointer(s)) } catch {
+                    j.error(j.position(of: key), "\"\(key)\": invalid JSON pointer \"\(s)\": \(error) (it starts with \"/\", like \"/data/temp\")")
+                    return nil
+                }
+            }
+            guard let value = pointer("value"), let time = pointer("time") else { return nil }
+            if let value { return .jsonValue(value: value, time: time) }
+            return .jsonObject(time: time)
+        default:
+            r.error(n.position, "\"payload\" must be \"number\", \"json\" or a table, not \(article(n.typeName))")
+            return nil
+        }
+    }
+}
+
+func isNameScalar(_ c: Unicode.Scalar) -> Bool {
+    (c.isASCII && c.properties.isAlphabetic) || ("0"..."9").contains(c) || c == "." || c == "_" || c == "-"
+}
+
+/// MQTT 3.1.1 topic filter rules.
+func topicFilterProblem(_ f: String) -> String? {
+    if f.isEmpty { return "empty" }
+    if f.utf8.count > 65535 { return "longer than 65535 bytes" }
+    let levels = f.split(separator: "/", omittingEmptySubsequences: false)
+    for (i, l) in levels.enumerated() {
+        if l.contains("#") && (l != "#" || i != levels.count - 1) { return "\"#\" must be a whole level and the last one" }
+        if l.contains("+") && l != "+" { return "\"+\" must be a whole level" }
+    }
+    return nil
+}
+
+extension String {
+    func replacingAll(_ target: String, with replacement: String) -> String {
+        guard !target.isEmpty else { return self }
+        var out = ""
+        var rest = Substring(self)
+        while let r = rest.firstRange(of: target) {
+            out += rest[..<r.lowerBound]
+            out += replacement
+            rest = rest[r.upperBound...]
+        }
+        out += rest
+        return out
+    }
+}

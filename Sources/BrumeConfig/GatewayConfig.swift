@@ -1,0 +1,135 @@
+import BrumeCore
+
+/// The typed configuration of one gateway, built from gateway.toml by
+/// `ConfigLoader` after every check passed. Every key is documented in
+/// docs/configuration.md with its type and default.
+public struct GatewayConfig: Sendable {
+    public var gateway: GatewaySection
+    public var buffer: BufferSection
+    public var log: LogSection
+    public var uplinks: [UplinkConfig]
+    public var sources: [SourceConfig]
+}
+
+public struct GatewaySection: Sendable, Hashable {
+    /// Identifies this gateway to the cloud (`gw` in every batch). Required.
+    public var id: String
+    /// Where the outbox and other state live. Default "/var/lib/brume".
+    public var dataDir: String
+}
+
+public struct BufferSection: Sendable, Hashable {
+    public var maxBytes: Int64
+    public var maxAgeMillis: Int64
+    public var whenFull: String
+    public var commitIntervalMillis: Int64
+    public var synchronous: String
+}
+
+public struct LogSection: Sendable, Hashable {
+    public var level: String
+}
+
+public struct TLSConfig: Sendable, Hashable {
+    public var caFile: String?
+    public var certFile: String?
+    public var keyFile: String?
+    public var verifyHostname: Bool
+}
+
+public struct MQTTConnection: Sendable, Hashable {
+    public var url: BrokerURL
+    public var clientID: String
+    public var username: String?
+    public var passwordFile: String?
+    public var tls: TLSConfig?
+    public var keepAliveSeconds: Int
+}
+
+public struct UplinkConfig: Sendable, Hashable {
+    public enum Kind: String, Sendable { case mqtt }
+    public var name: String
+    public var kind: Kind
+    public var connection: MQTTConnection
+    /// Topic prefix; "{gateway}" is replaced by the gateway id.
+    public var topicPrefix: String
+    public var batchMaxReadings: Int
+    public var batchMaxDelayMillis: Int64
+    /// Batches published and not yet acknowledged, at most.
+    public var maxInflight: Int
+    public var historicalAfterMillis: Int64
+}
+
+public struct SourceConfig: Sendable, Hashable {
+    public var name: String
+    public var kind: Kind
+    public enum Kind: Sendable, Hashable {
+        case mqtt(MQTTSourceConfig)
+    }
+}
+
+public struct MQTTSourceConfig: Sendable, Hashable {
+    public var connection: MQTTConnection
+    public var subscribe: [String]
+    public var qos: Int
+    /// Template for the device name: literal text and "{N}" topic levels (0-based).
+    public var device: TopicTemplate
+    public var metric: TopicTemplate
+    public var payload: PayloadFormat
+    /// Keep the broker session while the gateway is away (QoS1 readings wait at the broker).
+    public var persistentSession: Bool
+    /// QoS1: acknowledge a message to the broker only once its readings are
+    /// committed to the outbox (no loss on a crash; default true).
+    public var ackAfterCommit: Bool
+}
+
+/// "{1}" or "site-{0}/{2}": literal text with topic levels.
+public struct TopicTemplate: Sendable, Hashable, CustomStringConvertible {
+    public enum Part: Sendable, Hashable { case literal(String), level(Int) }
+    public var parts: [Part]
+    public var text: String
+    public var description: String { text }
+
+    public var maxLevel: Int? { parts.compactMap { if case .level(let n) = $0 { return n } else { return nil } }.max() }
+
+    public static func parse(_ text: String) -> Result<TopicTemplate, ConfigProblem> {
+        var parts: [Part] = []
+        var lit = ""
+        var it = Array(text)
+        var i = 0
+        while i < it.count {
+            let c = it[i]
+            if c == "{" {
+                guard let close = it[i...].firstIndex(of: "}") else { return .failure(ConfigProblem("unclosed \"{\" in \"\(text)\"")) }
+                let inner = String(it[(i + 1)..<close])
+                guard let n = Int(inner), n >= 0 else { return .failure(ConfigProblem("\"{\(inner)}\" is not a topic level: use {0}, {1}, ... (0 is the first level)")) }
+                if !lit.isEmpty { parts.append(.literal(lit)); lit = "" }
+                parts.append(.level(n))
+                i = close + 1
+            } else if c == "}" {
+                return .failure(ConfigProblem("unmatched \"}\" in \"\(text)\""))
+            } else {
+                lit.append(c)
+                i += 1
+            }
+        }
+        it = []
+        if !lit.isEmpty { parts.append(.literal(lit)) }
+        return .success(TopicTemplate(parts: parts, text: text))
+    }
+
+    /// Renders against the levels of an actual topic; nil when a level is missing.
+    public func render(levels: [Substring]) -> String? {
+        if parts.count == 1, case .level(let n) = parts[0] { return n < levels.count ? String(levels[n]) : nil }
+        var s = ""
+        for p in parts {
+            switch p {
+            case .literal(let l): s += l
+            case .level(let n):
+                guard n < levels.count else { return nil }
+                s += levels[n]
+            }
+        }
+        return s
+    }
+}

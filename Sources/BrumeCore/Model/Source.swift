@@ -1,0 +1,31 @@
+/// Where sources hand their readings: the pipeline (rules, then the outbox).
+///
+/// Called synchronously on the source's own thread; it may block for a
+/// while when the outbox is saturated: that is the backpressure a source
+/// passes on to its device or broker (TCP flow control for MQTT).
+public protocol ReadingSink: Sendable {
+    /// Takes readings; returns a ticket for `waitDurable`.
+    @discardableResult
+    func accept(_ readings: [Reading], from source: String) -> UInt64
+    /// Blocks until everything accepted up to `ticket` is committed to the
+    /// outbox (or dropped, and counted), or `timeout` passes. True if done.
+    func waitDurable(_ ticket: UInt64, timeout: Duration) -> Bool
+}
+
+/// The state of a source, as shown in status and logs.
+public enum SourceState: String, Sendable {
+    case starting, connected, disconnected, stopped
+}
+
+/// Counters every source keeps.
+public final class SourceStats: Sendable {
+    /// Messages, frames or lines received.
+    public let messages = Counter()
+    /// Readings handed to the pipeline.
+    public let readings = Counter()
+    /// Inputs dropped, by reason ("invalid_json", "topic_mapping", ...).
+    public let errors = ReasonCounters()
+    /// Time (ms since epoch) of the last reading.
+    public let lastReadingMillis = Gauge<Int64?>(nil)
+    public init() {}
+}

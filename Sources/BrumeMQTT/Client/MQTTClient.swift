@@ -1,0 +1,406 @@
+import BrumeCore
+import CMosquitto
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// TLS settings for an MQTT connection (libmosquitto `mosquitto_tls_set`).
+public struct MQTTTLS: Sendable, Hashable {
+    public var caFile: String?
+    public var caPath: String?
+    public var certFile: String?
+    public var keyFile: String?
+    /// Verify that the broker certificate matches the host name (default true).
+    public var verifyHostname: Bool
+
+    public init(caFile: String? = nil, caPath: String? = nil, certFile: String? = nil, keyFile: String? = nil, verifyHostname: Bool = true) {
+        self.caFile = caFile
+        self.caPath = caPath
+        self.certFile = certFile
+        self.keyFile = keyFile
+        self.verifyHostname = verifyHostname
+    }
+}
+
+/// A last-will message, published by the broker if the connection drops.
+public struct MQTTWill: Sendable, Hashable {
+    public var topic: String
+    public var payload: [UInt8]
+    public var qos: Int32
+    public var retain: Bool
+    public init(topic: String, payload: [UInt8], qos: Int32 = 1, retain: Bool = true) {
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+    }
+}
+
+public struct MQTTClientOptions: Sendable {
+    public var host: String
+    public var port: Int
+    public var clientID: String
+    /// false: the broker keeps the session (subscriptions and queued QoS1
+    /// messages) while we are away.
+    public var cleanSession: Bool
+    public var keepAlive: Int
+    public var username: String?
+    public var password: String?
+    public var tls: MQTTTLS?
+    public var will: MQTTWill?
+    /// libmosquitto's in-flight window for outgoing QoS1 messages.
+    public var maxInflight: Int
+    public var reconnectInitial: Duration
+    public var reconnectMax: Duration
+
+    public init(host: String, port: Int, clientID: String, cleanSession: Bool = true, keepAlive: Int = 30,
+                username: String? = nil, password: String? = nil, tls: MQTTTLS? = nil, will: MQTTWill? = nil,
+                maxInflight: Int = 32, reconnectInitial: Duration = .milliseconds(250), reconnectMax: Duration = .seconds(30)) {
+        self.host = host
+        self.port = port
+        self.clientID = clientID
+        self.cleanSession = cleanSession
+        self.keepAlive = keepAlive
+        self.username = username
+        self.password = password
+        self.tls = tls
+        self.will = will
+        self.maxInflight = maxInflight
+        self.reconnectInitial = reconnectInitial
+        self.reconnectMax = reconnectMax
+    }
+}
+
+public enum MQTTConnectionState: String, Sendable {
+    case connecting, connected, disconnected, stopped
+}
+
+/// What the client tells its owner. All callbacks run on the client's network
+/// thread: they must be quick and never block for long (hand work off).
+public struct MQTTHandlers: Sendable {
+    /// Connected (CONNACK accepted). `generation` increases with every new
+    /// connection; publish ids (mids) are only meaningful within one generation.
+    public var onConnect: @Sendable (_ client: MQTTClient, _ generation: UInt64, _ sessionPresent: Bool) -> Void
+    public var onDisconnect: @Sendable (_ generation: UInt64, _ reason: String) -> Void
+    /// A message arrived. The pointers are valid only during the call.
+    public var onMessage: @Sendable (_ topic: UnsafePointer<CChar>, _ payload: UnsafeRawBufferPointer, _ qos: Int32, _ retained: Bool) -> Void
+    /// A QoS1 publish was acknowledged (PUBACK) by the broker.
+    public var onPublished: @Sendable (_ generation: UInt64, _ mid: Int32) -> Void
+    /// When set, acknowledgements of received QoS1 messages are held back until
+    /// this returns: the client reads a burst of messages, calls the gate (which
+    /// waits until their readings are committed to the outbox), and only then
+    /// writes the PUBACKs. A crash before the commit leaves the messages
+    /// unacknowledged at the broker, which redelivers them (persistent session).
+    public var ackGate: (@Sendable () -> Void)?
+
+    public init(onConnect: @escaping @Sendable (MQTTClient, UInt64, Bool) -> Void = { _, _, _ in },
+                onDisconnect: @escaping @Sendable (UInt64, String) -> Void = { _, _ in },
+                onMessage: @escaping @Sendable (UnsafePointer<CChar>, UnsafeRawBufferPointer, Int32, Bool) -> Void = { _, _, _, _ in },
+                onPublished: @escaping @Sendable (UInt64, Int32) -> Void = { _, _ in },
+                ackGate: (@Sendable () -> Void)? = nil) {
+        self.ackGate = ackGate
+        self.onConnect = onConnect
+        self.onDisconnect = onDisconnect
+        self.onMessage = onMessage
+        self.onPublished = onPublished
+    }
+}
+
+public struct MQTTError: Error, Sendable, CustomStringConvertible {
+    public var code: Int32
+    public var operation: String
+    public var description: String {
+        "\(operation): \(String(cString: mosquitto_strerror(code)))"
+    }
+    public var isNotConnected: Bool { code == Int32(MOSQ_ERR_NO_CONN.rawValue) || code == Int32(MOSQ_ERR_CONN_LOST.rawValue) }
+}
+
+private let libraryInit: Void = {
+    _ = mosquitto_lib_init()
+}()
+
+/// A small MQTT 3.1.1 client over libmosquitto.
+///
+/// One network thread per client runs `mosquitto_loop` and does its own
+/// reconnection with jittered exponential backoff (libmosquitto's built-in
+/// reconnect has no jitter). Every connection attempt uses a fresh
+/// `struct mosquitto`, so nothing queued inside the library survives a
+/// disconnect: owners (the uplink) resend what was not acknowledged
+/// themselves, which keeps resends explicit and batch-exact.
+public final class MQTTClient: @unchecked Sendable {
+    // @unchecked: `handle` and `generation` are guarded by `lock`; the rest is immutable or atomic.
+    public let options: MQTTClientOptions
+    private let handlers: MQTTHandlers
+    private let logger: Logger
+    private let lock = Mutex<Void>(())
+    private var handle: OpaquePointer?
+    private var generation: UInt64 = 0
+    private let running = Atomic<Bool>(false)
+    private let connectedFlag = Atomic<Bool>(false)
+    private let stateGauge = Gauge<MQTTConnectionState>(.disconnected)
+    private let errorLimiter = LogRateLimiter(burst: 3, interval: .seconds(30))
+    private var thread: pthread_t?
+    private let subscriptionsLock = Mutex<[(String, Int32)]>([])
+    /// Number of successful connections (for status and tests).
+    public let connects = Counter()
+    public let connectFailures = Counter()
+
+    public init(options: MQTTClientOptions, logger: Logger, handlers: MQTTHandlers) {
+        _ = libraryInit
+        self.options = options
+        self.handlers = handlers
+        self.logger = logger
+    }
+
+    deinit {
+        if let h = handle { mosquitto_destroy(h) }
+    }
+
+    public var state: MQTTConnectionState { stateGauge.current }
+    public var isConnected: Bool { connectedFlag.load(ordering: .acquiring) }
+
+    /// Subscriptions made now and re-made after every reconnect.
+    public func addSubscription(_ filter: String, qos: Int32) {
+        subscriptionsLock.withLock { $0.append((filter, qos)) }
+    }
+
+    public func start() {
+        guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        stateGauge.set(.connecting)
+        let box = Unmanaged.passRetained(self)
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { arg in
+            let client = Unmanaged<MQTTClient>.fromOpaque(arg!).takeRetainedValue()
+            client.runLoop()
+            return nil
+        }, box.toOpaque())
+        precondition(rc == 0, "pthread_create failed: \(rc)")
+        thread = tid
+    }
+
+    /// Disconnects cleanly (the will is not published) and joins the thread.
+    public func stop() {
+        guard running.exchange(false, ordering: .acquiringAndReleasing) else { return }
+        if let t = thread {
+            pthread_join(t, nil)
+            thread = nil
+        }
+        stateGauge.set(.stopped)
+    }
+
+    /// Publishes a message. Returns the message id, which `onPublished`
+    /// reports with the same generation when the broker acknowledges it.
+    @discardableResult
+    public func publish(topic: String, payload: UnsafeRawBufferPointer, qos: Int32, retain: Bool = false) throws(MQTTError) -> (generation: UInt64, mid: Int32) {
+        var mid: Int32 = 0
+        let (gen, rc): (UInt64, Int32) = lock.withLock { _ in
+            guard let h = handle, connectedFlag.load(ordering: .acquiring) else {
+                return (generation, Int32(MOSQ_ERR_NO_CONN.rawValue))
+            }
+            return (generation, mosquitto_publish(h, &mid, topic, Int32(payload.count), payload.baseAddress, qos, retain))
+        }
+        if rc != 0 { throw MQTTError(code: rc, operation: "publish to \(topic)") }
+        return (gen, mid)
+    }
+
+    @discardableResult
+    public func publish(topic: String, payload: [UInt8], qos: Int32, retain: Bool = false) throws(MQTTError) -> (generation: UInt64, mid: Int32) {
+        var result: Result<(generation: UInt64, mid: Int32), MQTTError> = .failure(MQTTError(code: 0, operation: ""))
+        payload.withUnsafeBytes { buf in
+            do throws(MQTTError) { result = .success(try publish(topic: topic, payload: buf, qos: qos, retain: retain)) }
+            catch { result = .failure(error) }
+        }
+        return try result.get()
+    }
+
+    // MARK: - network thread
+
+    private func runLoop() {
+        var backoff = Backoff(initial: options.reconnectInitial, maximum: options.reconnectMax)
+        while running.load(ordering: .acquiring) {
+            guard let h = makeHandle() else {
+                sleepInterruptibly(backoff.next())
+                continue
+            }
+            let rc = mosquitto_connect(h, options.host, Int32(options.port), Int32(options.keepAlive))
+            if rc != 0 {
+                connectFailures.add()
+                let reason = rc == Int32(MOSQ_ERR_ERRNO.rawValue) ? String(cString: strerror(errno)) : String(cString: mosquitto_strerror(rc))
+                logRateLimited("MQTT connect failed", reason: reason)
+                destroyHandle()
+                stateGauge.set(.disconnected)
+                sleepInterruptibly(backoff.next())
+                continue
+            }
+            // Pump the connection until it drops or we are stopped.
+            var loopRC: Int32 = 0
+            let connectedAtStart = connects.current
+            while running.load(ordering: .acquiring) {
+                if let gate = handlers.ackGate {
+                    loopRC = pumpGated(h, gate: gate)
+                } else {
+                    loopRC = mosquitto_loop(h, 100, 1)
+                }
+                if loopRC != 0 { break }
+            }
+            let wasConnected = connectedFlag.exchange(false, ordering: .acquiringAndReleasing)
+            if !running.load(ordering: .acquiring) {
+                // Graceful stop: DISCONNECT so the broker does not publish the will.
+                if wasConnected {
+                    _ = mosquitto_disconnect(h)
+                    _ = mosquitto_loop(h, 100, 1)
+                }
+                destroyHandle()
+                let gen = lock.withLock { _ in generation }
+                if wasConnected { handlers.onDisconnect(gen, "stopped") }
+                break
+            }
+            let reason = loopRC == Int32(MOSQ_ERR_ERRNO.rawValue) ? String(cString: strerror(errno)) : String(cString: mosquitto_strerror(loopRC))
+            let gen = lock.withLock { _ in generation }
+            destroyHandle()
+            stateGauge.set(.disconnected)
+            if wasConnected {
+                handlers.onDisconnect(gen, reason)
+                logger.warning("MQTT connection lost", metadata: ["mqtt.broker": "\(options.host):\(options.port)", "mqtt.client_id": "\(options.clientID)", "error": "\(reason)"])
+            } else {
+                logRateLimited("MQTT connection refused or dropped before CONNACK", reason: reason)
+            }
+            if connects.current > connectedAtStart { backoff.reset() }
+            sleepInterruptibly(backoff.next())
+        }
+        stateGauge.set(.stopped)
+    }
+
+    /// Messages delivered to `onMessage` since the last write (network thread only).
+    private var deliveredSinceWrite = 0
+
+    /// One round of the network loop with acknowledgements held back: read a
+    /// burst, let the gate make it durable, then write (PUBACKs, pings,
+    /// subscriptions). libmosquitto queues its PUBACK before calling us back
+    /// and, in threaded mode, writes queued packets only in the write phase.
+    private func pumpGated(_ h: OpaquePointer, gate: @Sendable () -> Void) -> Int32 {
+        let sock = mosquitto_socket(h)
+        if sock < 0 { return Int32(MOSQ_ERR_NO_CONN.rawValue) }
+        var pfd = pollfd(fd: sock, events: Int16(POLLIN) | (mosquitto_want_write(h) ? Int16(POLLOUT) : 0), revents: 0)
+        let n = poll(&pfd, 1, 100)
+        if n < 0 && errno != EINTR { return Int32(MOSQ_ERR_ERRNO.rawValue) }
+        if n > 0 && pfd.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+            var rc = mosquitto_loop_read(h, 1)
+            if rc != 0 { return rc }
+            var burst = 1
+            while burst < 20_000 {
+                var more = pollfd(fd: sock, events: Int16(POLLIN), revents: 0)
+                if poll(&more, 1, 0) <= 0 { break }
+                rc = mosquitto_loop_read(h, 1)
+                if rc != 0 { return rc }
+                burst += 1
+            }
+        }
+        if deliveredSinceWrite > 0 {
+            gate()
+            deliveredSinceWrite = 0
+        }
+        if mosquitto_want_write(h) {
+            let rc = mosquitto_loop_write(h, 1)
+            if rc != 0 { return rc }
+        }
+        return mosquitto_loop_misc(h)
+    }
+
+    private func logRateLimited(_ message: Logger.Message, reason: String) {
+        if let suppressed = errorLimiter.admit() {
+            var md: Logger.Metadata = ["mqtt.broker": "\(options.host):\(options.port)", "mqtt.client_id": "\(options.clientID)", "error": "\(reason)"]
+            if suppressed > 0 { md["suppressed"] = "\(suppressed)" }
+            logger.warning(message, metadata: md)
+        }
+    }
+
+    private func sleepInterruptibly(_ d: Duration) {
+        var remaining = Int64(d.components.seconds) * 1000 + d.components.attoseconds / 1_000_000_000_000_000
+        while remaining > 0 && running.load(ordering: .acquiring) {
+            let step = min(remaining, 50)
+            usleep(UInt32(step * 1000))
+            remaining -= step
+        }
+    }
+
+    private func makeHandle() -> OpaquePointer? {
+        let userdata = Unmanaged.passUnretained(self).toOpaque()
+        guard let h = mosquitto_new(options.clientID, options.cleanSession, userdata) else {
+            logRateLimited("mosquitto_new failed", reason: String(cString: strerror(errno)))
+            return nil
+        }
+        mosquitto_threaded_set(h, true)
+        _ = mosquitto_int_option(h, MOSQ_OPT_PROTOCOL_VERSION, Int32(MQTT_PROTOCOL_V311))
+        _ = mosquitto_max_inflight_messages_set(h, UInt32(max(0, options.maxInflight)))
+        if let u = options.username { _ = mosquitto_username_pw_set(h, u, options.password) }
+        if let will = options.will {
+            _ = will.payload.withUnsafeBytes { mosquitto_will_set(h, will.topic, Int32($0.count), $0.baseAddress, will.qos, will.retain) }
+        }
+        if let tls = options.tls {
+            let rc = mosquitto_tls_set(h, tls.caFile, tls.caPath, tls.certFile, tls.keyFile, nil)
+            if rc != 0 {
+                logRateLimited("MQTT TLS setup failed (check ca_file, cert_file, key_file)", reason: String(cString: mosquitto_strerror(rc)))
+                mosquitto_destroy(h)
+                return nil
+            }
+            _ = mosquitto_tls_insecure_set(h, !tls.verifyHostname)
+        }
+        mosquitto_connect_with_flags_callback_set(h) { _, obj, rc, flags in
+            Unmanaged<MQTTClient>.fromOpaque(obj!).takeUnretainedValue().didConnect(rc: rc, flags: flags)
+        }
+        mosquitto_message_callback_set(h) { _, obj, msg in
+            guard let msg else { return }
+            let client = Unmanaged<MQTTClient>.fromOpaque(obj!).takeUnretainedValue()
+            client.deliveredSinceWrite += 1
+            let m = msg.pointee
+            let payload = UnsafeRawBufferPointer(start: m.payload, count: Int(m.payloadlen))
+            client.handlers.onMessage(UnsafePointer(m.topic), payload, m.qos, m.retain)
+        }
+        mosquitto_publish_callback_set(h) { _, obj, mid in
+            let client = Unmanaged<MQTTClient>.fromOpaque(obj!).takeUnretainedValue()
+            client.handlers.onPublished(client.generation, mid)
+        }
+        lock.withLock { _ in
+            handle = h
+            generation += 1
+        }
+        return h
+    }
+
+    private func destroyHandle() {
+        let h: OpaquePointer? = lock.withLock { _ in
+            let h = handle
+            handle = nil
+            return h
+        }
+        if let h { mosquitto_destroy(h) }
+    }
+
+    private func didConnect(rc: Int32, flags: Int32) {
+        guard rc == 0, let h = handle else {
+            connectFailures.add()
+            let reason = String(cString: mosquitto_connack_string(rc))
+            logRateLimited("MQTT broker refused the connection", reason: reason)
+            return
+        }
+        // With a persistent session the broker kept our subscriptions; subscribing
+        // again would make it resend every retained message (duplicate readings).
+        let sessionPresent = flags & 1 == 1
+        let subs = (options.cleanSession || !sessionPresent) ? subscriptionsLock.withLock({ $0 }) : []
+        for (filter, qos) in subs {
+            let src = mosquitto_subscribe(h, nil, filter, qos)
+            if src != 0 {
+                logger.error("MQTT subscribe failed", metadata: ["mqtt.filter": "\(filter)", "error": "\(String(cString: mosquitto_strerror(src)))"])
+            }
+        }
+        connectedFlag.store(true, ordering: .releasing)
+        connects.add()
+        stateGauge.set(.connected)
+        logger.info("MQTT connected", metadata: ["mqtt.broker": "\(options.host):\(options.port)", "mqtt.client_id": "\(options.clientID)", "mqtt.session_present": "\(flags & 1 == 1)"])
+        handlers.onConnect(self, generation, flags & 1 == 1)
+    }
+}

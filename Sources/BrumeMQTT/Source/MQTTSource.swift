@@ -1,0 +1,139 @@
+import BrumeConfig
+import BrumeCore
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads sensors from a (field) MQTT broker: subscribes to topic filters, maps
+/// topic levels to device and metric, decodes payloads into readings and hands
+/// them to the pipeline.
+///
+/// QoS1 subscriptions use a persistent session by default, so readings
+/// published while the gateway restarts wait at the broker, and (with
+/// `ack = "after_commit"`, the default) a message is acknowledged to the broker
+/// only once its readings are committed to the outbox: a crash before the
+/// commit leaves it at the broker, which delivers it again.
+public final class MQTTSource: Sendable {
+    public let name: String
+    public let config: MQTTSourceConfig
+    public let stats = SourceStats()
+    private let client: MQTTClient
+    private let logger: Logger
+
+    public init(name: String, config: MQTTSourceConfig, password: String?, sink: any ReadingSink, logger: Logger,
+                now: @escaping @Sendable () -> Int64 = wallClockMillis) {
+        self.name = name
+        self.config = config
+        var lg = logger
+        lg[metadataKey: "source.name"] = "\(name)"
+        self.logger = lg
+        let receiver = MessageReceiver(name: name, config: config, sink: sink, stats: stats, logger: lg, now: now)
+        let gate: (@Sendable () -> Void)? = (config.qos > 0 && config.ackAfterCommit) ? { @Sendable in receiver.waitUntilDurable() } : nil
+        let handlers = MQTTHandlers(onMessage: { topic, payload, _, _ in receiver.receive(topic: topic, payload: payload) },
+                                    ackGate: gate)
+        let conn = config.connection
+        let options = MQTTClientOptions(
+            host: conn.url.host, port: conn.url.port, clientID: conn.clientID,
+            cleanSession: !(config.persistentSession && config.qos > 0),
+            keepAlive: conn.keepAliveSeconds, username: conn.username, password: password,
+            tls: conn.tls.map { MQTTTLS(caFile: $0.caFile, certFile: $0.certFile, keyFile: $0.keyFile, verifyHostname: $0.verifyHostname) })
+        client = MQTTClient(options: options, logger: lg, handlers: handlers)
+        for f in config.subscribe { client.addSubscription(f, qos: Int32(config.qos)) }
+    }
+
+    public var state: SourceState {
+        switch client.state {
+        case .connected: return .connected
+        case .connecting: return .starting
+        case .disconnected: return .disconnected
+        case .stopped: return .stopped
+        }
+    }
+
+    public var connects: Int64 { client.connects.current }
+
+    public func start() {
+        logger.info("MQTT source starting", metadata: ["mqtt.broker": "\(config.connection.url)", "mqtt.subscribe": "\(config.subscribe)"])
+        client.start()
+    }
+
+    /// Stops receiving; messages already handed to the sink are in the pipeline.
+    public func stop() { client.stop() }
+}
+
+/// Turns one MQTT message into readings (runs on the client's network thread).
+final class MessageReceiver: Sendable {
+    let name: String
+    let device: TopicTemplate
+    let metric: TopicTemplate
+    let decoder: PayloadDecoder
+    let sink: any ReadingSink
+    let stats: SourceStats
+    let logger: Logger
+    let now: @Sendable () -> Int64
+    let limiter = LogRateLimiter(burst: 5, interval: .seconds(30))
+    let lastTicket = Atomic<UInt64>(0)
+
+    init(name: String, config: MQTTSourceConfig, sink: any ReadingSink, stats: SourceStats, logger: Logger, now: @escaping @Sendable () -> Int64) {
+        self.name = name
+        self.device = config.device
+        self.metric = config.metric
+        self.decoder = PayloadDecoder(format: config.payload)
+        self.sink = sink
+        self.stats = stats
+        self.logger = logger
+        self.now = now
+    }
+
+    func receive(topic topicPtr: UnsafePointer<CChar>, payload: UnsafeRawBufferPointer) {
+        stats.messages.add()
+        let topic = String(cString: topicPtr)
+        let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
+        guard let d = device.render(levels: levels), !d.isEmpty, let m = metric.render(levels: levels) else {
+            drop("topic_mapping", "MQTT topic does not map to a device/metric: message dropped",
+                 ["mqtt.topic": "\(topic)", "device": "\(device)", "metric": "\(metric)"])
+            return
+        }
+        var out: [Reading] = []
+        do throws(PayloadError) {
+            try decoder.decode(payload, device: d, metric: m, receivedAt: now(), into: &out)
+        } catch {
+            drop(error.reason.rawValue, "malformed MQTT payload dropped", ["mqtt.topic": "\(topic)", "error": "\(error.message)"])
+            return
+        }
+        guard !out.isEmpty else { return }
+        if out.contains(where: { $0.metric.isEmpty }) {
+            drop("topic_mapping", "reading without a metric name dropped (set metric = \"{N}\")", ["mqtt.topic": "\(topic)"])
+            return
+        }
+        stats.readings.add(Int64(out.count))
+        stats.lastReadingMillis.set(out[out.count - 1].time)
+        lastTicket.store(sink.accept(out, from: name), ordering: .relaxed)
+    }
+
+    private func drop(_ reason: String, _ message: Logger.Message, _ md: Logger.Metadata) {
+        stats.errors.add(reason)
+        if let n = limiter.admit() {
+            var md = md
+            md["reason"] = "\(reason)"
+            if n > 0 { md["suppressed"] = "\(n)" }
+            logger.warning(message, metadata: md)
+        }
+    }
+
+    /// The ack gate: returns once every reading received so far is committed.
+    func waitUntilDurable() {
+        let ticket = lastTicket.load(ordering: .relaxed)
+        var waited = 0
+        while !sink.waitDurable(ticket, timeout: .seconds(5)) {
+            waited += 5
+            if let n = limiter.admit() {
+                logger.warning("outbox has not committed for a while: acknowledgements to the broker are held back",
+                               metadata: ["waited_s": "\(waited)", "suppressed": "\(n)"])
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+import BrumeConfig
+import BrumeCore
+import BrumeMQTT
+import BrumeStore
+import BrumeUplink
+import Logging
+import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct StartupError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
+/// The pipeline between sources and the outbox. Rules plug in here.
+final class Pipeline: ReadingSink {
+    let outbox: Outbox
+    init(outbox: Outbox) { self.outbox = outbox }
+    func accept(_ readings: [Reading], from source: String) -> UInt64 {
+        outbox.append(readings)
+    }
+    func waitDurable(_ ticket: UInt64, timeout: Duration) -> Bool {
+        outbox.waitProcessed(ticket, timeout: timeout)
+    }
+}
+
+/// One running gateway: the outbox, the uplink and the sources, started in
+/// that order and stopped in reverse so that a shutdown drains the sources
+/// into the outbox before SQLite closes.
+public final class Gateway: Service, Sendable {
+    public let config: GatewayConfig
+    public let outbox: Outbox
+    public let uplink: MQTTUplink
+    public let sources: [MQTTSource]
+    private let logger: Logger
+
+    public init(config: GatewayConfig, logger: Logger) throws {
+        self.config = config
+        self.logger = logger
+        try Gateway.ensureDirectory(config.gateway.dataDir)
+        let b = config.buffer
+        let options = OutboxOptions(
+            path: config.gateway.dataDir + "/outbox.db", maxBytes: b.maxBytes, maxAgeMillis: b.maxAgeMillis,
+            whenFull: WhenFull(rawValue: b.whenFull) ?? .dropOldest, commitInterval: .milliseconds(b.commitIntervalMillis),
+            synchronous: SyncLevel(rawValue: b.synchronous) ?? .normal,
+            historicalAfterMillis: config.uplinks.first?.historicalAfterMillis ?? 10_000)
+        do {
+            outbox = try Outbox(options: options, logger: logger)
+        } catch {
+            throw StartupError("cannot open the outbox at \(options.path): \(error)")
+        }
+        guard let up = config.uplinks.first else { throw StartupError("no uplink configured") }
+        uplink = MQTTUplink(config: up, gatewayID: config.gateway.id, password: try Gateway.secret(up.connection.passwordFile, logger: logger),
+                            outbox: outbox, logger: logger)
+        let pipeline = Pipeline(outbox: outbox)
+        var sources: [MQTTSource] = []
+        for s in config.sources {
+            switch s.kind {
+            case .mqtt(let m):
+                sources.append(MQTTSource(name: s.name, config: m, password: try Gateway.secret(m.connection.passwordFile, logger: logger),
+                                          sink: pipeline, logger: logger))
+            }
+        }
+        self.sources = sources
+    }
+
+    public func run() async throws {
+        let st = outbox.stats
+        logger.info("brume starting", metadata: [
+            "gateway.id": "\(config.gateway.id)", "outbox.buffered": "\(st.bufferedReadings)",
+            "outbox.unacked_batches": "\(outbox.unackedBatches().count)", "sources": "\(sources.count)",
+        ])
+        outbox.start()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.uplink.run() }
+            group.addTask { await self.reportPeriodically() }
+            for s in sources { s.start() }
+            // Until SIGTERM/SIGINT.
+            try? await gracefulShutdown()
+            logger.info("shutting down: stopping sources, committing the outbox")
+            for s in sources { s.stop() }
+            outbox.flush()
+            await uplink.shutdown()
+            group.cancelAll()
+        }
+        outbox.stop()
+        outbox.close()
+        let end = outbox.stats
+        logger.info("brume stopped", metadata: ["outbox.buffered": "\(end.bufferedReadings)", "outbox.delivered": "\(end.delivered)"])
+    }
+
+    private func reportPeriodically() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(60))
+            if Task.isCancelled { return }
+            let s = outbox.stats
+            var md: Logger.Metadata = [
+                "uplink.state": "\(uplink.state.rawValue)", "uplink.batches_acked": "\(uplink.stats.batchesAcked.current)",
+                "outbox.buffered": "\(s.bufferedReadings)", "outbox.bytes": "\(s.bufferedBytes)",
+                "outbox.evicted": "\(s.evicted)",
+            ]
+            for src in sources {
+                md["source.\(src.name)"] = "\(src.state.rawValue) readings=\(src.stats.readings.current) errors=\(src.stats.errors.total)"
+            }
+            logger.info("status", metadata: md)
+        }
+    }
+
+    static func ensureDirectory(_ path: String) throws {
+        var parts: [String] = []
+        var cur = ""
+        for comp in path.split(separator: "/", omittingEmptySubsequences: false) {
+            cur += (cur.isEmpty && path.hasPrefix("/") ? "/" : (cur.isEmpty ? "" : "/")) + comp
+            parts.append(cur)
+        }
+        for p in parts where !p.isEmpty && p != "/" {
+            if mkdir(p, 0o750) != 0 && errno != EEXIST {
+                throw StartupError("cannot create data_dir \(path): \(String(cString: strerror(errno)))")
+            }
+        }
+        if access(path, W_OK) != 0 { throw StartupError("data_dir \(path) is not writable: \(String(cString: strerror(errno)))") }
+    }
+
+    /// Reads a secret file (first line, trailing newline removed). Warns when
+    /// the file is readable by group or others. The secret is never logged.
+    static func secret(_ path: String?, logger: Logger) throws -> String? {
+        guard let path else { return nil }
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw StartupError("cannot read password_file \(path): \(String(cString: strerror(errno)))") }
+        if st.st_mode & 0o077 != 0 {
+            logger.warning("secret file is readable by group or others; chmod 600 it", metadata: ["file": "\(path)"])
+        }
+        guard case .success(let text) = ConfigLoader.readFile(path) else {
+            throw StartupError("cannot read password_file \(path): \(String(cString: strerror(errno)))")
+        }
+        return String(text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+            .trimmingCharacters(in: "\r")
+    }
+}
+
+/// Runs a gateway until SIGTERM or SIGINT, then shuts it down gracefully.
+public func runGateway(config: GatewayConfig, logger: Logger) async throws {
+    let gateway = try Gateway(config: config, logger: logger)
+    let group = ServiceGroup(configuration: .init(
+        services: [.init(service: gateway, successTerminationBehavior: .gracefullyShutdownGroup)],
+        gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: logger))
+    try await group.run()
+}
+
+extension String {
+    func trimmingCharacters(in c: Character) -> String {
+        var s = Substring(self)
+        while s.last == c { s = s.dropLast() }
+        return String(s)
+    }
+}

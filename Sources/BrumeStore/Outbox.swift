@@ -1,0 +1,814 @@
+import BrumeCore
+import CSQLite
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum WhenFull: String, Sendable, CaseIterable {
+    /// Evict the oldest buffered readings to make room (default).
+    case dropOldest = "drop_oldest"
+    /// Refuse new readings while the buffer is full.
+    case dropNewest = "drop_newest"
+}
+
+/// SQLite `synchronous` level for the outbox database (WAL mode).
+public enum SyncLevel: String, Sendable, CaseIterable {
+    /// Committed data survives a crash of the gateway (kill -9); the last
+    /// commits before a power cut may be lost. Far fewer fsyncs (SD cards).
+    case normal
+    /// Every commit is fsynced: survives a power cut, costs an fsync per commit.
+    case full
+}
+
+public struct OutboxOptions: Sendable {
+    public var path: String
+    public var maxBytes: Int64
+    public var maxAgeMillis: Int64
+    public var whenFull: WhenFull
+    /// Group-commit interval: readings wait at most this long in memory.
+    public var commitInterval: Duration
+    public var synchronous: SyncLevel
+    /// Readings waiting for the next commit, at most (backpressure beyond).
+    public var maxPendingReadings: Int
+    /// A batch is flagged historical ("hist": true) when its oldest reading
+    /// was committed more than this long before the batch was formed.
+    public var historicalAfterMillis: Int64
+    /// Readings per segment row, at most.
+    public var maxSegmentReadings: Int
+
+    public init(path: String, maxBytes: Int64 = 256 << 20, maxAgeMillis: Int64 = 7 * 86_400_000, whenFull: WhenFull = .dropOldest,
+                commitInterval: Duration = .milliseconds(50), synchronous: SyncLevel = .normal, maxPendingReadings: Int = 100_000,
+                historicalAfterMillis: Int64 = 10_000, maxSegmentReadings: Int = 8192) {
+        self.path = path
+        self.maxBytes = maxBytes
+        self.maxAgeMillis = maxAgeMillis
+        self.whenFull = whenFull
+        self.commitInterval = commitInterval
+        self.synchronous = synchronous
+        self.maxPendingReadings = maxPendingReadings
+        self.historicalAfterMillis = historicalAfterMillis
+        self.maxSegmentReadings = maxSegmentReadings
+    }
+
+    /// What the WAL may take on disk before it is truncated after a checkpoint.
+    var walLimit: Int64 { min(16 << 20, max(64 << 10, maxBytes / 8)) }
+    /// Bytes of segment data allowed, so that database + WAL stay under maxBytes.
+    var dataBudget: Int64 { max(4096, (maxBytes - walLimit) * 85 / 100) }
+}
+
+/// A batch of consecutive outbox readings, recorded before it is sent so
+/// that a resend (after a reconnect or a crash) is the very same batch.
+public struct BatchRecord: Sendable, Hashable {
+    public var first: Int64
+    public var last: Int64
+    public var historical: Bool
+    public var count: Int { Int(last - first + 1) }
+    public init(first: Int64, last: Int64, historical: Bool) {
+        self.first = first
+        self.last = last
+        self.historical = historical
+    }
+}
+
+public struct OutboxStats: Sendable, Hashable {
+    /// Readings committed to the database since it was created.
+    public var committed: Int64 = 0
+    /// Readings acknowledged by the uplink(s) and removed.
+    public var delivered: Int64 = 0
+    /// Readings dropped by the buffer limits, by reason (max_bytes, max_age, buffer_full, corrupt).
+    public var evicted: [String: Int64] = [:]
+    /// Readings in the database not yet delivered.
+    public var bufferedReadings: Int64 = 0
+    /// Segment bytes in the database.
+    public var bufferedBytes: Int64 = 0
+    /// Commit time of the oldest undelivered reading (ms since epoch), if any.
+    public var oldestMillis: Int64?
+    public var segments: Int64 = 0
+    /// Readings waiting in memory for the next group commit.
+    public var pendingInMemory: Int = 0
+    public var commits: Int64 = 0
+    /// Highest sequence number committed.
+    public var lastSeq: Int64 = 0
+    /// Every reading with a sequence number up to this one is delivered or evicted.
+    public var doneSeq: Int64 = 0
+    /// Set when the database was found corrupt at start and moved aside.
+    public var recoveredFrom: String?
+}
+
+public struct OutboxError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+}
+
+/// The durable buffer between sources and uplinks: SQLite in WAL mode,
+/// readings group-committed in compact binary segments (see SegmentCodec).
+///
+/// Durability: a reading is durable once `append` returned *and* the next
+/// group commit (at most `commitInterval` later) has run. Readings in memory
+/// before that are the documented exposure window of a crash.
+///
+/// Threads: `append` may be called from any thread (sources); one writer
+/// thread commits; the uplink calls the batch functions from its task. One
+/// SQLite connection, serialised by `dbLock`.
+public final class Outbox: @unchecked Sendable {
+    // @unchecked: mutable state is guarded by `pendingLock` (pending*) or `dbLock` (everything in `store`).
+    public let options: OutboxOptions
+    private let logger: Logger
+    private let now: @Sendable () -> Int64
+
+    private let pendingLock = ConditionLock()
+    private var pending: [Reading] = []
+    private var pendingSince: UInt64 = 0
+    private var stopping = false
+    private var writerThread: pthread_t?
+    private var flushRequested = false
+    /// Readings ever appended / ever committed or dropped (tickets for waitProcessed).
+    private var appendedTotal: UInt64 = 0
+    private var processedTotal: UInt64 = 0
+    /// A source waits for a commit: commit as soon as the minimum spacing allows.
+    private var urgent = false
+    private var lastCommitNanos: UInt64 = 0
+
+    private let dbLock = Mutex<Void>(())
+    private let store: Store
+
+    private let commitSignal: AsyncStream<Void>.Continuation
+    /// Yields (coalesced) after each commit that added readings.
+    public let commits: AsyncStream<Void>
+
+    public let appendBlockedNanos = Counter()
+
+    public init(options: OutboxOptions, logger: Logger, now: @escaping @Sendable () -> Int64 = wallClockMillis) throws(OutboxError) {
+        self.options = options
+        self.logger = logger
+        self.now = now
+        (commits, commitSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        do {
+            store = try Store.open(options: options, logger: logger, now: now)
+        } catch let e as OutboxError {
+            throw e
+        } catch {
+            throw OutboxError(description: "\(error)")
+        }
+    }
+
+    // MARK: - lifecycle
+
+    public func start() {
+        pendingLock.withLock { stopping = false }
+        let box = Unmanaged.passRetained(self)
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { arg in
+            let outbox = Unmanaged<Outbox>.fromOpaque(arg!).takeRetainedValue()
+            outbox.writerLoop()
+            return nil
+        }, box.toOpaque())
+        precondition(rc == 0)
+        writerThread = tid
+    }
+
+    /// Commits everything pending and stops the writer thread.
+    public func stop() {
+        pendingLock.withLock {
+            stopping = true
+            pendingLock.broadcast()
+        }
+        if let t = writerThread {
+            pthread_join(t, nil)
+            writerThread = nil
+        }
+        commitPending()
+        commitSignal.finish()
+    }
+
+    /// Closes the database (after `stop`). Checkpoints the WAL.
+    public func close() {
+        dbLock.withLock { _ in store.close() }
+    }
+
+    // MARK: - write side
+
+    /// Hands readings to the outbox. Blocks (backpressure) while more than
+    /// `maxPendingReadings` wait for the writer. Returns false after `stop`.
+    @discardableResult
+    public func append(_ readings: some Collection<Reading>) -> UInt64 {
+        pendingLock.lock()
+        defer { pendingLock.unlock() }
+        if pending.count >= options.maxPendingReadings && !stopping {
+            let t0 = monotonicNanos()
+            while pending.count >= options.maxPendingReadings && !stopping {
+                pendingLock.wait(untilMonotonicNanos: monotonicNanos() + 100_000_000)
+            }
+            appendBlockedNanos.add(Int64(monotonicNanos() - t0))
+        }
+        if readings.isEmpty { return appendedTotal }
+        if pending.isEmpty { pendingSince = monotonicNanos() }
+        pending.append(contentsOf: readings)
+        appendedTotal += UInt64(readings.count)
+        if pending.count >= options.maxSegmentReadings { pendingLock.broadcast() }
+        return appendedTotal
+    }
+
+    @discardableResult
+    public func append(_ reading: Reading) -> UInt64 { append(CollectionOfOne(reading)) }
+
+    /// Waits until every reading appended up to `ticket` is committed (or was
+    /// dropped by the limits, counted). Asks the writer to commit early, no
+    /// sooner than a tenth of the commit interval after the previous commit.
+    public func waitProcessed(_ ticket: UInt64, timeout: Duration) -> Bool {
+        let deadline = monotonicNanos() + UInt64(timeout.components.seconds) * 1_000_000_000 + UInt64(timeout.components.attoseconds / 1_000_000_000)
+        pendingLock.lock()
+        defer { pendingLock.unlock() }
+        if processedTotal >= ticket { return true }
+        if writerThread == nil {
+            pendingLock.unlock()
+            commitPending()
+            pendingLock.lock()
+            return processedTotal >= ticket
+        }
+        urgent = true
+        pendingLock.broadcast()
+        while processedTotal < ticket {
+            let now = monotonicNanos()
+            if now >= deadline { return false }
+            pendingLock.wait(untilMonotonicNanos: min(deadline, now + 100_000_000))
+        }
+        return true
+    }
+
+    /// Commits what is pending now (used at shutdown and by tests).
+    public func flush() {
+        if writerThread == nil {
+            commitPending()
+            return
+        }
+        pendingLock.withLock {
+            flushRequested = true
+            pendingLock.broadcast()
+            while flushRequested && !stopping { pendingLock.wait(untilMonotonicNanos: monotonicNanos() + 50_000_000) }
+        }
+    }
+
+    private func writerLoop() {
+        let interval = UInt64(options.commitInterval.components.seconds) * 1_000_000_000 + UInt64(options.commitInterval.components.attoseconds / 1_000_000_000)
+        var lastMaintenance = monotonicNanos()
+        while true {
+            pendingLock.lock()
+            let spacing = max(1_000_000, interval / 10)
+            while !stopping && !flushRequested {
+                if pending.count >= options.maxSegmentReadings { break }
+                let now = monotonicNanos()
+                if !pending.isEmpty && now >= pendingSince + interval { break }
+                if urgent && !pending.isEmpty && now >= lastCommitNanos + spacing { break }
+                var deadline = pending.isEmpty ? now + 1_000_000_000 : pendingSince + interval
+                if urgent && !pending.isEmpty { deadline = min(deadline, lastCommitNanos + spacing) }
+                pendingLock.wait(untilMonotonicNanos: deadline)
+                if pending.isEmpty && monotonicNanos() >= lastMaintenance + 1_000_000_000 { break }
+            }
+            let done = stopping
+            let wasFlush = flushRequested
+            let taken = pending
+            let through = appendedTotal
+            urgent = false
+            pending.removeAll(keepingCapacity: true)
+            pendingLock.broadcast()
+            pendingLock.unlock()
+            if !taken.isEmpty {
+                commit(taken)
+                pendingLock.withLock {
+                    processedTotal = max(processedTotal, through)
+                    lastCommitNanos = monotonicNanos()
+                    pendingLock.broadcast()
+                }
+            }
+            if wasFlush {
+                pendingLock.withLock {
+                    flushRequested = false
+                    pendingLock.broadcast()
+                }
+            }
+            if monotonicNanos() >= lastMaintenance + 1_000_000_000 {
+                lastMaintenance = monotonicNanos()
+                dbLock.withLock { _ in store.evictByAge() }
+            }
+            if done { return }
+        }
+    }
+
+    private func commitPending() {
+        let (taken, through): ([Reading], UInt64) = pendingLock.withLock {
+            let t = pending
+            pending.removeAll()
+            pendingLock.broadcast()
+            return (t, appendedTotal)
+        }
+        if !taken.isEmpty { commit(taken) }
+        pendingLock.withLock {
+            processedTotal = max(processedTotal, through)
+            pendingLock.broadcast()
+        }
+    }
+
+    private func commit(_ readings: [Reading]) {
+        var start = 0
+        while start < readings.count {
+            let end = min(readings.count, start + options.maxSegmentReadings)
+            let added = dbLock.withLock { _ in store.insertSegment(readings[start..<end]) }
+            if added { commitSignal.yield() }
+            start = end
+        }
+    }
+
+    // MARK: - read side (uplink)
+
+    /// Batches recorded but not yet acknowledged, oldest first. After a
+    /// restart or reconnect these are resent, unchanged, before new ones.
+    public func unackedBatches() -> [BatchRecord] {
+        dbLock.withLock { _ in store.unackedBatches() }
+    }
+
+    public enum NextBatch: Sendable {
+        case batch(BatchRecord)
+        /// Not enough readings yet; ask again at this time (ms since epoch) or on the next commit.
+        case waitUntil(Int64)
+        case empty
+    }
+
+    /// Forms and records the next batch after everything already batched:
+    /// up to `maxReadings` readings, or fewer once the oldest has waited `maxDelayMillis`.
+    public func nextBatch(maxReadings: Int, maxDelayMillis: Int64) -> NextBatch {
+        dbLock.withLock { _ in store.nextBatch(maxReadings: maxReadings, maxDelayMillis: maxDelayMillis) }
+    }
+
+    /// The readings of a recorded batch (nil when it was evicted meanwhile).
+    public func readings(of batch: BatchRecord) -> [Reading]? {
+        dbLock.withLock { _ in store.readings(first: batch.first, last: batch.last) }
+    }
+
+    /// The uplink acknowledged this batch: its readings leave the outbox.
+    public func ack(_ batch: BatchRecord) {
+        dbLock.withLock { _ in store.ack(batch) }
+    }
+
+    public var stats: OutboxStats {
+        let p = pendingLock.withLock { pending.count }
+        var s = dbLock.withLock { _ in store.stats() }
+        s.pendingInMemory = p
+        return s
+    }
+}
+
+// MARK: - the database
+
+/// Everything that touches SQLite. Used only under `Outbox.dbLock`.
+final class Store {
+    static let schemaVersion: Int64 = 1
+    /// Numbered migrations: index i brings user_version i to i+1.
+    static let migrations: [String] = [
+        """
+        CREATE TABLE segment (
+            first_seq  INTEGER PRIMARY KEY,
+            last_seq   INTEGER NOT NULL,
+            count      INTEGER NOT NULL,
+            bytes      INTEGER NOT NULL,
+            created_ms INTEGER NOT NULL,
+            data       BLOB NOT NULL
+        );
+        CREATE TABLE batch (
+            first_seq INTEGER PRIMARY KEY,
+            last_seq  INTEGER NOT NULL,
+            hist      INTEGER NOT NULL,
+            acked     INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE eviction (reason TEXT PRIMARY KEY, readings INTEGER NOT NULL) WITHOUT ROWID;
+        INSERT INTO meta(key, value) VALUES ('next_seq', 1), ('done_seq', 0), ('committed', 0), ('delivered', 0);
+        """,
+    ]
+
+    let db: SQLiteDB
+    let options: OutboxOptions
+    let logger: Logger
+    let now: @Sendable () -> Int64
+    var recoveredFrom: String?
+
+    // cached state (mirrors the database)
+    var nextSeq: Int64 = 1
+    var doneSeq: Int64 = 0
+    var committed: Int64 = 0
+    var delivered: Int64 = 0
+    var totalBytes: Int64 = 0
+    var segmentCount: Int64 = 0
+    var commitCount: Int64 = 0
+    var evicted: [String: Int64] = [:]
+    var closed = false
+    let corruptLimiter = LogRateLimiter(burst: 3, interval: .seconds(60))
+
+    // prepared statements
+    let insertSegmentStmt: Statement
+    let setMetaStmt: Statement
+    let segmentsAfterStmt: Statement
+    let insertBatchStmt: Statement
+    let ackBatchStmt: Statement
+
+    /// Decoded segment cache: the uplink reads one segment in many batches.
+    var cache: (first: Int64, readings: [Reading])?
+
+    static func open(options: OutboxOptions, logger: Logger, now: @escaping @Sendable () -> Int64) throws -> Store {
+        do {
+            return try Store(options: options, logger: logger, now: now)
+        } catch let e as SQLiteError where e.isCorruption {
+            let aside = "\(options.path).corrupt-\(now())"
+            logger.error("outbox database is corrupt or not a database: moved aside, starting with an empty outbox",
+                         metadata: ["outbox.path": "\(options.path)", "outbox.moved_to": "\(aside)", "error": "\(e)"])
+            rename(options.path, aside)
+            rename(options.path + "-wal", aside + "-wal")
+            unlink(options.path + "-shm")
+            let s = try Store(options: options, logger: logger, now: now)
+            s.recoveredFrom = aside
+            return s
+        }
+    }
+
+    private init(options: OutboxOptions, logger: Logger, now: @escaping @Sendable () -> Int64) throws {
+        self.options = options
+        self.logger = logger
+        self.now = now
+        db = try SQLiteDB(path: options.path)
+        // WAL: readers never block the writer; one fsync per checkpoint in NORMAL mode.
+        let mode = try db.prepare("PRAGMA journal_mode=WAL")
+        _ = try mode.step()
+        let got = mode.text(0)
+        guard got == "wal" else { throw OutboxError(description: "cannot enable WAL on \(options.path) (got \(got))") }
+        try db.exec("PRAGMA synchronous=\(options.synchronous == .full ? "FULL" : "NORMAL")")
+        try db.exec("PRAGMA journal_size_limit=\(options.walLimit)")
+        try db.exec("PRAGMA wal_autocheckpoint=1000")
+        // Schema version and numbered migrations.
+        let version = try db.scalarInt("PRAGMA user_version") ?? 0
+        if version > Store.schemaVersion {
+            throw OutboxError(description: "outbox \(options.path) has schema version \(version), newer than this brume (\(Store.schemaVersion)); refusing to touch it")
+        }
+        if version < Store.schemaVersion {
+            try db.exec("BEGIN IMMEDIATE")
+            for v in Int(version)..<Int(Store.schemaVersion) {
+                try db.exec(Store.migrations[v])
+            }
+            try db.exec("PRAGMA user_version=\(Store.schemaVersion)")
+            try db.exec("COMMIT")
+        }
+        insertSegmentStmt = try db.prepare("INSERT INTO segment(first_seq, last_seq, count, bytes, created_ms, data) VALUES (?, ?, ?, ?, ?, ?)")
+        setMetaStmt = try db.prepare("UPDATE meta SET value = ? WHERE key = ?")
+        segmentsAfterStmt = try db.prepare("SELECT first_seq, last_seq, created_ms, data FROM segment WHERE last_seq >= ? ORDER BY first_seq LIMIT ?")
+        insertBatchStmt = try db.prepare("INSERT OR REPLACE INTO batch(first_seq, last_seq, hist, acked) VALUES (?, ?, ?, 0)")
+        ackBatchStmt = try db.prepare("UPDATE batch SET acked = 1 WHERE first_seq = ? AND last_seq = ?")
+        try loadState()
+    }
+
+    private func loadState() throws {
+        let q = try db.prepare("SELECT key, value FROM meta")
+        while try q.step() {
+            let v = q.int(1)
+            switch q.text(0) {
+            case "next_seq": nextSeq = v
+            case "done_seq": doneSeq = v
+            case "committed": committed = v
+            case "delivered": delivered = v
+            default: break
+            }
+        }
+        let e = try db.prepare("SELECT reason, readings FROM eviction")
+        while try e.step() { evicted[e.text(0)] = e.int(1) }
+        let s = try db.prepare("SELECT COALESCE(SUM(bytes), 0), COUNT(*), COALESCE(MAX(last_seq), 0) FROM segment")
+        _ = try s.step()
+        totalBytes = s.int(0)
+        segmentCount = s.int(1)
+        // Never reuse a sequence number, even if meta lagged behind.
+        nextSeq = max(nextSeq, s.int(2) + 1)
+    }
+
+    func close() {
+        guard !closed else { return }
+        closed = true
+        try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+    }
+
+    private func setMeta(_ key: String, _ value: Int64) throws(SQLiteError) {
+        setMetaStmt.bind(1, value)
+        setMetaStmt.bind(2, key)
+        try setMetaStmt.run()
+    }
+
+    private func addEvicted(_ reason: String, _ n: Int64) throws(SQLiteError) {
+        guard n > 0 else { return }
+        evicted[reason, default: 0] += n
+        let s = try db.prepare("INSERT INTO eviction(reason, readings) VALUES (?, ?) ON CONFLICT(reason) DO UPDATE SET readings = readings + excluded.readings")
+        s.bind(1, reason)
+        s.bind(2, n)
+        try s.run()
+    }
+
+    /// Stores one segment (one transaction). Returns true if stored.
+    func insertSegment(_ readings: ArraySlice<Reading>) -> Bool {
+        let blob = SegmentCodec.encode(readings)
+        let bytes = Int64(blob.count)
+        let n = Int64(readings.count)
+        do {
+            try db.exec("BEGIN IMMEDIATE")
+            do {
+                if options.whenFull == .dropNewest && totalBytes + bytes > options.dataBudget {
+                    try addEvicted("buffer_full", n)
+                    try db.exec("COMMIT")
+                    logFull(n)
+                    return false
+                }
+                let first = nextSeq
+                insertSegmentStmt.bind(1, first)
+                insertSegmentStmt.bind(2, first + n - 1)
+                insertSegmentStmt.bind(3, n)
+                insertSegmentStmt.bind(4, bytes)
+                insertSegmentStmt.bind(5, now())
+                insertSegmentStmt.bindBlob(6, blob)
+                try insertSegmentStmt.run()
+                try setMeta("next_seq", first + n)
+                try setMeta("committed", committed + n)
+                if options.whenFull == .dropOldest {
+                    try evictOldest(needing: totalBytes + bytes - options.dataBudget, reason: "max_bytes")
+                }
+                try db.exec("COMMIT")
+                nextSeq = first + n
+                committed += n
+                totalBytes += bytes
+                segmentCount += 1
+                commitCount += 1
+                return true
+            } catch {
+                try? db.exec("ROLLBACK")
+                throw error
+            }
+        } catch {
+            // Reload cached counters: the transaction was rolled back.
+            try? loadState()
+            if corruptLimiter.admit() != nil {
+                logger.error("outbox commit failed: readings of this group are lost", metadata: ["outbox.path": "\(options.path)", "readings": "\(n)", "error": "\(error)"])
+            }
+            evicted["write_error", default: 0] += n
+            return false
+        }
+    }
+
+    private func logFull(_ n: Int64) {
+        if let suppressed = corruptLimiter.admit() {
+            logger.warning("outbox full (when_full = drop_newest): new readings dropped", metadata: ["readings": "\(n)", "suppressed": "\(suppressed)"])
+        }
+    }
+
+    /// Evicts the oldest segments until `needing` bytes are freed (inside a transaction).
+    private func evictOldest(needing: Int64, reason: String) throws(SQLiteError) {
+        guard needing > 0 else { return }
+        var freed: Int64 = 0
+        var through = doneSeq
+        let q = try db.prepare("SELECT first_seq, last_seq, bytes FROM segment ORDER BY first_seq")
+        var victims: [(Int64, Int64, Int64)] = []
+        while freed < needing, try q.step() {
+            let (f, l, b) = (q.int(0), q.int(1), q.int(2))
+            victims.append((f, l, b))
+            freed += b
+            through = max(through, l)
+        }
+        try evict(through: through, reason: reason)
+        if freed >= needing, reason == "max_bytes", corruptLimiter.admit() != nil {
+            logger.warning("outbox over max_bytes: oldest readings evicted", metadata: ["outbox.max_bytes": "\(options.maxBytes)", "evicted_through_seq": "\(through)"])
+        }
+    }
+
+    /// Marks every reading up to `through` (extended to cover a straddling
+    /// recorded batch) as gone, counting the undelivered ones as evicted.
+    private func evict(through requested: Int64, reason: String) throws(SQLiteError) {
+        guard requested > doneSeq else { return }
+        var through = requested
+        // A recorded batch must stay whole: extend to its end.
+        let straddle = try db.prepare("SELECT last_seq FROM batch WHERE first_seq <= ? AND last_seq > ?")
+        straddle.bind(1, through)
+        straddle.bind(2, through)
+        if try straddle.step() { through = straddle.int(0) }
+        // Readings in (doneSeq, through] not already acknowledged are evicted.
+        let ackedQ = try db.prepare("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM batch WHERE acked = 1 AND first_seq > ? AND last_seq <= ?")
+        ackedQ.bind(1, doneSeq)
+        ackedQ.bind(2, through)
+        _ = try ackedQ.step()
+        let acked = ackedQ.int(0)
+        let lastCommitted = nextSeq - 1 + 0
+        let upper = min(through, max(lastCommitted, through))
+        let gone = upper - doneSeq - acked
+        try addEvicted(reason, gone)
+        delivered += acked
+        try setMeta("delivered", delivered)
+        try db.exec("DELETE FROM batch WHERE first_seq <= \(through)")
+        try removeSegments(through: through)
+        doneSeq = through
+        try setMeta("done_seq", doneSeq)
+    }
+
+    private func removeSegments(through: Int64) throws(SQLiteError) {
+        let q = try db.prepare("SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM segment WHERE last_seq <= ?")
+        q.bind(1, through)
+        _ = try q.step()
+        let b = q.int(0)
+        let c = q.int(1)
+        guard c > 0 else { return }
+        let d = try db.prepare("DELETE FROM segment WHERE last_seq <= ?")
+        d.bind(1, through)
+        try d.run()
+        totalBytes -= b
+        segmentCount -= c
+        if let cached = cache, cached.first <= through { cache = nil }
+    }
+
+    func evictByAge() {
+        guard options.maxAgeMillis > 0 else { return }
+        let cutoff = now() - options.maxAgeMillis
+        do {
+            let q = try db.prepare("SELECT MAX(last_seq) FROM segment WHERE created_ms < ? AND last_seq > ?")
+            q.bind(1, cutoff)
+            q.bind(2, doneSeq)
+            guard try q.step(), !q.isNull(0) else { return }
+            let through = q.int(0)
+            try db.exec("BEGIN IMMEDIATE")
+            do {
+                try evict(through: through, reason: "max_age")
+                try db.exec("COMMIT")
+            } catch {
+                try? db.exec("ROLLBACK")
+                throw error
+            }
+            logger.warning("outbox readings older than max_age evicted", metadata: ["evicted_through_seq": "\(through)"])
+        } catch {
+            try? loadState()
+            logger.error("outbox age eviction failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    func unackedBatches() -> [BatchRecord] {
+        do {
+            let q = try db.prepare("SELECT first_seq, last_seq, hist FROM batch WHERE acked = 0 ORDER BY first_seq")
+            var out: [BatchRecord] = []
+            while try q.step() { out.append(BatchRecord(first: q.int(0), last: q.int(1), historical: q.int(2) != 0)) }
+            return out
+        } catch {
+            logger.error("outbox: cannot list batches", metadata: ["error": "\(error)"])
+            return []
+        }
+    }
+
+    /// First sequence number not yet in a recorded batch.
+    private func firstUnbatched() throws(SQLiteError) -> Int64 {
+        let lastBatched = try db.scalarInt("SELECT MAX(last_seq) FROM batch") ?? 0
+        return max(doneSeq, lastBatched) + 1
+    }
+
+    func nextBatch(maxReadings: Int, maxDelayMillis: Int64) -> Outbox.NextBatch {
+        do {
+            let first = try firstUnbatched()
+            let lastCommitted = nextSeq - 1
+            if first > lastCommitted { return .empty }
+            let available = lastCommitted - first + 1
+            // Commit time of the segment that holds `first`.
+            let q = try db.prepare("SELECT created_ms FROM segment WHERE last_seq >= ? ORDER BY first_seq LIMIT 1")
+            q.bind(1, first)
+            guard try q.step() else { return .empty }
+            let created = q.int(0)
+            let t = now()
+            if available < maxReadings && t < created + maxDelayMillis {
+                return .waitUntil(created + maxDelayMillis)
+            }
+            let last = first + min(Int64(maxReadings), available) - 1
+            let rec = BatchRecord(first: first, last: last, historical: t - created > options.historicalAfterMillis)
+            insertBatchStmt.bind(1, rec.first)
+            insertBatchStmt.bind(2, rec.last)
+            insertBatchStmt.bind(3, rec.historical ? 1 : 0)
+            try insertBatchStmt.run()
+            return .batch(rec)
+        } catch {
+            logger.error("outbox: cannot form a batch", metadata: ["error": "\(error)"])
+            return .empty
+        }
+    }
+
+    func readings(first: Int64, last: Int64) -> [Reading]? {
+        if first <= doneSeq { return nil }
+        var out: [Reading] = []
+        out.reserveCapacity(Int(last - first + 1))
+        var seq = first
+        do {
+            while seq <= last {
+                if let c = cache, c.first <= seq, seq < c.first + Int64(c.readings.count) {
+                    let lo = Int(seq - c.first)
+                    let hi = min(c.readings.count, Int(last - c.first + 1))
+                    out.append(contentsOf: c.readings[lo..<hi])
+                    seq = c.first + Int64(hi)
+                    continue
+                }
+                segmentsAfterStmt.bind(1, seq)
+                segmentsAfterStmt.bind(2, 1)
+                defer { segmentsAfterStmt.reset() }
+                guard try segmentsAfterStmt.step() else { return nil }
+                let f = segmentsAfterStmt.int(0)
+                if f > seq { return nil } // a gap: evicted meanwhile
+                let decoded: [Reading]
+                do {
+                    decoded = try segmentsAfterStmt.withBlob(3) { try SegmentCodec.decode($0) }
+                } catch {
+                    let l = segmentsAfterStmt.int(1)
+                    segmentsAfterStmt.reset()
+                    quarantine(first: f, last: l, error: "\(error)")
+                    return nil
+                }
+                cache = (f, decoded)
+            }
+            return out
+        } catch {
+            logger.error("outbox: cannot read readings", metadata: ["error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// A segment failed its checksum: drop it (counted as "corrupt") rather than block the queue.
+    private func quarantine(first: Int64, last: Int64, error: String) {
+        logger.error("outbox segment is corrupt: its readings are dropped", metadata: ["first_seq": "\(first)", "last_seq": "\(last)", "error": "\(error)"])
+        do {
+            try db.exec("BEGIN IMMEDIATE")
+            try addEvicted("corrupt", last - max(first - 1, doneSeq))
+            try db.exec("DELETE FROM batch WHERE first_seq <= \(last) AND last_seq >= \(first)")
+            let d = try db.prepare("DELETE FROM segment WHERE first_seq = ?")
+            d.bind(1, first)
+            try d.run()
+            if first <= doneSeq + 1 { doneSeq = last; try setMeta("done_seq", doneSeq) }
+            try db.exec("COMMIT")
+            try loadState()
+        } catch {
+            try? db.exec("ROLLBACK")
+        }
+    }
+
+    func ack(_ batch: BatchRecord) {
+        do {
+            try db.exec("BEGIN IMMEDIATE")
+            do {
+                ackBatchStmt.bind(1, batch.first)
+                ackBatchStmt.bind(2, batch.last)
+                try ackBatchStmt.run()
+                if db.changes == 0 {
+                    // Unknown batch (evicted meanwhile, or acked twice): nothing to do.
+                    try db.exec("COMMIT")
+                    return
+                }
+                // Advance done_seq over the contiguous prefix of acknowledged batches.
+                let q = try db.prepare("SELECT first_seq, last_seq, acked FROM batch WHERE first_seq > ? ORDER BY first_seq")
+                q.bind(1, doneSeq)
+                var done = doneSeq
+                var count: Int64 = 0
+                while try q.step() {
+                    guard q.int(2) == 1, q.int(0) == done + 1 else { break }
+                    count += q.int(1) - q.int(0) + 1
+                    done = q.int(1)
+                }
+                if done > doneSeq {
+                    try db.exec("DELETE FROM batch WHERE last_seq <= \(done)")
+                    try removeSegments(through: done)
+                    delivered += count
+                    doneSeq = done
+                    try setMeta("done_seq", doneSeq)
+                    try setMeta("delivered", delivered)
+                }
+                try db.exec("COMMIT")
+            } catch {
+                try? db.exec("ROLLBACK")
+                throw error
+            }
+        } catch {
+            try? loadState()
+            logger.error("outbox: cannot record an acknowledgement (the batch will be resent)", metadata: ["error": "\(error)"])
+        }
+    }
+
+    func stats() -> OutboxStats {
+        var s = OutboxStats()
+        s.committed = committed
+        s.delivered = delivered
+        s.evicted = evicted
+        s.bufferedReadings = max(0, nextSeq - 1 - doneSeq)
+        s.bufferedBytes = totalBytes
+        s.segments = segmentCount
+        s.commits = commitCount
+        s.lastSeq = nextSeq - 1
+        s.doneSeq = doneSeq
+        s.recoveredFrom = recoveredFrom
+        if let q = try? db.prepare("SELECT MIN(created_ms) FROM segment WHERE last_seq > ?") {
+            q.bind(1, doneSeq)
+            if (try? q.step()) == true, !q.isNull(0) { s.oldestMillis = q.int(0) }
+        }
+        return s
+    }
+}
