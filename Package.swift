@@ -52,11 +52,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], path: "firmware-sim", swiftSettings: strict),
 
+        .target(name: "BrumeTestKit", path: "Tests/BrumeTestKit"),
         .testTarget(name: "BrumeCoreTests", dependencies: ["BrumeCore"]),
-        .testTarget(name: "BrumeConfigTests", dependencies: ["BrumeConfig"]),
-        .testTarget(name: "BrumeStoreTests", dependencies: ["BrumeStore", "BrumeCore"]),
-        .testTarget(name: "BrumeMQTTTests", dependencies: ["BrumeMQTT", "BrumeCore", "BrumeConfig"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore"]),
+        .testTarget(name: "BrumeConfigTests", dependencies: ["BrumeConfig"], exclude: ["cases"]),
+        .testTarget(name: "BrumeStoreTests", dependencies: ["BrumeStore", "BrumeCore", "BrumeTestKit"]),
+        .testTarget(name: "BrumeMQTTTests", dependencies: ["BrumeMQTT", "BrumeCore", "BrumeConfig", "BrumeTestKit"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore", "BrumeTestKit"]),
     ],
     swiftLanguageModes: [.v6]
 )

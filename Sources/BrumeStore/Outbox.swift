@@ -352,6 +352,11 @@ public final class Outbox: @unchecked Sendable {
         dbLock.withLock { _ in store.ack(batch) }
     }
 
+    /// Periodic housekeeping (age eviction); the writer thread runs it every second.
+    public func runMaintenance() {
+        dbLock.withLock { _ in store.evictByAge() }
+    }
+
     public var stats: OutboxStats {
         let p = pendingLock.withLock { pending.count }
         var s = dbLock.withLock { _ in store.stats() }
@@ -441,6 +446,7 @@ final class Store {
         let mode = try db.prepare("PRAGMA journal_mode=WAL")
         _ = try mode.step()
         let got = mode.text(0)
+        mode.reset()
         guard got == "wal" else { throw OutboxError(description: "cannot enable WAL on \(options.path) (got \(got))") }
         try db.exec("PRAGMA synchronous=\(options.synchronous == .full ? "FULL" : "NORMAL")")
         try db.exec("PRAGMA journal_size_limit=\(options.walLimit)")
@@ -468,6 +474,7 @@ final class Store {
 
     private func loadState() throws {
         let q = try db.prepare("SELECT key, value FROM meta")
+        defer { q.reset() }
         while try q.step() {
             let v = q.int(1)
             switch q.text(0) {
@@ -479,8 +486,10 @@ final class Store {
             }
         }
         let e = try db.prepare("SELECT reason, readings FROM eviction")
+        defer { e.reset() }
         while try e.step() { evicted[e.text(0)] = e.int(1) }
         let s = try db.prepare("SELECT COALESCE(SUM(bytes), 0), COUNT(*), COALESCE(MAX(last_seq), 0) FROM segment")
+        defer { s.reset() }
         _ = try s.step()
         totalBytes = s.int(0)
         segmentCount = s.int(1)
@@ -570,6 +579,7 @@ final class Store {
         var freed: Int64 = 0
         var through = doneSeq
         let q = try db.prepare("SELECT first_seq, last_seq, bytes FROM segment ORDER BY first_seq")
+        defer { q.reset() }
         var victims: [(Int64, Int64, Int64)] = []
         while freed < needing, try q.step() {
             let (f, l, b) = (q.int(0), q.int(1), q.int(2))
@@ -590,11 +600,13 @@ final class Store {
         var through = requested
         // A recorded batch must stay whole: extend to its end.
         let straddle = try db.prepare("SELECT last_seq FROM batch WHERE first_seq <= ? AND last_seq > ?")
+        defer { straddle.reset() }
         straddle.bind(1, through)
         straddle.bind(2, through)
         if try straddle.step() { through = straddle.int(0) }
         // Readings in (doneSeq, through] not already acknowledged are evicted.
         let ackedQ = try db.prepare("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM batch WHERE acked = 1 AND first_seq > ? AND last_seq <= ?")
+        defer { ackedQ.reset() }
         ackedQ.bind(1, doneSeq)
         ackedQ.bind(2, through)
         _ = try ackedQ.step()
@@ -613,6 +625,7 @@ final class Store {
 
     private func removeSegments(through: Int64) throws(SQLiteError) {
         let q = try db.prepare("SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM segment WHERE last_seq <= ?")
+        defer { q.reset() }
         q.bind(1, through)
         _ = try q.step()
         let b = q.int(0)
@@ -631,6 +644,7 @@ final class Store {
         let cutoff = now() - options.maxAgeMillis
         do {
             let q = try db.prepare("SELECT MAX(last_seq) FROM segment WHERE created_ms < ? AND last_seq > ?")
+            defer { q.reset() }
             q.bind(1, cutoff)
             q.bind(2, doneSeq)
             guard try q.step(), !q.isNull(0) else { return }
@@ -653,6 +667,7 @@ final class Store {
     func unackedBatches() -> [BatchRecord] {
         do {
             let q = try db.prepare("SELECT first_seq, last_seq, hist FROM batch WHERE acked = 0 ORDER BY first_seq")
+            defer { q.reset() }
             var out: [BatchRecord] = []
             while try q.step() { out.append(BatchRecord(first: q.int(0), last: q.int(1), historical: q.int(2) != 0)) }
             return out
@@ -676,6 +691,7 @@ final class Store {
             let available = lastCommitted - first + 1
             // Commit time of the segment that holds `first`.
             let q = try db.prepare("SELECT created_ms FROM segment WHERE last_seq >= ? ORDER BY first_seq LIMIT 1")
+            defer { q.reset() }
             q.bind(1, first)
             guard try q.step() else { return .empty }
             let created = q.int(0)
@@ -766,6 +782,7 @@ final class Store {
                 }
                 // Advance done_seq over the contiguous prefix of acknowledged batches.
                 let q = try db.prepare("SELECT first_seq, last_seq, acked FROM batch WHERE first_seq > ? ORDER BY first_seq")
+                defer { q.reset() }
                 q.bind(1, doneSeq)
                 var done = doneSeq
                 var count: Int64 = 0
@@ -774,6 +791,7 @@ final class Store {
                     count += q.int(1) - q.int(0) + 1
                     done = q.int(1)
                 }
+                q.reset()
                 if done > doneSeq {
                     try db.exec("DELETE FROM batch WHERE last_seq <= \(done)")
                     try removeSegments(through: done)

@@ -59,6 +59,7 @@ final class SQLiteDB {
 
     func scalarInt(_ sql: String) throws(SQLiteError) -> Int64? {
         let s = try prepare(sql)
+        defer { s.reset() }
         guard try s.step() else { return nil }
         return s.isNull(0) ? nil : s.int(0)
     }
