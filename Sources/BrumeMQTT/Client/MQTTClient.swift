@@ -58,7 +58,7 @@ public struct MQTTClientOptions: Sendable {
 
     public init(host: String, port: Int, clientID: String, cleanSession: Bool = true, keepAlive: Int = 30,
                 username: String? = nil, password: String? = nil, tls: MQTTTLS? = nil, will: MQTTWill? = nil,
-                maxInflight: Int = 32, reconnectInitial: Duration = .milliseconds(250), reconnectMax: Duration = .seconds(30)) {
+                maxInflight: Int = 32, reconnectInitial: Duration = .milliseconds(100), reconnectMax: Duration = .seconds(2)) {
         self.host = host
         self.port = port
         self.clientID = clientID
