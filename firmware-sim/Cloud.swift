@@ -52,6 +52,7 @@ struct Cloud: ParsableCommand {
             if idleTimeout > 0, s.lastMessageNanos > 0, Double(now - s.lastMessageNanos) / 1e9 > idleTimeout { break }
         }
         client.stop()
+        if follow { print(counter.humanSummary()) }
         let json = counter.reportJSON(expect: expect)
         print(json)
         if let report, let f = fopen(report, "w") {
@@ -130,6 +131,16 @@ final class CloudCounter: Sendable {
 
     func snapshotCounts() -> (unique: Int, lastMessageNanos: UInt64) {
         state.withLock { ($0.unique, $0.lastMessageNanos) }
+    }
+
+    func humanSummary() -> String {
+        state.withLock { s in
+            var lat = s.latencies
+            lat.sort()
+            let p50 = lat.isEmpty ? 0 : lat[(lat.count - 1) / 2]
+            let p99 = lat.isEmpty ? 0 : lat[Int(Double(lat.count - 1) * 0.99)]
+            return "cloud: received \(s.readings) readings in \(s.batches) batches (\(s.duplicateBatches) resent, \(s.mismatchedDuplicates) differing, \(s.undecodable) undecodable); latency from the sensor's timestamp p50 \(p50) ms, p99 \(p99) ms"
+        }
     }
 
     func reportJSON(expect: Int) -> String {

@@ -72,7 +72,7 @@ final class TableReader {
 
     private func note(_ key: String) { known.append(key) }
 
-    func error(_ pos: SourcePosition, _ msg: String) { sink.error(pos, "\(context): \(msg)") }
+    func error(_ pos: SourcePosition, _ msg: String) { sink.error(pos, context.isEmpty ? msg : "\(context): \(msg)") }
 
     func node(_ key: String) -> TOMLNode? {
         note(key)
@@ -114,7 +114,7 @@ final class TableReader {
             error(n.position, "\"\(key)\": invalid duration \"\(s)\" (examples: \"250ms\", \"1s\", \"5m\", \"1h\", \"7d\", \"1m30s\")")
             return nil
         }
-        if ms < min { error(n.position, "\"\(key)\" must be at least \(min)ms, got \"\(s)\""); return nil }
+        if ms < min { error(n.position, "\"\(key)\" must be at least \"\(Units.formatDuration(min))\", got \"\(s)\""); return nil }
         return ms
     }
 
@@ -128,7 +128,7 @@ final class TableReader {
             if bytes == nil { error(n.position, "\"\(key)\": invalid size \"\(s)\" (examples: \"512KiB\", \"256MiB\", \"1GiB\", \"100MB\")"); return nil }
         default: typeError(key, n, expected: "a size like \"256MiB\""); return nil
         }
-        if let b = bytes, b < min { error(n.position, "\"\(key)\" must be at least \(min) bytes"); return nil }
+        if let b = bytes, b < min { error(n.position, "\"\(key)\" must be at least \"\(Units.formatSize(min))\", got \"\(Units.formatSize(b))\""); return nil }
         return bytes
     }
 
@@ -190,7 +190,7 @@ struct Builder {
     let sink: DiagnosticSink
 
     func build(_ root: TOMLTable) -> GatewayConfig? {
-        let top = TableReader(root, context: "gateway.toml", sink: sink)
+        let top = TableReader(root, context: "", sink: sink)
         let topKeys = ["gateway", "buffer", "log", "uplink", "source"]
 
         // [gateway]
@@ -217,7 +217,7 @@ struct Builder {
             if let v = b.duration("max_age", min: 1000) { buffer.maxAgeMillis = v }
             if let v = b.oneOf("when_full", ["drop_oldest", "drop_newest"]) { buffer.whenFull = v }
             if let v = b.duration("commit_interval", min: 1) {
-                if v > 10_000 { b.error(b.position(of: "commit_interval"), "\"commit_interval\" above 10s widens the crash exposure window too much") }
+                if v > 10_000 { b.error(b.position(of: "commit_interval"), "\"commit_interval\" must be at most \"10s\", got \"\(Units.formatDuration(v))\"") }
                 else { buffer.commitIntervalMillis = v }
             }
             if let v = b.oneOf("synchronous", ["normal", "full"]) { buffer.synchronous = v }
@@ -277,11 +277,12 @@ struct Builder {
                         }
                     }
                     if let src = buildSource(r, gateway: gwID) {
+                        let at = st["client_id"] != nil ? r.position(of: "client_id") : st.position
                         for claim in resourceClaims(src) {
                             if let (other, pos) = claims[claim] {
-                                r.error(st.position, "\(claim) is already claimed by source \"\(other)\" (\(pos)); two sources cannot share it")
+                                r.error(at, "\(claim) is already used by source \"\(other)\" (\(pos)); give each source its own client_id")
                             } else {
-                                claims[claim] = (src.name, st.position)
+                                claims[claim] = (src.name, at)
                             }
                         }
                         sources.append(src)
@@ -294,11 +295,22 @@ struct Builder {
         for up in uplinks {
             let claim = "MQTT client id \"\(up.connection.clientID)\" on \(up.connection.url)"
             if let (other, _) = claims[claim] {
-                sink.error(root.entry("uplink")?.keyPosition ?? root.position, "[uplink.\(up.name)]: \(claim) is already used by source \"\(other)\"")
+                var at = root.entry("uplink")?.keyPosition ?? root.position
+                if case .table(let ut)? = root["uplink"]?.value, case .table(let t)? = ut[up.name]?.value {
+                    at = t["client_id"]?.position ?? t.position
+                }
+                sink.error(at, "[uplink.\(up.name)]: \(claim) is already used by source \"\(other)\"; give the uplink its own client_id")
             }
         }
-        top.finish()
-        _ = topKeys
+        for e in root.entries where !topKeys.contains(e.key) {
+            if ["rule", "trigger", "actuator"].contains(e.key) {
+                sink.error(e.keyPosition, "[[\(e.key)]] is not supported in this version of brume yet (local rules, triggers and actuators are planned)")
+            } else {
+                var msg = "unknown table [\(e.key)]"
+                if let sug = suggestion(for: e.key, among: topKeys) { msg += " (did you mean [\(sug == "source" ? "[source]" : sug)]?)" }
+                sink.error(e.keyPosition, msg)
+            }
+        }
         if sink.hasErrors { return nil }
         return GatewayConfig(gateway: GatewaySection(id: gwID, dataDir: dataDir), buffer: buffer, log: log, uplinks: uplinks, sources: sources)
     }
@@ -325,11 +337,14 @@ struct Builder {
         var tls: TLSConfig?
         if let t = r.subtable("tls", context: "\(r.context) tls") {
             tls = TLSConfig(caFile: t.string("ca_file"), certFile: t.string("cert_file"), keyFile: t.string("key_file"), verifyHostname: t.bool("verify_hostname") ?? true)
-            if (tls!.certFile == nil) != (tls!.keyFile == nil) { t.error(t.table.position, "\"cert_file\" and \"key_file\" go together (client certificate)") }
+            if (tls!.certFile == nil) != (tls!.keyFile == nil) {
+                let at = t.table["cert_file"]?.position ?? t.table["key_file"]?.position ?? t.table.position
+                t.error(at, "\"cert_file\" and \"key_file\" go together (the client certificate and its key)")
+            }
             t.finish()
         }
         if url.tls && tls == nil { tls = TLSConfig(caFile: nil, certFile: nil, keyFile: nil, verifyHostname: true) }
-        if !url.tls && tls != nil { r.error(r.position(of: "tls"), "a tls table needs an mqtts:// url") }
+        if !url.tls && tls != nil { r.error(r.position(of: "url"), "a tls table needs an mqtts:// url, got \"\(urlText)\"") }
         return MQTTConnection(url: url, clientID: clientID, username: username, passwordFile: passwordFile, tls: tls, keepAliveSeconds: Int(keepAlive / 1000))
     }
 
@@ -359,6 +374,12 @@ struct Builder {
         if let n = name, n.isEmpty || !n.unicodeScalars.allSatisfy(isNameScalar) {
             r.error(r.position(of: "name"), "\"name\" must be non-empty and use only letters, digits, '.', '_' and '-'")
         }
+        if case .string(let k)? = r.table["kind"]?.value, ["serial", "modbus", "modbus_tcp", "modbus_rtu"].contains(k) {
+            r.error(r.position(of: "kind"), "\"kind\": \(k) sources are not supported in this version of brume yet (use \"mqtt\")")
+            _ = r.node("kind")
+            r.markAllKnown()
+            return nil
+        }
         guard r.oneOf("kind", ["mqtt"]) != nil else {
             if r.table["kind"] == nil { r.error(r.table.position, "missing required key \"kind\" (\"mqtt\")") }
             r.markAllKnown()
@@ -382,11 +403,17 @@ struct Builder {
         if filters.isEmpty { maxLevels = nil }
         let qos = r.int("qos", range: 0...1) ?? 1
         func template(_ key: String, default d: String) -> TopicTemplate? {
-            let text = r.string(key) ?? d
+            let given = r.string(key)
+            let text = given ?? d
             switch TopicTemplate.parse(text) {
             case .success(let t):
                 if let ml = maxLevels, let used = t.maxLevel, used >= ml {
-                    r.error(r.position(of: key), "\"\(key)\" uses topic level {\(used)} but the subscribed topics have only \(ml) levels ({0} to {\(ml - 1)})")
+                    let levels = ml == 1 ? "1 level" : "\(ml) levels"
+                    if given == nil {
+                        r.error(r.position(of: "subscribe"), "the default \(key) = \"\(d)\" needs topics with at least \(used + 1) levels but the subscribed topics have \(levels): set \(key) = \"...\" (a name, or {0} to {\(ml - 1)})")
+                    } else {
+                        r.error(r.position(of: key), "\"\(key)\" uses topic level {\(used)} but the subscribed topics have only \(levels) ({0} to {\(ml - 1)})")
+                    }
                     return nil
                 }
                 return t
@@ -394,12 +421,23 @@ struct Builder {
             }
         }
         let payload = payloadFormat(r)
+        if payload == nil { maxLevels = nil } // a broken payload says nothing about the metric
         let device = template("device", default: "{1}")
         let metricDefault: String
         if case .jsonObject? = payload { metricDefault = "" } else { metricDefault = "{2}" }
         let metric = template("metric", default: metricDefault)
+        if let metric, metric.parts.isEmpty, let payload {
+            if case .jsonObject = payload {} else {
+                r.error(r.position(of: "metric"), "\"metric\" is empty: with this payload every reading needs a metric name (e.g. metric = \"{2}\" or \"temperature\")")
+            }
+        }
         let persistent = r.bool("persistent_session") ?? true
         let ackAfterCommit = r.oneOf("ack", ["after_commit", "on_receipt"]).map { $0 == "after_commit" } ?? true
+        if qos == 0 {
+            for k in ["ack", "persistent_session"] where r.table[k] != nil {
+                sink.warning(r.table.entry(k)!.keyPosition, "\(r.context): \"\(k)\" has no effect with qos = 0")
+            }
+        }
         guard let name, let conn, let device, let metric, let payload, !filters.isEmpty else { return nil }
         return SourceConfig(name: name, kind: .mqtt(MQTTSourceConfig(connection: conn, subscribe: filters, qos: Int(qos), device: device, metric: metric, payload: payload, persistentSession: persistent, ackAfterCommit: ackAfterCommit)))
     }
@@ -419,18 +457,20 @@ struct Builder {
             let pr = TableReader(t, context: "\(r.context) payload", sink: sink)
             defer { pr.finish() }
             guard let j = pr.subtable("json", context: "\(r.context) payload.json") else {
-                pr.error(t.position, "expected { json = { value = \"/v\", time = \"/ts\" } }")
+                if t.entries.isEmpty { pr.error(t.position, "expected { json = { value = \"/v\", time = \"/ts\" } }") }
                 return nil
             }
             defer { j.finish() }
             func pointer(_ key: String) -> JSONPointer?? {
                 guard let s = j.string(key) else { return .some(nil) }
                 do { return .some(try JSONPointer(s)) } catch {
-                    j.error(j.position(of: key), "\"\(key)\": invalid JSON pointer \"\(s)\": \(error) (it starts with \"/\", like \"/data/temp\")")
+                    j.error(j.position(of: key), "\"\(key)\": invalid JSON pointer \"\(s)\": it must start with \"/\" (like \"/v\" or \"/data/temp\")")
                     return nil
                 }
             }
-            guard let value = pointer("value"), let time = pointer("time") else { return nil }
+            let valueP = pointer("value")
+            let timeP = pointer("time")
+            guard let value = valueP, let time = timeP else { return nil }
             if let value { return .jsonValue(value: value, time: time) }
             return .jsonObject(time: time)
         default:

@@ -35,9 +35,31 @@ public enum Units {
             }
             let (p, o) = n.multipliedReportingOverflow(by: factor)
             if o { return nil }
-            total += p
+            let (t, o2) = total.addingReportingOverflow(p)
+            if o2 { return nil }
+            total = t
         }
         return total
+    }
+
+    /// 5000 → "5s", 90000 → "1m30s", 250 → "250ms".
+    public static func formatDuration(_ ms: Int64) -> String {
+        if ms == 0 { return "0s" }
+        var rest = ms
+        var out = ""
+        for (unit, f) in [("d", Int64(86_400_000)), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)] where rest >= f {
+            out += "\(rest / f)\(unit)"
+            rest %= f
+        }
+        return out
+    }
+
+    /// 65536 → "64KiB", 1000 → "1000B".
+    public static func formatSize(_ bytes: Int64) -> String {
+        for (unit, f) in [("GiB", Int64(1) << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] where bytes >= f && bytes % f == 0 {
+            return "\(bytes / f)\(unit)"
+        }
+        return "\(bytes)B"
     }
 
     /// "256MiB", "1GiB", "512KiB", "100kB", "10MB", "4096" (bytes). Returns bytes.

@@ -341,7 +341,10 @@ public final class MQTTClient: @unchecked Sendable {
             _ = will.payload.withUnsafeBytes { mosquitto_will_set(h, will.topic, Int32($0.count), $0.baseAddress, will.qos, will.retain) }
         }
         if let tls = options.tls {
-            let rc = mosquitto_tls_set(h, tls.caFile, tls.caPath, tls.certFile, tls.keyFile, nil)
+            // Without a CA file, trust the operating system's CA certificates.
+            let useOSCerts = tls.caFile == nil && tls.caPath == nil
+            if useOSCerts { _ = mosquitto_int_option(h, MOSQ_OPT_TLS_USE_OS_CERTS, 1) }
+            let rc = useOSCerts && tls.certFile == nil ? 0 : mosquitto_tls_set(h, tls.caFile, tls.caPath, tls.certFile, tls.keyFile, nil)
             if rc != 0 {
                 logRateLimited("MQTT TLS setup failed (check ca_file, cert_file, key_file)", reason: String(cString: mosquitto_strerror(rc)))
                 mosquitto_destroy(h)

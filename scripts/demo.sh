@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The local demo: a field broker and a "cloud" broker (Mosquitto on loopback),
+# simulated sensors (firmware-sim), the gateway, and the cloud counter printing
+# each batch as it arrives. Runs for DEMO_SECONDS (default 30), then stops
+# everything cleanly and prints what the cloud received.
+#
+#   scripts/demo.sh            # or DEMO_SECONDS=120 scripts/demo.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/install-deps.sh
+SECONDS_TO_RUN="${DEMO_SECONDS:-30}"
+
+echo "== building brume and firmware-sim"
+swift build --product brume >/dev/null
+swift build --product firmware-sim >/dev/null
+BIN="$(swift build --show-bin-path)"
+
+DEMO=var/demo
+rm -rf "$DEMO"; mkdir -p "$DEMO"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+FIELD_PORT=$(free_port); CLOUD_PORT=$(free_port)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+for b in field:$FIELD_PORT cloud:$CLOUD_PORT; do
+  name=${b%%:*}; port=${b##*:}
+  mkdir -p "$DEMO/$name"
+  cat > "$DEMO/$name/mosquitto.conf" <<CONF
+listener $port 127.0.0.1
+allow_anonymous true
+user root
+persistence true
+persistence_location $PWD/$DEMO/$name/
+max_queued_messages 1000000
+max_inflight_messages 0
+CONF
+  mosquitto -c "$DEMO/$name/mosquitto.conf" >"$DEMO/$name/log" 2>&1 &
+  PIDS+=($!)
+done
+sleep 0.5
+echo "== field broker on 127.0.0.1:$FIELD_PORT, cloud broker on 127.0.0.1:$CLOUD_PORT"
+
+# The canonical gateway.toml, pointed at the demo brokers and data folder.
+sed -e "s#mqtt://127.0.0.1:18831\"#mqtt://127.0.0.1:$CLOUD_PORT\"#g" \
+    -e "s#mqtt://127.0.0.1:1883\"#mqtt://127.0.0.1:$FIELD_PORT\"#g" \
+    -e "s#^data_dir = .*#data_dir = \"$DEMO/var\"#" gateway.toml > "$DEMO/gateway.toml"
+"$BIN/brume" check "$DEMO/gateway.toml"
+
+"$BIN/firmware-sim" cloud --broker "mqtt://127.0.0.1:$CLOUD_PORT" --topic 'brume/+/telemetry' --follow \
+  --ready-file "$DEMO/cloud.ready" > "$DEMO/cloud.out" 2>&1 &
+CLOUD_PID=$!; PIDS+=($CLOUD_PID)
+"$BIN/brume" run --config "$DEMO/gateway.toml" 2> "$DEMO/brume.log" &
+BRUME_PID=$!; PIDS+=($BRUME_PID)
+sleep 1
+# Three kinds of sensor nodes, matching the three sources of gateway.toml.
+"$BIN/firmware-sim" sensors --broker "mqtt://127.0.0.1:$FIELD_PORT" --devices 3 --metrics 2 --rate 2 --style number --prefix sensors >"$DEMO/sensors.log" 2>&1 &
+PIDS+=($!)
+"$BIN/firmware-sim" sensors --broker "mqtt://127.0.0.1:$FIELD_PORT" --devices 2 --metrics 3 --rate 1 --style multi --prefix nodes >"$DEMO/nodes.log" 2>&1 &
+PIDS+=($!)
+"$BIN/firmware-sim" sensors --broker "mqtt://127.0.0.1:$FIELD_PORT" --devices 2 --metrics 1 --rate 1 --style json --prefix meters >"$DEMO/meters.log" 2>&1 &
+PIDS+=($!)
+
+echo "== running for ${SECONDS_TO_RUN}s: batches arriving at the cloud (brume logs: $DEMO/brume.log)"
+tail -n +1 -f "$DEMO/cloud.out" &
+TAIL_PID=$!
+sleep "$SECONDS_TO_RUN"
+kill $TAIL_PID 2>/dev/null || true
+echo "== stopping the gateway (SIGTERM drains sources into the outbox)"
+kill -TERM $BRUME_PID; wait $BRUME_PID && echo "brume exited 0"
+sleep 0.5
+kill -TERM $CLOUD_PID; wait $CLOUD_PID || true
+echo "== what the cloud received:"
+grep "^cloud: received" "$DEMO/cloud.out" || tail -n 2 "$DEMO/cloud.out"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Brume builds, tests and demos with.
+# Idempotent; needs root (or sudo). The Swift 6 toolchain itself is expected
+# on PATH (swift.org toolchain, e.g. /opt/swift/usr/bin).
+set -euo pipefail
+PKGS=(mosquitto mosquitto-clients libmosquitto-dev libsqlite3-dev sqlite3 libserialport-dev socat)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v swift >/dev/null 2>&1; then
+  for d in /opt/swift/usr/bin /usr/share/swift/usr/bin; do
+    [ -x "$d/swift" ] && export PATH="$d:$PATH"
+  done
+fi
+command -v swift >/dev/null 2>&1 || { echo "error: the Swift 6 toolchain is not on PATH (see https://www.swift.org/install/linux/)" >&2; exit 1; }
