@@ -81,6 +81,8 @@ final class CloudCounter: Sendable {
         var lastPerDevice: [String: Int] = [:]
         var latencies: [Int64] = []
         var lastMessageNanos: UInt64 = 0
+        var firstMessageNanos: UInt64 = 0
+        var bytes = 0
     }
     let state = Mutex(State())
     let first: Int
@@ -98,6 +100,8 @@ final class CloudCounter: Sendable {
         for b in payload { h = (h ^ UInt64(b)) &* 0x100000001b3 }
         state.withLock { s in
             s.lastMessageNanos = monotonicNanos()
+            if s.firstMessageNanos == 0 { s.firstMessageNanos = s.lastMessageNanos }
+            s.bytes += payload.count
             if let prev = s.batchHashes[batch.batchID] {
                 s.duplicateBatches += 1
                 if prev != h { s.mismatchedDuplicates += 1 }
@@ -153,7 +157,7 @@ final class CloudCounter: Sendable {
             for (i, c) in s.seen.enumerated() where c > 0 { maxSeq = i + 1 }
             let upper = max(expect, maxSeq)
             for i in 0..<upper where i >= s.seen.count || s.seen[i] == 0 { missing += 1 }
-            return "{\"batches\":\(s.batches),\"hist_batches\":\(s.histBatches),\"duplicate_batches\":\(s.duplicateBatches),\"mismatched_duplicate_batches\":\(s.mismatchedDuplicates),\"undecodable\":\(s.undecodable),\"readings\":\(s.readings),\"unique\":\(s.unique),\"duplicates\":\(s.duplicates),\"missing\":\(missing),\"out_of_order\":\(s.outOfOrder),\"non_sequence\":\(s.nonSequence),\"latency_ms\":{\"p50\":\(pct(0.5)),\"p90\":\(pct(0.9)),\"p99\":\(pct(0.99)),\"max\":\(lat.last ?? 0)}}"
+            return "{\"batches\":\(s.batches),\"hist_batches\":\(s.histBatches),\"duplicate_batches\":\(s.duplicateBatches),\"mismatched_duplicate_batches\":\(s.mismatchedDuplicates),\"undecodable\":\(s.undecodable),\"readings\":\(s.readings),\"unique\":\(s.unique),\"duplicates\":\(s.duplicates),\"missing\":\(missing),\"out_of_order\":\(s.outOfOrder),\"non_sequence\":\(s.nonSequence),\"bytes\":\(s.bytes),\"seconds\":\(Double(s.lastMessageNanos &- s.firstMessageNanos) / 1e9),\"latency_ms\":{\"p50\":\(pct(0.5)),\"p90\":\(pct(0.9)),\"p99\":\(pct(0.99)),\"max\":\(lat.last ?? 0)}}"
         }
     }
 }

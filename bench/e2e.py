@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: the ceiling (load generator -> field broker -> plain
+subscriber) and Brume (load generator -> field broker -> brume -> cloud broker
+-> cloud counter), in the same run, on the same machine. Prints medians and
+ratios; the machines are shared and noisy, so compare ratios, not absolutes.
+
+Usage: bench/e2e.sh [--readings N] [--runs R] [--soak SECONDS]
+"""
+import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+
+BIN = None
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close(); return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"port {port} not up")
+
+def broker(dirpath, name):
+    port = free_port()
+    d = os.path.join(dirpath, name); os.makedirs(d)
+    conf = os.path.join(d, "mosquitto.conf")
+    with open(conf, "w") as f:
+        f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence false\n"
+                "max_queued_messages 10000000\nmax_queued_bytes 0\nmax_inflight_messages 0\n")
+    p = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "log"), "w"))
+    wait_port(port)
+    return p, port
+
+def proc_stat(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    status = open(f"/proc/{pid}/status").read()
+    def kb(key):
+        for line in status.splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+        return 0
+    io = {}
+    try:
+        for line in open(f"/proc/{pid}/io"):
+            k, v = line.split(":"); io[k] = int(v)
+    except OSError:
+        pass
+    return {"cpu": cpu, "rss_kb": kb("VmRSS:"), "hwm_kb": kb("VmHWM:"), "write_bytes": io.get("write_bytes", 0)}
+
+def loadgen(port, count, start=1):
+    out = subprocess.run([f"{BIN}/firmware-sim", "loadgen", "--broker", f"mqtt://127.0.0.1:{port}", "--count", str(count),
+                          "--start", str(start), "--devices", "10"], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+def ceiling(tmp, n):
+    bp, port = broker(tmp, f"ceiling-{time.monotonic_ns()}")
+    try:
+        ready = os.path.join(tmp, f"count-{time.monotonic_ns()}.ready")
+        c = subprocess.Popen([f"{BIN}/firmware-sim", "count", "--broker", f"mqtt://127.0.0.1:{port}", "--topic", "load/#",
+                              "--expect", str(n), "--ready-file", ready], stdout=subprocess.PIPE, text=True)
+        while not os.path.exists(ready): time.sleep(0.02)
+        t0 = time.monotonic()
+        loadgen(port, n)
+        out, _ = c.communicate(timeout=300)
+        t1 = time.monotonic()
+        r = json.loads(out.strip().splitlines()[-1])
+        assert r["messages"] >= n, r
+        return n / (t1 - t0)
+    finally:
+        bp.terminate(); bp.wait()
+
+def brume_run(tmp, n, soak):
+    field, fport = broker(tmp, f"field-{time.monotonic_ns()}")
+    cloud, cport = broker(tmp, f"cloud-{time.monotonic_ns()}")
+    data = os.path.join(tmp, f"var-{time.monotonic_ns()}")
+    cfg = os.path.join(tmp, "gateway.toml")
+    with open(cfg, "w") as f:
+        f.write(f"""[gateway]
+id = "gw-bench"
+data_dir = "{data}"
+[uplink.cloud]
+kind = "mqtt"
+url = "mqtt://127.0.0.1:{cport}"
+batch_max_readings = 500
+batch_max_delay = "100ms"
+[[source]]
+name = "load"
+kind = "mqtt"
+url = "mqtt://127.0.0.1:{fport}"
+subscribe = ["load/+/+"]
+payload = {{ json = {{ value = "/v", time = "/ts" }} }}
+""")
+    ready = os.path.join(tmp, f"cloud-{time.monotonic_ns()}.ready")
+    counter = subprocess.Popen([f"{BIN}/firmware-sim", "cloud", "--broker", f"mqtt://127.0.0.1:{cport}", "--expect", str(n),
+                                "--client-id", f"bench-{time.monotonic_ns()}", "--ready-file", ready, "--timeout", "600"],
+                               stdout=subprocess.PIPE, text=True)
+    while not os.path.exists(ready): time.sleep(0.02)
+    log = open(os.path.join(tmp, "brume.log"), "a")
+    t_start = time.monotonic()
+    g = subprocess.Popen([f"{BIN}/brume", "run", "--config", cfg], stderr=log)
+    try:
+        # Startup: until both connections are up (log line), bounded.
+        for _ in range(500):
+            log.flush()
+            if open(os.path.join(tmp, "brume.log")).read().count('msg="MQTT connected"') >= 2: break
+            time.sleep(0.01)
+        startup = time.monotonic() - t_start
+        time.sleep(1.0)
+        idle = proc_stat(g.pid)
+        t0 = time.monotonic()
+        loadgen(fport, n)
+        out, _ = counter.communicate(timeout=600)
+        t1 = time.monotonic() - 0.3  # the counter lingers 300 ms after the last reading
+        busy = proc_stat(g.pid)
+        r = json.loads(out.strip().splitlines()[-1])
+        soaked = None
+        if soak > 0:
+            time.sleep(soak)
+            soaked = proc_stat(g.pid)
+        g.send_signal(signal.SIGTERM); g.wait(timeout=30)
+        return {
+            "rate": n / (t1 - t0), "report": r, "startup_s": startup,
+            "cpu_s_per_million": (busy["cpu"] - idle["cpu"]) / n * 1e6,
+            "rss_idle_kb": idle["rss_kb"], "rss_peak_kb": busy["hwm_kb"], "rss_after_soak_kb": soaked["rss_kb"] if soaked else None,
+            "disk_bytes_per_reading": (busy["write_bytes"] - idle["write_bytes"]) / n,
+            "uplink_bytes_per_reading": r["bytes"] / n,
+        }
+    finally:
+        if g.poll() is None: g.kill()
+        for p in (field, cloud): p.terminate(); p.wait()
+
+def main():
+    global BIN
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--readings", type=int, default=200_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--soak", type=float, default=0)
+    ap.add_argument("--bin", required=True)
+    a = ap.parse_args()
+    BIN = a.bin
+    tmp = tempfile.mkdtemp(prefix="brume-bench-")
+    ceilings, runs = [], []
+    for i in range(a.runs):
+        ceilings.append(ceiling(tmp, a.readings))
+        runs.append(brume_run(tmp, a.readings, a.soak if i == a.runs - 1 else 0))
+        r = runs[-1]
+        print(f"run {i+1}: ceiling {ceilings[-1]:,.0f}/s  brume {r['rate']:,.0f}/s  (lost {r['report']['missing']}, dup {r['report']['duplicates']})", flush=True)
+    med = lambda k: statistics.median(r[k] for r in runs)
+    ceil = statistics.median(ceilings)
+    res = {
+        "readings": a.readings, "runs": a.runs, "cpus": os.cpu_count(),
+        "ceiling_per_s": ceil, "brume_per_s": med("rate"), "ratio": med("rate") / ceil,
+        "ratios": [r["rate"] / c for r, c in zip(runs, ceilings)],
+        "cpu_s_per_million": med("cpu_s_per_million"), "rss_idle_kb": med("rss_idle_kb"), "rss_peak_kb": med("rss_peak_kb"),
+        "rss_after_soak_kb": runs[-1]["rss_after_soak_kb"], "disk_bytes_per_reading": med("disk_bytes_per_reading"),
+        "uplink_bytes_per_reading": med("uplink_bytes_per_reading"), "startup_s": med("startup_s"),
+        "latency_ms_p50": statistics.median(r["report"]["latency_ms"]["p50"] for r in runs),
+        "latency_ms_p99": statistics.median(r["report"]["latency_ms"]["p99"] for r in runs),
+        "lost": sum(r["report"]["missing"] for r in runs), "duplicates": sum(r["report"]["duplicates"] for r in runs),
+    }
+    print(json.dumps(res, indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+if __name__ == "__main__":
+    main()
