@@ -32,32 +32,35 @@ let package = Package(
         .target(name: "BrumeStore", dependencies: ["BrumeCore", "CSQLite", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // libmosquitto client + the MQTT source (topic mapping, payload decoding).
         .target(name: "BrumeMQTT", dependencies: ["BrumeCore", "BrumeConfig", "CMosquitto", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        // Serial sensors: termios ports, discovery via libserialport, framers (kv, CSV, JSON lines, NMEA).
+        .target(name: "BrumeSerial", dependencies: ["BrumeCore", "CSerialPort", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Northbound: the sync loop outbox -> batches -> sink acks, and the MQTT sink.
         .target(name: "BrumeUplink", dependencies: ["BrumeCore", "BrumeConfig", "BrumeMQTT", "BrumeStore", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Composition: config -> services, signals, shutdown order.
         .target(name: "BrumeRuntime", dependencies: [
-            "BrumeCore", "BrumeConfig", "BrumeStore", "BrumeMQTT", "BrumeUplink",
+            "BrumeCore", "BrumeConfig", "BrumeStore", "BrumeMQTT", "BrumeSerial", "BrumeUplink",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
         ], swiftSettings: strict),
         .executableTarget(name: "brume", dependencies: [
-            "BrumeRuntime", "BrumeConfig", "BrumeCore", "BrumeStore",
+            "BrumeRuntime", "BrumeConfig", "BrumeCore", "BrumeStore", "BrumeSerial",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .executableTarget(name: "firmware-sim", dependencies: [
-            "BrumeCore", "BrumeMQTT",
+            "BrumeCore", "BrumeMQTT", "BrumeSerial",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], path: "firmware-sim", swiftSettings: strict),
 
-        .target(name: "BrumeTestKit", path: "Tests/BrumeTestKit"),
+        .target(name: "BrumeTestKit", dependencies: ["BrumeCore"], path: "Tests/BrumeTestKit"),
         .testTarget(name: "BrumeCoreTests", dependencies: ["BrumeCore"]),
         .testTarget(name: "BrumeConfigTests", dependencies: ["BrumeConfig"], exclude: ["cases"]),
         .testTarget(name: "BrumeStoreTests", dependencies: ["BrumeStore", "BrumeCore", "BrumeTestKit"]),
+        .testTarget(name: "BrumeSerialTests", dependencies: ["BrumeSerial", "BrumeCore", "BrumeTestKit", "firmware-sim"]),
         .testTarget(name: "BrumeMQTTTests", dependencies: ["BrumeMQTT", "BrumeCore", "BrumeConfig", "BrumeTestKit"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore", "BrumeTestKit"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore", "BrumeSerial", "BrumeTestKit"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -100,14 +100,15 @@ payload = {{ json = {{ value = "/v", time = "/ts" }} }}
                                 "--client-id", f"bench-{time.monotonic_ns()}", "--ready-file", ready, "--timeout", "600"],
                                stdout=subprocess.PIPE, text=True)
     while not os.path.exists(ready): time.sleep(0.02)
-    log = open(os.path.join(tmp, "brume.log"), "a")
+    logpath = os.path.join(tmp, f"brume-{time.monotonic_ns()}.log")
+    log = open(logpath, "w")
     t_start = time.monotonic()
     g = subprocess.Popen([f"{BIN}/brume", "run", "--config", cfg], stderr=log)
     try:
         # Startup: until both connections are up (log line), bounded.
         for _ in range(500):
             log.flush()
-            if open(os.path.join(tmp, "brume.log")).read().count('msg="MQTT connected"') >= 2: break
+            if open(logpath).read().count('msg="MQTT connected"') >= 2: break
             time.sleep(0.01)
         startup = time.monotonic() - t_start
         time.sleep(1.0)

@@ -65,7 +65,29 @@ public struct SourceConfig: Sendable, Hashable {
     public var kind: Kind
     public enum Kind: Sendable, Hashable {
         case mqtt(MQTTSourceConfig)
+        case serial(SerialSourceConfig)
     }
+}
+
+public struct SerialSourceConfig: Sendable, Hashable {
+    public var port: PortSpec
+    public var baud: Int
+    public var dataBits: Int
+    public var parity: String
+    public var stopBits: Int
+    public var flowControl: String
+    public var format: SerialFormat
+    /// Device name of the readings (default: the source name).
+    public var device: String
+    public var maxFrame: Int
+    public var poll: SerialPollConfig?
+}
+
+public struct SerialPollConfig: Sendable, Hashable {
+    public var send: String
+    public var everyMillis: Int64
+    public var timeoutMillis: Int64
+    public var retries: Int
 }
 
 public struct MQTTSourceConfig: Sendable, Hashable {

@@ -1,6 +1,7 @@
 import BrumeConfig
 import BrumeCore
 import BrumeMQTT
+import BrumeSerial
 import BrumeStore
 import BrumeUplink
 import Logging
@@ -34,7 +35,7 @@ public final class Gateway: Service, Sendable {
     public let config: GatewayConfig
     public let outbox: Outbox
     public let uplink: MQTTUplink
-    public let sources: [MQTTSource]
+    public let sources: [any Source]
     private let logger: Logger
 
     public init(config: GatewayConfig, logger: Logger) throws {
@@ -56,12 +57,14 @@ public final class Gateway: Service, Sendable {
         uplink = MQTTUplink(config: up, gatewayID: config.gateway.id, password: try Gateway.secret(up.connection.passwordFile, logger: logger),
                             outbox: outbox, logger: logger)
         let pipeline = Pipeline(outbox: outbox)
-        var sources: [MQTTSource] = []
+        var sources: [any Source] = []
         for s in config.sources {
             switch s.kind {
             case .mqtt(let m):
                 sources.append(MQTTSource(name: s.name, config: m, password: try Gateway.secret(m.connection.passwordFile, logger: logger),
                                           sink: pipeline, logger: logger))
+            case .serial(let c):
+                sources.append(SerialSource(options: SerialSourceOptions(config: c, name: s.name), sink: pipeline, logger: logger))
             }
         }
         self.sources = sources
@@ -156,5 +159,14 @@ extension String {
         var s = Substring(self)
         while s.last == c { s = s.dropLast() }
         return String(s)
+    }
+}
+
+extension SerialSourceOptions {
+    init(config c: SerialSourceConfig, name: String) {
+        let settings = SerialSettings(baud: c.baud, dataBits: c.dataBits, parity: SerialSettings.Parity(rawValue: c.parity) ?? .none,
+                                      stopBits: c.stopBits, flowControl: SerialSettings.FlowControl(rawValue: c.flowControl) ?? .none)
+        self.init(name: name, port: c.port, settings: settings, format: c.format, device: c.device, maxFrame: c.maxFrame,
+                  poll: c.poll.map { SerialPoll(request: Array($0.send.utf8), everyMillis: $0.everyMillis, timeoutMillis: $0.timeoutMillis, retries: $0.retries) })
     }
 }

@@ -1,5 +1,7 @@
 import ArgumentParser
 import BrumeConfig
+import BrumeCore
+import BrumeSerial
 import BrumeRuntime
 import Logging
 
@@ -22,7 +24,7 @@ struct Brume: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "brume",
         abstract: "Brume: IoT edge gateway. Reads sensors, buffers in SQLite, syncs batches to the cloud.",
-        subcommands: [Run.self, Check.self],
+        subcommands: [Run.self, Check.self, Ports.self],
         defaultSubcommand: nil)
 }
 
@@ -94,4 +96,69 @@ struct Run: AsyncParsableCommand {
 
 func printErr(_ s: String) {
     writeStderr(s + "\n")
+}
+
+struct Ports: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List serial ports: path, description, USB VID:PID, serial number, and which configured source claims each.",
+        discussion: "Pseudo-terminals and udev symlinks are not listed (no sysfs entry); sources may still name them by path.")
+
+    @Option(name: .shortAndLong, help: "A configuration whose serial sources are matched against the ports.")
+    var config: String?
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        let ports = PortDiscovery.list()
+        var claims: [(name: String, spec: PortSpec)] = []
+        if let config {
+            switch ConfigLoader.load(path: config) {
+            case .success(let (cfg, _)):
+                for s in cfg.sources { if case .serial(let c) = s.kind { claims.append((s.name, c.port)) } }
+            case .failure(.unreadable(let path, let reason)):
+                printErr("\(path): cannot read: \(reason)")
+                throw ExitCode(ExitStatus.unreadableConfig)
+            case .failure(.invalid(let diags)):
+                for d in diags { printErr("\(d)") }
+                throw ExitCode(ExitStatus.invalidConfig)
+            }
+        }
+        func claimedBy(_ p: PortInfo) -> [String] { claims.filter { p.matches($0.spec) }.map(\.name) }
+        let unmatched = claims.filter { c in !ports.contains { $0.matches(c.spec) } }
+        if json {
+            var out = "["
+            for (i, p) in ports.enumerated() {
+                if i > 0 { out += "," }
+                var f: [String] = ["\"path\":\(jsonString(p.path))", "\"description\":\(jsonString(p.description))", "\"transport\":\(jsonString(p.transport))"]
+                f.append("\"usb_vid_pid\":" + (p.vidPid.map(jsonString) ?? "null"))
+                f.append("\"usb_serial\":" + (p.serialNumber.map(jsonString) ?? "null"))
+                f.append("\"manufacturer\":" + (p.manufacturer.map(jsonString) ?? "null"))
+                f.append("\"product\":" + (p.product.map(jsonString) ?? "null"))
+                f.append("\"claimed_by\":[" + claimedBy(p).map(jsonString).joined(separator: ",") + "]")
+                out += "{" + f.joined(separator: ",") + "}"
+            }
+            out += "]"
+            print(out)
+            return
+        }
+        let rows = [["PATH", "DESCRIPTION", "USB VID:PID", "SERIAL", "SOURCE"]] + ports.map {
+            [$0.path, $0.description, $0.vidPid ?? "-", $0.serialNumber ?? "-", claimedBy($0).joined(separator: ",").isEmpty ? "-" : claimedBy($0).joined(separator: ",")]
+        }
+        let widths = (0..<5).map { c in rows.map { $0[c].count }.max() ?? 0 }
+        for r in rows {
+            print(r.enumerated().map { $0.element + String(repeating: " ", count: widths[$0.offset] - $0.element.count) }.joined(separator: "  "))
+        }
+        if ports.isEmpty { print("(no serial ports found)") }
+        for c in unmatched {
+            if case .path = c.spec { continue }
+            print("source \"\(c.name)\": no port matches \(c.spec) (is the device plugged in?)")
+        }
+    }
+}
+
+func jsonString(_ s: String) -> String {
+    var out: [UInt8] = []
+    WireFormat.appendString(s, to: &out)
+    return String(decoding: out, as: UTF8.self)
 }

@@ -7,17 +7,6 @@ import Synchronization
 import Testing
 @testable import BrumeMQTT
 
-final class CollectingSink: ReadingSink {
-    let items = Mutex<[Reading]>([])
-    let count = Atomic<UInt64>(0)
-    func accept(_ readings: [Reading], from source: String) -> UInt64 {
-        items.withLock { $0.append(contentsOf: readings) }
-        return count.add(UInt64(readings.count), ordering: .relaxed).newValue
-    }
-    func waitDurable(_ ticket: UInt64, timeout: Duration) -> Bool { true }
-    var all: [Reading] { items.withLock { $0 } }
-}
-
 /// Publishes with a real client (QoS1, waits for the PUBACK).
 final class TestPublisher: Sendable {
     let client: MQTTClient

@@ -29,3 +29,12 @@ public final class SourceStats: Sendable {
     public let lastReadingMillis = Gauge<Int64?>(nil)
     public init() {}
 }
+
+/// What the runtime needs of every source (MQTT, serial, ...).
+public protocol Source: AnyObject, Sendable {
+    var name: String { get }
+    var state: SourceState { get }
+    var stats: SourceStats { get }
+    func start()
+    func stop()
+}

@@ -16,7 +16,7 @@ import Glibc
 /// `ack = "after_commit"`, the default) a message is acknowledged to the broker
 /// only once its readings are committed to the outbox: a crash before the
 /// commit leaves it at the broker, which delivers it again.
-public final class MQTTSource: Sendable {
+public final class MQTTSource: Source {
     public let name: String
     public let config: MQTTSourceConfig
     public let stats = SourceStats()
