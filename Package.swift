@@ -52,7 +52,7 @@ let package = Package(
             "BrumeCore", "BrumeMQTT", "BrumeSerial",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-        ], path: "firmware-sim", swiftSettings: strict),
+        ], path: "firmware-sim", exclude: ["data"], swiftSettings: strict),
 
         .target(name: "BrumeTestKit", dependencies: ["BrumeCore"], path: "Tests/BrumeTestKit"),
         .testTarget(name: "BrumeCoreTests", dependencies: ["BrumeCore"]),

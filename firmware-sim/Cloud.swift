@@ -24,10 +24,11 @@ struct Cloud: ParsableCommand {
     @Option(help: "Write the JSON report here as well as on stdout.") var report: String?
     @Option(help: "Create this file once subscribed.") var readyFile: String?
     @Flag(help: "Print a line per batch.") var follow = false
+    @Option(help: "Only readings of this metric carry sequence numbers (empty: every integer value).") var seqMetric = "seq"
 
     func run() throws {
         let (host, port) = try parseBroker(broker)
-        let counter = CloudCounter(first: first)
+        let counter = CloudCounter(first: first, seqMetric: seqMetric)
         let follow = self.follow
         let handlers = MQTTHandlers(onMessage: { _, payload, _, _ in
             counter.ingest(payload, follow: follow)
@@ -86,8 +87,12 @@ final class CloudCounter: Sendable {
     }
     let state = Mutex(State())
     let first: Int
+    let seqMetric: String
 
-    init(first: Int) { self.first = first }
+    init(first: Int, seqMetric: String = "") {
+        self.first = first
+        self.seqMetric = seqMetric
+    }
 
     func ingest(_ payload: UnsafeRawBufferPointer, follow: Bool) {
         let now = wallClockMillis()
@@ -112,8 +117,9 @@ final class CloudCounter: Sendable {
             if batch.historical { s.histBatches += 1 }
             for r in batch.readings {
                 s.readings += 1
-                s.latencies.append(now - r.time)
-                guard case .number(let v) = r.value, v == v.rounded(), v >= Double(first), v < 1e12 else {
+                // Replayed logs carry their own (old) timestamps: not a latency.
+                if abs(now - r.time) < 3_600_000 { s.latencies.append(now - r.time) }
+                guard seqMetric.isEmpty || r.metric == seqMetric, case .number(let v) = r.value, v == v.rounded(), v >= Double(first), v < 1e12 else {
                     s.nonSequence += 1
                     continue
                 }
@@ -121,7 +127,7 @@ final class CloudCounter: Sendable {
                 if idx >= s.seen.count { s.seen.append(contentsOf: repeatElement(0, count: max(idx + 1 - s.seen.count, s.seen.count))) }
                 if s.seen[idx] == 0 { s.unique += 1 } else { s.duplicates += 1 }
                 if s.seen[idx] < 255 { s.seen[idx] += 1 }
-                let key = r.device + "/" + r.metric
+                let key = r.device
                 if let last = s.lastPerDevice[key], Int(v) < last, s.seen[idx] == 1 { s.outOfOrder += 1 }
                 s.lastPerDevice[key] = max(s.lastPerDevice[key] ?? 0, Int(v))
             }

@@ -47,7 +47,9 @@ echo "== field broker on 127.0.0.1:$FIELD_PORT, cloud broker on 127.0.0.1:$CLOUD
 # The canonical gateway.toml, pointed at the demo brokers and data folder.
 sed -e "s#mqtt://127.0.0.1:18831\"#mqtt://127.0.0.1:$CLOUD_PORT\"#g" \
     -e "s#mqtt://127.0.0.1:1883\"#mqtt://127.0.0.1:$FIELD_PORT\"#g" \
-    -e "s#^data_dir = .*#data_dir = \"$DEMO/var\"#" gateway.toml > "$DEMO/gateway.toml"
+    -e "s#^data_dir = .*#data_dir = \"$DEMO/var\"#" \
+    -e "s#\"/dev/ttyUSB0\"#\"$PWD/$DEMO/ttyBOILER\"#" \
+    -e "s#\"/dev/ttyACM0\"#\"$PWD/$DEMO/ttyGPS\"#" gateway.toml > "$DEMO/gateway.toml"
 "$BIN/brume" check "$DEMO/gateway.toml"
 
 "$BIN/firmware-sim" cloud --broker "mqtt://127.0.0.1:$CLOUD_PORT" --topic 'brume/+/telemetry' --follow \
@@ -56,7 +58,12 @@ CLOUD_PID=$!; PIDS+=($CLOUD_PID)
 "$BIN/brume" run --config "$DEMO/gateway.toml" 2> "$DEMO/brume.log" &
 BRUME_PID=$!; PIDS+=($BRUME_PID)
 sleep 1
-# Three kinds of sensor nodes, matching the three sources of gateway.toml.
+# Serial devices on pseudo-terminals: a kv sensor and a GPS receiver replaying a real log.
+"$BIN/firmware-sim" serial --link "$PWD/$DEMO/ttyBOILER" --format kv --rate 2 >"$DEMO/boiler.log" 2>&1 &
+PIDS+=($!)
+"$BIN/firmware-sim" serial --link "$PWD/$DEMO/ttyGPS" --format nmea --replay firmware-sim/data/ublox-neo-m9n-sample.nmea --rate 10 >"$DEMO/gps.log" 2>&1 &
+PIDS+=($!)
+# Three kinds of MQTT sensor nodes, matching the three MQTT sources of gateway.toml.
 "$BIN/firmware-sim" sensors --broker "mqtt://127.0.0.1:$FIELD_PORT" --devices 3 --metrics 2 --rate 2 --style number --prefix sensors >"$DEMO/sensors.log" 2>&1 &
 PIDS+=($!)
 "$BIN/firmware-sim" sensors --broker "mqtt://127.0.0.1:$FIELD_PORT" --devices 2 --metrics 3 --rate 1 --style multi --prefix nodes >"$DEMO/nodes.log" 2>&1 &

@@ -17,7 +17,7 @@ final class Rig {
     var gatewayRuns = 0
     let config: String
 
-    init(extraBuffer: String = "") throws {
+    init(extraBuffer: String = "", extraSources: (String) -> String = { _ in "" }, mqttSource: Bool = true) throws {
         field = try Mosquitto(dir: dir, name: "field")
         cloud = try Mosquitto(dir: dir, name: "cloud")
         config = "\(dir)/gateway.toml"
@@ -36,6 +36,7 @@ final class Rig {
         batch_max_readings = 500
         batch_max_delay = "200ms"
 
+        \(mqttSource ? """
         [[source]]
         name = "load"
         kind = "mqtt"
@@ -44,6 +45,8 @@ final class Rig {
         device = "{1}"
         metric = "{2}"
         payload = { json = { value = "/v", time = "/ts" } }
+        """ : "")
+        \(extraSources(dir))
         """.write(toFile: config, atomically: true, encoding: .utf8)
     }
 
@@ -57,11 +60,11 @@ final class Rig {
         }
     }
 
-    func startGateway() throws {
+    func startGateway(ready: String = "source.name=load") throws {
         gatewayRuns += 1
         let g = try Child(TestKit.product("brume"), ["run", "--config", config], dir: dir, name: "brume-\(gatewayRuns)")
         gateway = g
-        guard TestKit.waitUntil(timeout: 20, { g.stderr.contains("msg=\"MQTT connected\"") && g.stderr.contains("source.name=load") }) else {
+        guard TestKit.waitUntil(timeout: 20, { g.stderr.contains("uplink.name=cloud") && g.stderr.contains(ready) }) else {
             throw TestError("gateway did not connect: \(g.stderr)")
         }
     }
@@ -158,6 +161,39 @@ final class Rig {
         #expect(rig.gateway!.wait(timeout: 10) == 0)
     }
 
+    @Test func eightSerialDevicesAt115200LoseNothing() throws {
+        let perDevice = 1500
+        let rig = try Rig(extraSources: { dir in
+            (0..<8).map { k in """
+            [[source]]
+            name = "serial\(k)"
+            kind = "serial"
+            port = "\(dir)/tty\(k)"
+            baud = 115200
+            format = "kv"
+            device = "dev\(k)"
+            """ }.joined(separator: "\n\n")
+        }, mqttSource: false)
+        // The devices appear first (a gateway would otherwise wait for them, which is fine too).
+        var devices: [Child] = []
+        for k in 0..<8 {
+            devices.append(try Child(TestKit.product("firmware-sim"),
+                                     ["serial", "--link", "\(rig.dir)/tty\(k)", "--rate", "250", "--count", "\(perDevice)", "--start", "\(1 + k * perDevice)", "--delay", "2"],
+                                     dir: rig.dir, name: "serial\(k)"))
+        }
+        #expect(TestKit.waitUntil(timeout: 10) { (0..<8).allSatisfy { FileManager.default.fileExists(atPath: "\(rig.dir)/tty\($0)") } })
+        try rig.startCounter(expect: 8 * perDevice)
+        try rig.startGateway(ready: "source.name=serial7")
+        for d in devices { #expect(d.wait(timeout: 60) == 0) }
+        let r = try rig.report(timeout: 60)
+        #expect(r.unique == 8 * perDevice)
+        #expect(r.missing == 0)
+        #expect(r.duplicates == 0)
+        #expect(r.out_of_order == 0)
+        let cpu = cpuSeconds(rig.gateway!.pid)
+        print("e2e serial ×8 at 250 lines/s each (~11 kB/s: a saturated 115200-baud line): \(r.readings) readings, gateway CPU \(String(format: "%.2f", cpu)) s, \(String(format: "%.1f", cpu / Double(r.readings) * 1e6)) µs/reading (debug build)")
+    }
+
     @Test func invalidConfigExitsOneWithDiagnostics() throws {
         let dir = TestKit.tempDir()
         try "[gateway]\nid = \"x\"\nbaud = 9600\n".write(toFile: "\(dir)/bad.toml", atomically: true, encoding: .utf8)
@@ -167,4 +203,13 @@ final class Rig {
         let missing = try Child(TestKit.product("brume"), ["check", "\(dir)/nope.toml"], dir: dir, name: "check")
         #expect(missing.wait(timeout: 10) == 2)
     }
+}
+
+/// User + system CPU seconds of a process so far.
+func cpuSeconds(_ pid: Int32) -> Double {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return 0 }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 13, let u = Double(fields[11]), let s = Double(fields[12]) else { return 0 }
+    return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
