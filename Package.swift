@@ -32,6 +32,8 @@ let package = Package(
         .target(name: "BrumeStore", dependencies: ["BrumeCore", "CSQLite", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // libmosquitto client + the MQTT source (topic mapping, payload decoding).
         .target(name: "BrumeMQTT", dependencies: ["BrumeCore", "BrumeConfig", "CMosquitto", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        // Local rules: filters, transforms, windows, triggers, expression language. Pure, clock-injected.
+        .target(name: "BrumeRules", dependencies: ["BrumeCore"], swiftSettings: strict),
         // Serial sensors: termios ports, discovery via libserialport, framers (kv, CSV, JSON lines, NMEA).
         .target(name: "BrumeSerial", dependencies: ["BrumeCore", "CSerialPort", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Northbound: the sync loop outbox -> batches -> sink acks, and the MQTT sink.
@@ -58,6 +60,7 @@ let package = Package(
         .testTarget(name: "BrumeCoreTests", dependencies: ["BrumeCore"]),
         .testTarget(name: "BrumeConfigTests", dependencies: ["BrumeConfig"], exclude: ["cases"]),
         .testTarget(name: "BrumeStoreTests", dependencies: ["BrumeStore", "BrumeCore", "BrumeTestKit"]),
+        .testTarget(name: "BrumeRulesTests", dependencies: ["BrumeRules", "BrumeCore"]),
         .testTarget(name: "BrumeSerialTests", dependencies: ["BrumeSerial", "BrumeCore", "BrumeTestKit", "firmware-sim"]),
         .testTarget(name: "BrumeMQTTTests", dependencies: ["BrumeMQTT", "BrumeCore", "BrumeConfig", "BrumeTestKit"]),
         .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore", "BrumeSerial", "BrumeTestKit"]),

@@ -28,7 +28,7 @@ def broker(dirpath, name):
     conf = os.path.join(d, "mosquitto.conf")
     with open(conf, "w") as f:
         f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence false\n"
-                "max_queued_messages 10000000\nmax_queued_bytes 0\nmax_inflight_messages 0\n")
+                "max_queued_messages 10000000\nmax_queued_bytes 0\nmax_inflight_messages 0\nset_tcp_nodelay true\n")
     p = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "log"), "w"))
     wait_port(port)
     return p, port

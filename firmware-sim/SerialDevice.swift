@@ -28,6 +28,8 @@ struct SerialDevice: ParsableCommand {
     @Option(help: "Answer only this request (poll mode): a line is sent each time it is received.") var respondTo: String?
     @Option(help: "Wait this long (seconds) before the first line, so the gateway can open the port.") var delay: Double = 0
     @Option(help: "Keep the device plugged in (and silent) this long after the last line, in seconds.") var linger: Double = 0
+    @Option(help: "Actuator mode: obey lines \"PREFIX VALUE\" written by the gateway, reply \"OK VALUE\", log each VALUE to --actuator-log.") var actuate: String?
+    @Option(help: "File that receives one line per executed actuator value.") var actuatorLog: String?
 
     func validate() throws {
         guard ["kv", "csv", "jsonl", "nmea"].contains(format) else { throw ValidationError("--format must be kv, csv, jsonl or nmea") }
@@ -59,7 +61,15 @@ struct SerialDevice: ParsableCommand {
         var seq = start
         var i = 0
         if format == "csv" { pty.send("seq,temperature,humidity\r\n", &stats.dropped) }
+        var actuatorFile: UnsafeMutablePointer<FILE>?
+        if let actuatorLog { actuatorFile = fopen(actuatorLog, "a"); if let f = actuatorFile { setvbuf(f, nil, _IOLBF, 0) } }
         while count == 0 || i < count {
+            if let prefix = actuate {
+                for value in pty.commands(prefix: prefix) {
+                    if let f = actuatorFile { fputs(value + "\n", f) }
+                    pty.send("OK \(value)\r\n", &stats.dropped)
+                }
+            }
             if let req = respondTo {
                 guard pty.waitForRequest(req, timeoutMillis: 1000) else { continue }
             } else {
@@ -175,6 +185,23 @@ struct Pty {
         }
         pending.removeSubrange(..<idx.upperBound)
         return true
+    }
+
+    /// Actuator mode: complete lines "PREFIX VALUE" written by the gateway (non-blocking).
+    mutating func commands(prefix: String) -> [String] {
+        var buf = [UInt8](repeating: 0, count: 1024)
+        while true {
+            let n = read(master, &buf, buf.count)
+            if n <= 0 { break }
+            pending.append(contentsOf: buf[0..<n])
+        }
+        var out: [String] = []
+        while let nl = pending.firstIndex(where: { $0 == 10 || $0 == 13 }) {
+            let line = String(decoding: pending[..<nl], as: UTF8.self)
+            pending.removeSubrange(...nl)
+            if line.hasPrefix(prefix + " ") { out.append(String(line.dropFirst(prefix.count + 1))) }
+        }
+        return out
     }
 
     /// Unplug: the gateway sees a hang-up, the device path disappears.

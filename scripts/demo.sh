@@ -37,6 +37,7 @@ persistence true
 persistence_location $PWD/$DEMO/$name/
 max_queued_messages 1000000
 max_inflight_messages 0
+set_tcp_nodelay true
 CONF
   mosquitto -c "$DEMO/$name/mosquitto.conf" >"$DEMO/$name/log" 2>&1 &
   PIDS+=($!)

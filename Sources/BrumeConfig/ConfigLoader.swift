@@ -191,7 +191,7 @@ struct Builder {
 
     func build(_ root: TOMLTable) -> GatewayConfig? {
         let top = TableReader(root, context: "", sink: sink)
-        let topKeys = ["gateway", "buffer", "log", "uplink", "source"]
+        let topKeys = ["gateway", "buffer", "log", "uplink", "source", "actuator"]
 
         // [gateway]
         var gwID = ""
@@ -303,7 +303,7 @@ struct Builder {
             }
         }
         for e in root.entries where !topKeys.contains(e.key) {
-            if ["rule", "trigger", "actuator"].contains(e.key) {
+            if ["rule", "trigger"].contains(e.key) {
                 sink.error(e.keyPosition, "[[\(e.key)]] is not supported in this version of brume yet (local rules, triggers and actuators are planned)")
             } else {
                 var msg = "unknown table [\(e.key)]"
@@ -311,8 +311,118 @@ struct Builder {
                 sink.error(e.keyPosition, msg)
             }
         }
+        // [[actuator]]
+        var actuators: [ActuatorConfig] = []
+        if let a = top.node("actuator") {
+            if case .array(let items) = a.value {
+                var seen: [String: SourcePosition] = [:]
+                for item in items {
+                    guard case .table(let at) = item.value else { sink.error(item.position, "[[actuator]] entries must be tables"); continue }
+                    var label = "[[actuator]]"
+                    if case .string(let n)? = at["name"]?.value { label = "[[actuator]] \"\(n)\"" }
+                    let r = TableReader(at, context: label, sink: sink)
+                    if let act = buildActuator(r, sources: sources) {
+                        if let first = seen[act.name] { r.error(r.position(of: "name"), "duplicate actuator name \"\(act.name)\" (first defined at \(first))") }
+                        else { seen[act.name] = r.position(of: "name") }
+                        actuators.append(act)
+                    }
+                    r.finish()
+                }
+            } else {
+                sink.error(a.position, "actuators are declared as [[actuator]] tables")
+            }
+        }
         if sink.hasErrors { return nil }
-        return GatewayConfig(gateway: GatewaySection(id: gwID, dataDir: dataDir), buffer: buffer, log: log, uplinks: uplinks, sources: sources)
+        var config = GatewayConfig(gateway: GatewaySection(id: gwID, dataDir: dataDir), buffer: buffer, log: log, uplinks: uplinks, sources: sources)
+        config.actuators = actuators
+        return config
+    }
+
+    func buildActuator(_ r: TableReader, sources: [SourceConfig]) -> ActuatorConfig? {
+        var ok = true
+        let name = r.string("name", required: true)
+        if let n = name, n.isEmpty || !n.unicodeScalars.allSatisfy({ isNameScalar($0) || $0 == "/" }) {
+            r.error(r.position(of: "name"), "\"name\" must be non-empty and use only letters, digits, '.', '_', '-' and '/'")
+            ok = false
+        }
+        let via = r.string("via", required: true)
+        let write = r.string("write")
+        let reply = r.string("reply")
+        let topic = r.string("topic")
+        let payload = r.string("payload") ?? "{value}"
+        let ackTopic = r.string("ack_topic")
+        let ackPayload = r.string("ack_payload")
+        let timeout = r.duration("timeout", min: 10) ?? 5000
+        var target: ActuatorConfig.Via?
+        if let via {
+            if let src = sources.first(where: { $0.name == via }) {
+                switch src.kind {
+                case .serial:
+                    if write == nil { r.error(r.table.position, "an actuator via serial source \"\(via)\" needs write = \"...{value}...\\n\"") ; ok = false }
+                    for k in ["topic", "ack_topic", "ack_payload"] where r.table[k] != nil { r.error(r.table.entry(k)!.keyPosition, "\"\(k)\" is for actuators via an MQTT source; \"\(via)\" is a serial source"); ok = false }
+                    if let write { target = .serial(source: via, write: write, reply: reply) }
+                case .mqtt(let m):
+                    if topic == nil { r.error(r.table.position, "an actuator via MQTT source \"\(via)\" needs topic = \"...\""); ok = false }
+                    for k in ["write", "reply"] where r.table[k] != nil { r.error(r.table.entry(k)!.keyPosition, "\"\(k)\" is for actuators via a serial source; \"\(via)\" is an MQTT source"); ok = false }
+                    if let t = topic, t.contains("+") || t.contains("#") { r.error(r.position(of: "topic"), "\"topic\" must not contain wildcards"); ok = false }
+                    if ackTopic != nil && m.qos == 0 { /* acks still work with qos 0 subscriptions */ }
+                    if let topic { target = .mqtt(source: via, topic: topic, payload: payload, ackTopic: ackTopic, ackPayload: ackPayload) }
+                }
+            } else {
+                var msg = "\"via\" names no source: \"\(via)\""
+                if let s = suggestion(for: via, among: sources.map(\.name)) { msg += " (did you mean \"\(s)\"?)" }
+                r.error(r.position(of: "via"), msg)
+                ok = false
+            }
+        }
+        // What values are accepted: exactly one of accepts, range, type.
+        var accepts: ActuatorConfig.Accepts?
+        let given = ["accepts", "range", "type"].filter { r.table[$0] != nil }
+        if given.count > 1 { r.error(r.table.entry(given[1])!.keyPosition, "use only one of \"accepts\", \"range\" and \"type\""); ok = false }
+        if let list = r.stringArray("accepts") {
+            if list.isEmpty { r.error(r.position(of: "accepts"), "\"accepts\" needs at least one value"); ok = false } else { accepts = .oneOf(list.map(\.0)) }
+        }
+        if let n = r.node("range") {
+            var nums: [Double] = []
+            if case .array(let items) = n.value {
+                for it in items {
+                    switch it.value {
+                    case .integer(let i): nums.append(Double(i))
+                    case .float(let d): nums.append(d)
+                    default: break
+                    }
+                }
+            }
+            if nums.count == 2 && nums[0] <= nums[1] { accepts = .range(nums[0], nums[1]) }
+            else { r.error(n.position, "\"range\" must be [min, max] with min ≤ max, e.g. range = [0, 100]"); ok = false }
+        }
+        if let t = r.oneOf("type", ["number", "bool", "string"]) {
+            accepts = t == "number" ? .number : t == "bool" ? .bool : .string
+        }
+        if accepts == nil && given.isEmpty { r.error(r.table.position, "declare what the actuator accepts: accepts = [\"open\", \"close\"], range = [0, 100] or type = \"bool\""); ok = false }
+        var safeValue: Value?
+        if let n = r.node("safe_value") {
+            switch n.value {
+            case .string(let s): safeValue = .string(s)
+            case .integer(let i): safeValue = .number(Double(i))
+            case .float(let d): safeValue = .number(d)
+            case .bool(let b): safeValue = .bool(b)
+            default: r.error(n.position, "\"safe_value\" must be a string, a number or a boolean"); ok = false
+            }
+        }
+        let safeAfter = r.duration("safe_after", min: 1000)
+        let safeOnShutdown = r.bool("safe_on_shutdown") ?? false
+        if (safeAfter != nil || safeOnShutdown) && safeValue == nil {
+            r.error(r.position(of: safeAfter != nil ? "safe_after" : "safe_on_shutdown"), "a safe state needs safe_value = ...")
+            ok = false
+        }
+        guard ok, let name, let target, let accepts else { return nil }
+        let act = ActuatorConfig(name: name, via: target, accepts: accepts, timeoutMillis: timeout, safeValue: safeValue, safeAfterMillis: safeAfter, safeOnShutdown: safeOnShutdown)
+        if let v = safeValue, let why = act.problem(with: v) {
+            r.error(r.position(of: "safe_value"), "\"safe_value\" is not acceptable for this actuator: \(why)")
+            return nil
+        }
+        return act
     }
 
     func resourceClaims(_ s: SourceConfig) -> [String] {

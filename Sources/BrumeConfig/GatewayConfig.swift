@@ -9,6 +9,46 @@ public struct GatewayConfig: Sendable {
     public var log: LogSection
     public var uplinks: [UplinkConfig]
     public var sources: [SourceConfig]
+    public var actuators: [ActuatorConfig] = []
+}
+
+/// A declared actuator: the only targets commands may have.
+public struct ActuatorConfig: Sendable, Hashable {
+    public enum Accepts: Sendable, Hashable {
+        case oneOf([String])
+        case range(Double, Double)
+        case bool
+        case number
+        case string
+    }
+    public enum Via: Sendable, Hashable {
+        /// Write `write` (with "{value}" replaced) to the serial source; optionally wait for a reply line containing `reply`.
+        case serial(source: String, write: String, reply: String?)
+        /// Publish `payload` to `topic` on the MQTT source's broker; optionally wait for `ackPayload` on `ackTopic`.
+        case mqtt(source: String, topic: String, payload: String, ackTopic: String?, ackPayload: String?)
+    }
+    public var name: String
+    public var via: Via
+    public var accepts: Accepts
+    public var timeoutMillis: Int64
+    public var safeValue: Value?
+    public var safeAfterMillis: Int64?
+    public var safeOnShutdown: Bool
+
+    /// Why `value` is not acceptable, or nil.
+    public func problem(with value: Value) -> String? {
+        switch (accepts, value) {
+        case (.oneOf(let xs), .string(let s)): return xs.contains(s) ? nil : "\"\(s)\" is not one of \(xs.map { "\"\($0)\"" }.joined(separator: ", "))"
+        case (.oneOf(let xs), _): return "expected one of \(xs.map { "\"\($0)\"" }.joined(separator: ", "))"
+        case (.range(let lo, let hi), .number(let d)): return (d >= lo && d <= hi) ? nil : "\(WireFormat.formatNumber(d)) is outside \(WireFormat.formatNumber(lo))...\(WireFormat.formatNumber(hi))"
+        case (.range, _), (.number, .bool), (.number, .string): return "expected a number"
+        case (.number, .number(let d)): return d.isFinite ? nil : "expected a finite number"
+        case (.bool, .bool): return nil
+        case (.bool, _): return "expected true or false"
+        case (.string, .string(let s)): return s.utf8.count <= 256 ? nil : "string too long"
+        case (.string, _): return "expected a string"
+        }
+    }
 }
 
 public struct GatewaySection: Sendable, Hashable {

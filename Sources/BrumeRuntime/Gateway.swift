@@ -36,6 +36,7 @@ public final class Gateway: Service, Sendable {
     public let outbox: Outbox
     public let uplink: MQTTUplink
     public let sources: [any Source]
+    let commands: CommandService?
     private let logger: Logger
 
     public init(config: GatewayConfig, logger: Logger) throws {
@@ -68,6 +69,48 @@ public final class Gateway: Service, Sendable {
             }
         }
         self.sources = sources
+
+        // Actuators and the command path.
+        if config.actuators.isEmpty {
+            commands = nil
+        } else {
+            var drivers: [String: ActuatorDriver] = [:]
+            for act in config.actuators {
+                let timeout = Duration.milliseconds(act.timeoutMillis)
+                switch act.via {
+                case .serial(let sourceName, let write, let reply):
+                    guard let src = sources.first(where: { $0.name == sourceName }) as? SerialSource else { continue }
+                    drivers[act.name] = { value in
+                        switch await src.request(Array(render(write, value).utf8), expect: reply.map { render($0, value) }, timeout: timeout) {
+                        case .success(let r): return .success(r.isEmpty ? "written" : "reply: \(r)")
+                        case .failure(.timeout): return .failure(DriverFailure(detail: "no reply from the device within \(act.timeoutMillis) ms"))
+                        case .failure(.disconnected): return .failure(DriverFailure(detail: "device disconnected"))
+                        case .failure(.writeFailed(let e)): return .failure(DriverFailure(detail: "write failed: \(e)"))
+                        }
+                    }
+                case .mqtt(let sourceName, let topic, let payload, let ackTopic, let ackPayload):
+                    guard let src = sources.first(where: { $0.name == sourceName }) as? MQTTSource else { continue }
+                    if let ackTopic { src.addAckSubscription(ackTopic) }
+                    drivers[act.name] = { value in
+                        switch await src.request(topic: topic, payload: Array(render(payload, value).utf8), ackTopic: ackTopic,
+                                                 ackPayload: ackTopic == nil ? nil : render(ackPayload ?? "{value}", value), timeout: timeout) {
+                        case .success(let r): return .success(r.isEmpty ? "published" : "acknowledged: \(r)")
+                        case .failure(.timeout): return .failure(DriverFailure(detail: "no acknowledgement within \(act.timeoutMillis) ms"))
+                        case .failure(.disconnected): return .failure(DriverFailure(detail: "field broker disconnected"))
+                        case .failure(.publishFailed(let e)): return .failure(DriverFailure(detail: "publish failed: \(e)"))
+                        }
+                    }
+                }
+            }
+            let journal: CommandJournal
+            do {
+                journal = try CommandJournal(path: config.gateway.dataDir + "/commands.db", logger: logger)
+            } catch {
+                throw StartupError("cannot open the command journal: \(error)")
+            }
+            commands = CommandService(journal: journal, actuators: config.actuators, drivers: drivers, uplink: up, gatewayID: config.gateway.id,
+                                      password: try Gateway.secret(up.connection.passwordFile, logger: logger), logger: logger)
+        }
     }
 
     public func run() async throws {
@@ -81,9 +124,22 @@ public final class Gateway: Service, Sendable {
             group.addTask { await self.uplink.run() }
             group.addTask { await self.reportPeriodically() }
             for s in sources { s.start() }
+            if let commands {
+                group.addTask { await commands.run() }
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .seconds(1))
+                        commands.checkSafeStates(uplinkOnline: self.uplink.state == .online)
+                    }
+                }
+            }
             // Until SIGTERM/SIGINT.
             try? await gracefulShutdown()
             logger.info("shutting down: stopping sources, committing the outbox")
+            if let commands {
+                await commands.applyShutdownSafeStates()
+                commands.stop()
+            }
             for s in sources { s.stop() }
             outbox.flush()
             await uplink.shutdown()

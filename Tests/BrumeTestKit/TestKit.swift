@@ -161,6 +161,7 @@ public final class Mosquitto: @unchecked Sendable {
         max_queued_messages 10000000
         max_queued_bytes 0
         max_inflight_messages 0
+        set_tcp_nodelay true
         """
         try conf.write(toFile: "\(self.dir)/mosquitto.conf", atomically: true, encoding: .utf8)
         try start()

@@ -46,7 +46,7 @@ final class Rig {
         metric = "{2}"
         payload = { json = { value = "/v", time = "/ts" } }
         """ : "")
-        \(extraSources(dir))
+        \(extraSources(dir).replacingOccurrences(of: "FIELD_URL", with: field.url))
         """.write(toFile: config, atomically: true, encoding: .utf8)
     }
 

@@ -31,3 +31,10 @@ public final class Gauge<T: Sendable>: Sendable {
     public var current: T { value.withLock { $0 } }
     public func set(_ v: T) { value.withLock { $0 = v } }
 }
+
+/// A mutex-protected value in a class, so closures can share it.
+public final class Locked<T: Sendable>: Sendable {
+    private let m: Mutex<T>
+    public init(_ v: T) { m = Mutex(v) }
+    public func withLock<R>(_ body: (inout T) throws -> R) rethrows -> R { try m.withLock { try body(&$0) } }
+}

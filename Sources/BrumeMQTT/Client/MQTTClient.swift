@@ -144,6 +144,14 @@ public final class MQTTClient: @unchecked Sendable {
     private let errorLimiter = LogRateLimiter(burst: 3, interval: .seconds(30))
     private var thread: pthread_t?
     private let subscriptionsLock = Mutex<[(String, Int32)]>([])
+    /// Wakes the gated network loop when another thread queued a publish
+    /// (libmosquitto's own wake-up pipe is private to mosquitto_loop).
+    private let wakePipe: (read: Int32, write: Int32) = {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { return (-1, -1) }
+        for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        return (fds[0], fds[1])
+    }()
     /// Number of successful connections (for status and tests).
     public let connects = Counter()
     public let connectFailures = Counter()
@@ -157,6 +165,7 @@ public final class MQTTClient: @unchecked Sendable {
 
     deinit {
         if let h = handle { mosquitto_destroy(h) }
+        if wakePipe.read >= 0 { close(wakePipe.read); close(wakePipe.write) }
     }
 
     public var state: MQTTConnectionState { stateGauge.current }
@@ -203,6 +212,10 @@ public final class MQTTClient: @unchecked Sendable {
             return (generation, mosquitto_publish(h, &mid, topic, Int32(payload.count), payload.baseAddress, qos, retain))
         }
         if rc != 0 { throw MQTTError(code: rc, operation: "publish to \(topic)") }
+        if handlers.ackGate != nil && wakePipe.write >= 0 {
+            var one: UInt8 = 1
+            _ = write(wakePipe.write, &one, 1)
+        }
         return (gen, mid)
     }
 
@@ -284,9 +297,15 @@ public final class MQTTClient: @unchecked Sendable {
     private func pumpGated(_ h: OpaquePointer, gate: @Sendable () -> Void) -> Int32 {
         let sock = mosquitto_socket(h)
         if sock < 0 { return Int32(MOSQ_ERR_NO_CONN.rawValue) }
-        var pfd = pollfd(fd: sock, events: Int16(POLLIN) | (mosquitto_want_write(h) ? Int16(POLLOUT) : 0), revents: 0)
-        let n = poll(&pfd, 1, 100)
+        var fds = [pollfd(fd: sock, events: Int16(POLLIN) | (mosquitto_want_write(h) ? Int16(POLLOUT) : 0), revents: 0),
+                   pollfd(fd: wakePipe.read, events: Int16(POLLIN), revents: 0)]
+        let n = poll(&fds, 2, 100)
         if n < 0 && errno != EINTR { return Int32(MOSQ_ERR_ERRNO.rawValue) }
+        if fds[1].revents != 0 {
+            var drained = [UInt8](repeating: 0, count: 64)
+            _ = read(wakePipe.read, &drained, drained.count)
+        }
+        let pfd = fds[0]
         if n > 0 && pfd.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
             var rc = mosquitto_loop_read(h, 1)
             if rc != 0 { return rc }
@@ -335,6 +354,9 @@ public final class MQTTClient: @unchecked Sendable {
         }
         mosquitto_threaded_set(h, true)
         _ = mosquitto_int_option(h, MOSQ_OPT_PROTOCOL_VERSION, Int32(MQTT_PROTOCOL_V311))
+        // No Nagle: small packets (PUBACKs, command acknowledgements) must not
+        // wait 40 ms for a delayed TCP ACK.
+        _ = mosquitto_int_option(h, MOSQ_OPT_TCP_NODELAY, 1)
         _ = mosquitto_max_inflight_messages_set(h, UInt32(max(0, options.maxInflight)))
         if let u = options.username { _ = mosquitto_username_pw_set(h, u, options.password) }
         if let will = options.will {

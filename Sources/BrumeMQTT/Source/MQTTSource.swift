@@ -22,6 +22,7 @@ public final class MQTTSource: Source {
     public let stats = SourceStats()
     private let client: MQTTClient
     private let logger: Logger
+    private let receiver: MessageReceiver
 
     public init(name: String, config: MQTTSourceConfig, password: String?, sink: any ReadingSink, logger: Logger,
                 now: @escaping @Sendable () -> Int64 = wallClockMillis) {
@@ -31,6 +32,7 @@ public final class MQTTSource: Source {
         lg[metadataKey: "source.name"] = "\(name)"
         self.logger = lg
         let receiver = MessageReceiver(name: name, config: config, sink: sink, stats: stats, logger: lg, now: now)
+        self.receiver = receiver
         let gate: (@Sendable () -> Void)? = (config.qos > 0 && config.ackAfterCommit) ? { @Sendable in receiver.waitUntilDurable() } : nil
         let handlers = MQTTHandlers(onMessage: { topic, payload, _, _ in receiver.receive(topic: topic, payload: payload) },
                                     ackGate: gate)
@@ -55,6 +57,31 @@ public final class MQTTSource: Source {
 
     public var connects: Int64 { client.connects.current }
 
+    public enum RequestError: Error, Sendable, Equatable { case disconnected, publishFailed(String), timeout }
+
+    /// Also subscribe to a topic on which actuators acknowledge commands.
+    public func addAckSubscription(_ topic: String) {
+        receiver.ackFilters.withLock { $0.append(topic) }
+        client.addSubscription(topic, qos: 1)
+    }
+
+    /// Publishes a command to a device and, with `ackTopic`, waits for its
+    /// acknowledgement: a message on that topic whose payload is `ackPayload`
+    /// (any payload when nil).
+    public func request(topic: String, payload: [UInt8], ackTopic: String?, ackPayload: String?, timeout: Duration) async -> Result<String, RequestError> {
+        let waiter = Waiter<String>()
+        if let ackTopic { receiver.ackWaiters.withLock { $0.append((ackTopic, ackPayload.map { Array($0.utf8) }, waiter)) } }
+        defer { if ackTopic != nil { receiver.ackWaiters.withLock { $0.removeAll { $0.waiter === waiter } } } }
+        do {
+            try client.publish(topic: topic, payload: payload, qos: 1)
+        } catch {
+            return .failure(error.isNotConnected ? .disconnected : .publishFailed("\(error)"))
+        }
+        guard ackTopic != nil else { return .success("") }
+        guard let ack = await waiter.wait(timeout: timeout) else { return .failure(.timeout) }
+        return .success(ack)
+    }
+
     public func start() {
         logger.info("MQTT source starting", metadata: ["mqtt.broker": "\(config.connection.url)", "mqtt.subscribe": "\(config.subscribe)"])
         client.start()
@@ -76,12 +103,16 @@ final class MessageReceiver: Sendable {
     let now: @Sendable () -> Int64
     let limiter = LogRateLimiter(burst: 5, interval: .seconds(30))
     let lastTicket = Atomic<UInt64>(0)
+    let filters: [String]
+    let ackFilters = Mutex<[String]>([])
+    let ackWaiters = Mutex<[(topic: String, payload: [UInt8]?, waiter: Waiter<String>)]>([])
 
     init(name: String, config: MQTTSourceConfig, sink: any ReadingSink, stats: SourceStats, logger: Logger, now: @escaping @Sendable () -> Int64) {
         self.name = name
         self.device = config.device
         self.metric = config.metric
         self.decoder = PayloadDecoder(format: config.payload)
+        self.filters = config.subscribe
         self.sink = sink
         self.stats = stats
         self.logger = logger
@@ -89,8 +120,19 @@ final class MessageReceiver: Sendable {
     }
 
     func receive(topic topicPtr: UnsafePointer<CChar>, payload: UnsafeRawBufferPointer) {
-        stats.messages.add()
         let topic = String(cString: topicPtr)
+        // An actuator's acknowledgement?
+        let acked: Bool = ackWaiters.withLock { ws in
+            guard let i = ws.firstIndex(where: { w in !w.waiter.isDone && w.topic == topic && (w.payload == nil || w.payload!.elementsEqual(payload)) }) else { return false }
+            ws.remove(at: i).waiter.resume(String(decoding: payload, as: UTF8.self))
+            return true
+        }
+        if !filters.contains(where: { topicMatches(filter: $0, topic: topic) }) {
+            // Only on an ack subscription: not telemetry of this source.
+            _ = acked
+            return
+        }
+        stats.messages.add()
         let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
         guard let d = device.render(levels: levels), !d.isEmpty, let m = metric.render(levels: levels) else {
             drop("topic_mapping", "MQTT topic does not map to a device/metric: message dropped",

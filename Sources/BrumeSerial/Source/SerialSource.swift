@@ -68,6 +68,8 @@ public final class SerialSource: Source, @unchecked Sendable {
     private let running = Atomic<Bool>(false)
     private let limiter = LogRateLimiter(burst: 5, interval: .seconds(30))
     private let portLock = Mutex<SerialPort?>(nil)
+    /// Commands waiting for a reply line that contains `expect`.
+    private let replyWaiters = Mutex<[(expect: [UInt8], waiter: Waiter<String>)]>([])
     private var thread: pthread_t?
 
     public init(options: SerialSourceOptions, sink: any ReadingSink, logger: Logger, now: @escaping @Sendable () -> Int64 = wallClockMillis) {
@@ -108,6 +110,34 @@ public final class SerialSource: Source, @unchecked Sendable {
         try portLock.withLock { (port: inout SerialPort?) throws(SerialError) in
             guard let p = port else { throw SerialError(path: "\(options.port)", operation: "write (device disconnected) to", code: ENODEV) }
             try p.write(bytes)
+        }
+    }
+
+    public enum RequestError: Error, Sendable, Equatable { case disconnected, writeFailed(String), timeout }
+
+    /// Writes a command to the device and, with `expect`, waits for a reply line
+    /// that contains it (that line is not decoded as a reading).
+    public func request(_ bytes: [UInt8], expect: String?, timeout: Duration) async -> Result<String, RequestError> {
+        let waiter = Waiter<String>()
+        if let expect { replyWaiters.withLock { $0.append((Array(expect.utf8), waiter)) } }
+        defer { if expect != nil { replyWaiters.withLock { $0.removeAll { $0.waiter === waiter } } } }
+        do {
+            try write(bytes)
+        } catch {
+            return .failure(error.code == ENODEV ? .disconnected : .writeFailed("\(error)"))
+        }
+        guard expect != nil else { return .success("") }
+        guard let reply = await waiter.wait(timeout: timeout) else { return .failure(.timeout) }
+        return .success(reply)
+    }
+
+    /// A frame that answers a pending request goes to it instead of the decoder.
+    private func takeReply(_ frame: UnsafeRawBufferPointer) -> Bool {
+        replyWaiters.withLock { ws in
+            guard let i = ws.firstIndex(where: { w in !w.waiter.isDone && contains(frame, w.expect) }) else { return false }
+            let w = ws.remove(at: i)
+            w.waiter.resume(String(decoding: frame, as: UTF8.self))
+            return true
         }
     }
 
@@ -216,6 +246,7 @@ public final class SerialSource: Source, @unchecked Sendable {
                     buffer.withUnsafeBytes { raw in
                         framer.push(UnsafeRawBufferPointer(rebasing: raw[0..<n]), onFrame: { frame in
                             frames += 1
+                            if takeReply(frame) { return }
                             stats.messages.add()
                             do throws(FrameError) {
                                 try decoder.decode(frame, receivedAt: receivedAt, into: &out)
@@ -250,4 +281,15 @@ public final class SerialSource: Source, @unchecked Sendable {
         }
         stateGauge.set(.stopped)
     }
+}
+
+func contains(_ hay: UnsafeRawBufferPointer, _ needle: [UInt8]) -> Bool {
+    if needle.isEmpty { return true }
+    if hay.count < needle.count { return false }
+    for i in 0...(hay.count - needle.count) {
+        var j = 0
+        while j < needle.count && hay[i + j] == needle[j] { j += 1 }
+        if j == needle.count { return true }
+    }
+    return false
 }

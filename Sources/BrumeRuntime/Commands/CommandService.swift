@@ -1,0 +1,331 @@
+import BrumeConfig
+import BrumeCore
+import BrumeMQTT
+import BrumeStore
+import Logging
+import Synchronization
+
+/// Executes one command value on one actuator: returns a detail on success or
+/// the reason of the failure.
+typealias ActuatorDriver = @Sendable (Value) async -> Result<String, DriverFailure>
+
+struct DriverFailure: Error, Sendable {
+    var detail: String
+}
+
+public final class CommandStats: Sendable {
+    public let received = Counter()
+    public let duplicates = Counter()
+    public let rejected = ReasonCounters()
+    public let executed = Counter()
+    public let failed = Counter()
+    public let expired = Counter()
+    public init() {}
+}
+
+/// The command path: cloud → intake (validation, journal) → per-actuator
+/// dispatch, one command at a time and in order → device → result upward.
+///
+/// Commands arrive on `{prefix}/commands` (QoS1) over their own connection to
+/// the uplink broker, with a persistent session. Each is written to the journal
+/// inside the MQTT callback, before libmosquitto writes the PUBACK: a command
+/// the cloud saw acknowledged is durable. Results (every state change) go to
+/// `{prefix}/commands/result` over the same connection — ahead of any telemetry
+/// backlog, which has its own connection and queue — and are re-sent until
+/// acknowledged.
+final class CommandService: Sendable {
+    let journal: CommandJournal
+    let actuators: [String: ActuatorConfig]
+    let drivers: [String: ActuatorDriver]
+    let stats = CommandStats()
+    private let logger: Logger
+    private let now: @Sendable () -> Int64
+    private let client: MQTTClient
+    private let resultTopic: String
+    private let poke: AsyncStream<Void>.Continuation
+    private let pokes: AsyncStream<Void>
+    private let busy = Mutex<Set<String>>([])
+    private let transient = Mutex<[CommandResult]>([]) // rejections without an id (not journaled)
+    private let events = Locked<(generation: UInt64?, acks: [(UInt64, Int32)])>((nil, []))
+    private let limiter = LogRateLimiter(burst: 5, interval: .seconds(30))
+    private let uplinkDown = Mutex<Int64?>(nil)
+    private let safeApplied = Mutex<Set<String>>([])
+
+    init(journal: CommandJournal, actuators: [ActuatorConfig], drivers: [String: ActuatorDriver], uplink: UplinkConfig,
+         gatewayID: String, password: String?, logger: Logger, now: @escaping @Sendable () -> Int64 = wallClockMillis) {
+        self.journal = journal
+        self.actuators = Dictionary(actuators.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        self.drivers = drivers
+        var lg = logger
+        lg[metadataKey: "component"] = "commands"
+        self.logger = lg
+        self.now = now
+        resultTopic = "\(uplink.topicPrefix)/commands/result"
+        (pokes, poke) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let box = IntakeBox()
+        let poke = self.poke
+        let events = self.events
+        let conn = uplink.connection
+        client = MQTTClient(
+            options: MQTTClientOptions(host: conn.url.host, port: conn.url.port, clientID: conn.clientID + "-cmd", cleanSession: false,
+                                       keepAlive: conn.keepAliveSeconds, username: conn.username, password: password,
+                                       tls: conn.tls.map { MQTTTLS(caFile: $0.caFile, certFile: $0.certFile, keyFile: $0.keyFile, verifyHostname: $0.verifyHostname) },
+                                       maxInflight: 100),
+            logger: lg,
+            handlers: MQTTHandlers(
+                onConnect: { _, gen, _ in
+                    events.withLock { $0 = (gen, []) }
+                    poke.yield()
+                },
+                onDisconnect: { _, _ in
+                    events.withLock { $0.generation = nil }
+                    poke.yield()
+                },
+                onMessage: { _, payload, _, _ in box.service?.intake(payload) },
+                onPublished: { gen, mid in
+                    events.withLock { $0.acks.append((gen, mid)) }
+                    poke.yield()
+                }))
+        client.addSubscription("\(uplink.topicPrefix)/commands", qos: 1)
+        box.service = self
+    }
+
+    final class IntakeBox: @unchecked Sendable {
+        // Set once, before the client starts.
+        weak var service: CommandService?
+    }
+
+    var connected: Bool { client.isConnected }
+
+    // MARK: intake (MQTT network thread)
+
+    /// Validates and journals one command. Runs inside the MQTT callback: when
+    /// it returns, the command is durable (or its rejection is recorded).
+    func intake(_ payload: UnsafeRawBufferPointer) {
+        stats.received.add()
+        let cmd: Command
+        do throws(CommandParseError) {
+            cmd = try CommandParser.parse(payload)
+        } catch {
+            stats.rejected.add(error.reason)
+            logRejected(error.id, error.reason, error.message)
+            if let id = error.id {
+                recordRejection(Command(id: id, actuator: "?", value: .string(""), expires: nil), detail: "\(error.reason): \(error.message)")
+            } else {
+                transient.withLock { $0.append(CommandResult(id: nil, state: .rejected, at: now(), detail: "\(error.reason): \(error.message)")) }
+            }
+            poke.yield()
+            return
+        }
+        submit(cmd)
+    }
+
+    /// Validation and journaling, for cloud commands and local triggers alike.
+    func submit(_ cmd: Command) {
+        guard let act = actuators[cmd.actuator] else {
+            stats.rejected.add("unknown_actuator")
+            logRejected(cmd.id, "unknown_actuator", "no actuator \"\(cmd.actuator)\" is declared")
+            recordRejection(cmd, detail: "unknown_actuator: no actuator \"\(cmd.actuator)\" is declared on this gateway")
+            poke.yield()
+            return
+        }
+        if let why = act.problem(with: cmd.value) {
+            let reason = why.hasPrefix("expected") ? "wrong_type" : "out_of_range"
+            stats.rejected.add(reason)
+            logRejected(cmd.id, reason, why)
+            recordRejection(cmd, detail: "\(reason): \(why)")
+            poke.yield()
+            return
+        }
+        do {
+            switch try journal.accept(cmd) {
+            case .accepted:
+                if let e = cmd.expires, e <= now() {
+                    stats.expired.add()
+                    try journal.transition(cmd.id, to: .expired, detail: "expired before it could run")
+                }
+            case .duplicate(let state):
+                stats.duplicates.add()
+                try journal.reReport(cmd.id)
+                logger.info("repeated command id: not run again, its state is reported again", metadata: ["command.id": "\(cmd.id)", "command.state": "\(state.rawValue)"])
+            }
+        } catch {
+            logger.error("cannot journal a command: it is not run", metadata: ["command.id": "\(cmd.id)", "error": "\(error)"])
+        }
+        poke.yield()
+    }
+
+    private func recordRejection(_ cmd: Command, detail: String) {
+        do {
+            if case .duplicate = try journal.reject(cmd, detail: detail) {
+                stats.duplicates.add()
+                try journal.reReport(cmd.id)
+            }
+        } catch {
+            transient.withLock { $0.append(CommandResult(id: cmd.id, state: .rejected, at: now(), detail: detail)) }
+        }
+    }
+
+    private func logRejected(_ id: String?, _ reason: String, _ message: String) {
+        if let n = limiter.admit() {
+            logger.warning("command rejected", metadata: ["command.id": "\(id ?? "-")", "reason": "\(reason)", "detail": "\(message)", "suppressed": "\(n)"])
+        }
+    }
+
+    // MARK: the loop
+
+    func run() async {
+        do {
+            let n = try journal.failInterrupted()
+            if n > 0 { logger.warning("commands interrupted by the last stop were not resent (outcome unknown)", metadata: ["commands": "\(n)"]) }
+        } catch {
+            logger.error("command journal: cannot check interrupted commands", metadata: ["error": "\(error)"])
+        }
+        client.start()
+        let poke = self.poke
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(100))
+                    poke.yield()
+                }
+            }
+            var inflight: [Int32: (String, CommandState)] = [:]
+            var generation: UInt64?
+            for await _ in pokes {
+                if Task.isCancelled { break }
+                report(&inflight, &generation)
+                dispatch(into: &group)
+            }
+            group.cancelAll()
+        }
+    }
+
+    func stop() {
+        client.stop()
+        poke.finish()
+    }
+
+    /// Publishes the states not yet acknowledged by the cloud.
+    private func report(_ inflight: inout [Int32: (String, CommandState)], _ generation: inout UInt64?) {
+        let (gen, acks) = events.withLock { e in
+            let r = (e.generation, e.acks)
+            e.acks.removeAll()
+            return r
+        }
+        var reported: [(id: String, state: CommandState)] = []
+        for (g, mid) in acks where g == generation {
+            if let (id, state) = inflight.removeValue(forKey: mid), !id.isEmpty { reported.append((id, state)) }
+        }
+        try? journal.markReported(reported)
+        if gen != generation {
+            generation = gen
+            inflight.removeAll()
+        }
+        guard generation != nil, inflight.count < 50 else { return }
+        for r in transient.withLock({ t in defer { t.removeAll() }; return t }) {
+            _ = try? client.publish(topic: resultTopic, payload: WireFormat.encodeResult(r), qos: 1)
+        }
+        let pendingIDs = Set(inflight.values.map { "\($0.0)/\($0.1.rawValue)" })
+        guard let results = try? journal.unreported(limit: 50) else { return }
+        for r in results where !pendingIDs.contains("\(r.id ?? "")/\(r.state.rawValue)") {
+            guard let (g, mid) = try? client.publish(topic: resultTopic, payload: WireFormat.encodeResult(r), qos: 1), g == generation else { return }
+            inflight[mid] = (r.id ?? "", r.state)
+        }
+    }
+
+    /// Starts the oldest waiting command of every idle actuator.
+    private func dispatch(into group: inout TaskGroup<Void>) {
+        guard let waiting = try? journal.waiting() else { return }
+        var started = Set<String>()
+        for rec in waiting {
+            let name = rec.command.actuator
+            if started.contains(name) { continue }
+            started.insert(name) // later commands of this actuator wait their turn, in order
+            guard busy.withLock({ $0.insert(name).inserted }) else { continue }
+            if let e = rec.command.expires, e <= now() {
+                stats.expired.add()
+                try? journal.transition(rec.command.id, to: .expired, detail: "expired before it could run")
+                busy.withLock { _ = $0.remove(name) }
+                poke.yield()
+                continue
+            }
+            guard let driver = drivers[name] else {
+                try? journal.transition(rec.command.id, to: .failed, detail: "actuator \"\(name)\" is no longer configured")
+                busy.withLock { _ = $0.remove(name) }
+                continue
+            }
+            do {
+                // Durably "sent" before it reaches the device: after a crash it is never sent again.
+                try journal.transition(rec.command.id, to: .sent)
+            } catch {
+                busy.withLock { _ = $0.remove(name) }
+                continue
+            }
+            let id = rec.command.id
+            let value = rec.command.value
+            group.addTask {
+                let result = await driver(value)
+                switch result {
+                case .success(let detail):
+                    self.stats.executed.add()
+                    try? self.journal.transition(id, to: .done, detail: detail)
+                case .failure(let f):
+                    self.stats.failed.add()
+                    try? self.journal.transition(id, to: .failed, detail: f.detail)
+                    self.logger.warning("command failed", metadata: ["command.id": "\(id)", "actuator": "\(name)", "detail": "\(f.detail)"])
+                }
+                self.busy.withLock { _ = $0.remove(name) }
+                self.poke.yield()
+            }
+        }
+    }
+
+    /// Safe states: after the cloud has been unreachable for `safe_after`, set
+    /// each such actuator to its safe value (once per outage).
+    func checkSafeStates(uplinkOnline: Bool) {
+        let t = now()
+        let downSince: Int64? = uplinkDown.withLock { d in
+            if uplinkOnline { d = nil; return nil }
+            if d == nil { d = t }
+            return d
+        }
+        guard let since = downSince else {
+            safeApplied.withLock { $0.removeAll() }
+            return
+        }
+        for act in actuators.values {
+            guard let after = act.safeAfterMillis, let v = act.safeValue, t - since >= after else { continue }
+            guard safeApplied.withLock({ $0.insert(act.name).inserted }) else { continue }
+            logger.warning("cloud unreachable: setting the actuator to its safe state", metadata: ["actuator": "\(act.name)", "value": "\(v)"])
+            submit(Command(id: "safe-\(act.name)-\(t)", actuator: act.name, value: v, expires: nil, origin: "safe_state"))
+        }
+    }
+
+    /// On shutdown: actuators with safe_on_shutdown get their safe value, directly.
+    func applyShutdownSafeStates() async {
+        for act in actuators.values where act.safeOnShutdown {
+            guard let v = act.safeValue, let driver = drivers[act.name] else { continue }
+            let r = await driver(v)
+            logger.info("shutdown: actuator set to its safe state", metadata: ["actuator": "\(act.name)", "value": "\(v)", "ok": "\((try? r.get()) != nil)"])
+        }
+    }
+}
+
+/// "{value}" in a template becomes the command's value.
+func render(_ template: String, _ value: Value) -> String {
+    template.replacingAll("{value}", with: value.description)
+}
+
+extension String {
+    func replacingAll(_ target: String, with replacement: String) -> String {
+        var out = ""
+        var rest = Substring(self)
+        while let r = rest.firstRange(of: target) {
+            out += rest[..<r.lowerBound]
+            out += replacement
+            rest = rest[r.upperBound...]
+        }
+        return out + rest
+    }
+}
