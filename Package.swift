@@ -27,7 +27,7 @@ let package = Package(
         // Vocabulary: readings, values, payload parsing, wire format. No C, no I/O.
         .target(name: "BrumeCore", dependencies: [.product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // gateway.toml -> typed configuration, pure validation with file:line:col diagnostics.
-        .target(name: "BrumeConfig", dependencies: ["BrumeCore"], swiftSettings: strict),
+        .target(name: "BrumeConfig", dependencies: ["BrumeCore", "BrumeRules"], swiftSettings: strict),
         // SQLite outbox (group commit, eviction, batches, acks).
         .target(name: "BrumeStore", dependencies: ["BrumeCore", "CSQLite", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // libmosquitto client + the MQTT source (topic mapping, payload decoding).
@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "BrumeUplink", dependencies: ["BrumeCore", "BrumeConfig", "BrumeMQTT", "BrumeStore", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Composition: config -> services, signals, shutdown order.
         .target(name: "BrumeRuntime", dependencies: [
-            "BrumeCore", "BrumeConfig", "BrumeStore", "BrumeMQTT", "BrumeSerial", "BrumeUplink",
+            "BrumeCore", "BrumeConfig", "BrumeRules", "BrumeStore", "BrumeMQTT", "BrumeSerial", "BrumeUplink",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),

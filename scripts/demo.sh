@@ -60,7 +60,7 @@ CLOUD_PID=$!; PIDS+=($CLOUD_PID)
 BRUME_PID=$!; PIDS+=($BRUME_PID)
 sleep 1
 # Serial devices on pseudo-terminals: a kv sensor and a GPS receiver replaying a real log.
-"$BIN/firmware-sim" serial --link "$PWD/$DEMO/ttyBOILER" --format kv --rate 2 >"$DEMO/boiler.log" 2>&1 &
+"$BIN/firmware-sim" serial --link "$PWD/$DEMO/ttyBOILER" --format kv --rate 2 --actuate VALVE --actuator-log "$DEMO/valve.log" >"$DEMO/boiler.log" 2>&1 &
 PIDS+=($!)
 "$BIN/firmware-sim" serial --link "$PWD/$DEMO/ttyGPS" --format nmea --replay firmware-sim/data/ublox-neo-m9n-sample.nmea --rate 10 >"$DEMO/gps.log" 2>&1 &
 PIDS+=($!)

@@ -1,4 +1,5 @@
 import BrumeCore
+import BrumeRules
 
 /// The typed configuration of one gateway, built from gateway.toml by
 /// `ConfigLoader` after every check passed. Every key is documented in
@@ -10,6 +11,17 @@ public struct GatewayConfig: Sendable {
     public var uplinks: [UplinkConfig]
     public var sources: [SourceConfig]
     public var actuators: [ActuatorConfig] = []
+    /// Local rules, derived metrics and triggers, already compiled (checked).
+    public var rules: RulesConfig = RulesConfig()
+}
+
+public struct RulesConfig: Sendable {
+    public var rules: [RuleSpec] = []
+    public var derived: [DerivedSpec] = []
+    public var triggers: [TriggerSpec] = []
+    public var compiled: CompiledRules?
+    public var isEmpty: Bool { rules.isEmpty && derived.isEmpty && triggers.isEmpty }
+    public init() {}
 }
 
 /// A declared actuator: the only targets commands may have.

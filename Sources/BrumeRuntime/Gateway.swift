@@ -1,6 +1,7 @@
 import BrumeConfig
 import BrumeCore
 import BrumeMQTT
+import BrumeRules
 import BrumeSerial
 import BrumeStore
 import BrumeUplink
@@ -16,12 +17,42 @@ public struct StartupError: Error, CustomStringConvertible {
     public init(_ d: String) { description = d }
 }
 
-/// The pipeline between sources and the outbox. Rules plug in here.
+/// The pipeline between sources and the outbox: the local rules (filters,
+/// transforms, windows, derived metrics, triggers), then the outbox. Trigger
+/// commands go to the command path; trigger events go upward with the command
+/// results, ahead of the telemetry backlog.
 final class Pipeline: ReadingSink {
     let outbox: Outbox
-    init(outbox: Outbox) { self.outbox = outbox }
+    let rules: RulesEngine?
+    let commands = Locked<CommandService?>(nil)
+    let logger: Logger
+    init(outbox: Outbox, rules: RulesEngine?, logger: Logger) {
+        self.outbox = outbox
+        self.rules = rules
+        self.logger = logger
+    }
     func accept(_ readings: [Reading], from source: String) -> UInt64 {
-        outbox.append(readings)
+        guard let rules else { return outbox.append(readings) }
+        return deliver(rules.process(readings))
+    }
+    @discardableResult
+    func deliver(_ out: RulesOutput) -> UInt64 {
+        let ticket = outbox.append(out.readings)
+        if !out.commands.isEmpty || !out.events.isEmpty {
+            let service = commands.withLock { $0 }
+            for c in out.commands {
+                if let service {
+                    service.submit(Command(id: "trigger-\(c.trigger)-\(c.at)", actuator: c.actuator, value: c.value, expires: nil, origin: "trigger:\(c.trigger)"))
+                } else {
+                    logger.error("trigger fired but no actuator path is configured", metadata: ["trigger": "\(c.trigger)"])
+                }
+            }
+            for e in out.events {
+                logger.notice("trigger \(e.kind)", metadata: ["trigger": "\(e.trigger)", "detail": "\(e.detail)"])
+                service?.recordEvent(e)
+            }
+        }
+        return ticket
     }
     func waitDurable(_ ticket: UInt64, timeout: Duration) -> Bool {
         outbox.waitProcessed(ticket, timeout: timeout)
@@ -37,6 +68,7 @@ public final class Gateway: Service, Sendable {
     public let uplink: MQTTUplink
     public let sources: [any Source]
     let commands: CommandService?
+    let pipeline: Pipeline
     private let logger: Logger
 
     public init(config: GatewayConfig, logger: Logger) throws {
@@ -57,7 +89,9 @@ public final class Gateway: Service, Sendable {
         guard let up = config.uplinks.first else { throw StartupError("no uplink configured") }
         uplink = MQTTUplink(config: up, gatewayID: config.gateway.id, password: try Gateway.secret(up.connection.passwordFile, logger: logger),
                             outbox: outbox, logger: logger)
-        let pipeline = Pipeline(outbox: outbox)
+        let engine = config.rules.compiled.map { RulesEngine(rules: $0, clock: wallClockMillis) }
+        let pipeline = Pipeline(outbox: outbox, rules: engine, logger: logger)
+        self.pipeline = pipeline
         var sources: [any Source] = []
         for s in config.sources {
             switch s.kind {
@@ -71,7 +105,7 @@ public final class Gateway: Service, Sendable {
         self.sources = sources
 
         // Actuators and the command path.
-        if config.actuators.isEmpty {
+        if config.actuators.isEmpty && config.rules.triggers.isEmpty {
             commands = nil
         } else {
             var drivers: [String: ActuatorDriver] = [:]
@@ -111,6 +145,8 @@ public final class Gateway: Service, Sendable {
             commands = CommandService(journal: journal, actuators: config.actuators, drivers: drivers, uplink: up, gatewayID: config.gateway.id,
                                       password: try Gateway.secret(up.connection.passwordFile, logger: logger), logger: logger)
         }
+        let c = commands
+        pipeline.commands.withLock { $0 = c }
     }
 
     public func run() async throws {
@@ -133,6 +169,16 @@ public final class Gateway: Service, Sendable {
                     }
                 }
             }
+            if let rules = pipeline.rules {
+                let pipeline = self.pipeline
+                group.addTask {
+                    // Time-based rule output: window closes, heartbeats, debounce expiries.
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .milliseconds(100))
+                        pipeline.deliver(rules.tick())
+                    }
+                }
+            }
             // Until SIGTERM/SIGINT.
             try? await gracefulShutdown()
             logger.info("shutting down: stopping sources, committing the outbox")
@@ -141,6 +187,7 @@ public final class Gateway: Service, Sendable {
                 commands.stop()
             }
             for s in sources { s.stop() }
+            if let rules = pipeline.rules { pipeline.deliver(rules.flush()) } // open windows are emitted
             outbox.flush()
             await uplink.shutdown()
             group.cancelAll()

@@ -80,6 +80,11 @@ public final class CommandJournal: @unchecked Sendable {
                     reported    TEXT
                 );
                 CREATE INDEX command_state ON command(state);
+                CREATE TABLE event (
+                    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+                    body     TEXT NOT NULL,
+                    reported INTEGER NOT NULL DEFAULT 0
+                );
                 PRAGMA user_version=1;
                 COMMIT;
                 """)
@@ -232,6 +237,30 @@ public final class CommandJournal: @unchecked Sendable {
             u.bind(1, id)
             try u.run()
         }
+    }
+
+    /// Stores an event (already encoded) to be reported upward.
+    public func addEvent(_ body: String) throws {
+        try lock.withLock { _ in
+            let i = try db.prepare("INSERT INTO event(body) VALUES (?)")
+            i.bind(1, body)
+            try i.run()
+        }
+    }
+
+    public func unreportedEvents(limit: Int = 50) throws -> [(seq: Int64, body: String)] {
+        try lock.withLock { _ in
+            let q = try db.prepare("SELECT seq, body FROM event WHERE reported = 0 ORDER BY seq LIMIT \(limit)")
+            defer { q.reset() }
+            var out: [(Int64, String)] = []
+            while try q.step() { out.append((q.int(0), q.text(1))) }
+            return out
+        }
+    }
+
+    public func markEventsReported(_ seqs: [Int64]) throws {
+        guard !seqs.isEmpty else { return }
+        try lock.withLock { _ in try db.exec("DELETE FROM event WHERE seq IN (\(seqs.map(String.init).joined(separator: ",")))") }
     }
 
     public func counts() -> [String: Int64] {

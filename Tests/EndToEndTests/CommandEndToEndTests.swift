@@ -69,8 +69,8 @@ func executedValues(_ path: String) -> [String] {
 }
 
 @Suite(.serialized) struct CommandEndToEndTests {
-    func rig(actuatorArgs: [String] = []) throws -> (Rig, Child, String) {
-        let rig = try Rig(extraSources: { _ in """
+    func rig(actuatorArgs: [String] = [], extra: String = "") throws -> (Rig, Child, String) {
+        let rig = try Rig(extraSources: { _ in extra + """
             [[source]]
             name = "plant"
             kind = "mqtt"
@@ -154,6 +154,52 @@ func executedValues(_ path: String) -> [String] {
         #expect(actuator.isRunning)
     }
 
+    @Test func localTriggerActsWithTheCloudDownAndReportsLater() throws {
+        let (rig, actuator, log) = try rig(extra: """
+            [[rule]]
+            name = "avg3"
+            match = "boiler/temperature"
+            window = { kind = "count", count = 3 }
+            emit = ["avg", "max"]
+            keep_raw = true
+
+            [[trigger]]
+            name = "overheat"
+            when = "boiler/temperature > 90"
+            clear = "boiler/temperature < 85"
+            then = { actuator = "boiler/setpoint", value = 0 }
+            event = "boiler overheating"
+
+
+            """)
+        try rig.startCounter(expect: 0, timeout: 60)
+        try rig.startGateway(ready: "source.name=plant")
+        // A persistent session at the cloud broker: events published while we reconnect wait for us.
+        let events = try EventCollector(port: rig.cloud.port)
+        usleep(300_000)
+        rig.cloud.stop() // the cloud is away: the trigger must still act
+        let field = try MQTTClient.testPublisher(port: rig.field.port)
+        for t in [80.0, 92.0, 95.0, 93.0, 84.0, 91.0] {
+            try field.publish(topic: "plant/boiler/temperature", payload: Array(WireFormat.formatNumber(t).utf8), qos: 1)
+            usleep(100_000)
+        }
+        // Fired at 92, cleared at 84 (hysteresis: 95 and 93 do not fire again), fired again at 91.
+        #expect(TestKit.waitUntil(timeout: 10) { executedValues(log).count == 2 }, "executed: \(executedValues(log))")
+        #expect(executedValues(log) == ["0", "0"])
+        // The cloud returns: the events and the telemetry (raw + aggregates) arrive.
+        try rig.cloud.start()
+        #expect(TestKit.waitUntil(timeout: 15) { events.bodies.withLock { $0.count } >= 3 }, "events: \(events.bodies.withLock { $0 })")
+        let kinds = events.bodies.withLock { $0 }.compactMap { b -> String? in
+            guard let o = try? JSONSerialization.jsonObject(with: Data(b.utf8)) as? [String: Any] else { return nil }
+            return o["kind"] as? String
+        }
+        #expect(kinds == ["fired", "cleared", "fired"])
+        rig.counter!.terminate()
+        let r = try rig.report(timeout: 10)
+        #expect(r.readings >= 6 + 4) // 6 raw + avg/max of two full count windows
+        #expect(actuator.isRunning)
+    }
+
     @Test func killNineNeverRunsACommandTwice() throws {
         let (rig, actuator, log) = try rig(actuatorArgs: ["--late-ms", "20"])
         try rig.startGateway(ready: "source.name=plant")
@@ -175,4 +221,39 @@ func executedValues(_ path: String) -> [String] {
         #expect(ids.filter { cloud.finalState($0) == "done" }.allSatisfy { executed.contains(String($0.dropFirst(2))) })
         #expect(actuator.isRunning)
     }
+}
+
+extension MQTTClient {
+    static func testPublisher(port: Int) throws -> MQTTClient {
+        let c = MQTTClient(options: MQTTClientOptions(host: "127.0.0.1", port: port, clientID: "test-pub-\(UUID().uuidString.prefix(6))"),
+                           logger: Logger(label: "pub"), handlers: MQTTHandlers())
+        c.start()
+        guard TestKit.waitUntil(timeout: 10, { c.isConnected }) else { throw TestError("publisher cannot connect") }
+        return c
+    }
+}
+
+/// Subscribes (persistent session) to the gateway's events topic.
+final class EventCollector: Sendable {
+    let client: MQTTClient
+    let bodies = Mutex<[String]>([])
+    init(port: Int) throws {
+        let box = Locked<[String]>([])
+        client = MQTTClient(options: MQTTClientOptions(host: "127.0.0.1", port: port, clientID: "events-\(UUID().uuidString.prefix(6))", cleanSession: false),
+                            logger: Logger(label: "events"),
+                            handlers: MQTTHandlers(onMessage: { _, p, _, _ in box.withLock { $0.append(String(decoding: p, as: UTF8.self)) } }))
+        self.box = box
+        client.addSubscription("brume/gw-e2e/events", qos: 1)
+        client.start()
+        guard TestKit.waitUntil(timeout: 10, { client.isConnected }) else { throw TestError("event collector cannot connect") }
+        Thread.detachNewThread { [box, weak self] in
+            while let s = self {
+                let b = box.withLock { $0 }
+                s.bodies.withLock { $0 = b }
+                usleep(50_000)
+            }
+        }
+    }
+    let box: Locked<[String]>
+    deinit { client.stop() }
 }

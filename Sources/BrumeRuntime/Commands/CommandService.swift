@@ -1,6 +1,7 @@
 import BrumeConfig
 import BrumeCore
 import BrumeMQTT
+import BrumeRules
 import BrumeStore
 import Logging
 import Synchronization
@@ -42,6 +43,8 @@ final class CommandService: Sendable {
     private let now: @Sendable () -> Int64
     private let client: MQTTClient
     private let resultTopic: String
+    private let eventTopic: String
+    private let gatewayID: String
     private let poke: AsyncStream<Void>.Continuation
     private let pokes: AsyncStream<Void>
     private let busy = Mutex<Set<String>>([])
@@ -61,6 +64,8 @@ final class CommandService: Sendable {
         self.logger = lg
         self.now = now
         resultTopic = "\(uplink.topicPrefix)/commands/result"
+        eventTopic = "\(uplink.topicPrefix)/events"
+        self.gatewayID = gatewayID
         (pokes, poke) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let box = IntakeBox()
         let poke = self.poke
@@ -155,6 +160,33 @@ final class CommandService: Sendable {
         poke.yield()
     }
 
+    /// A trigger fired or cleared: kept in the journal until the cloud has it.
+    /// `{"v":1,"gw":"...","trigger":"...","kind":"fired","at":...,"detail":"...","values":{"boiler/temperature":92.5}}`
+    func recordEvent(_ e: RuleEvent) {
+        var out: [UInt8] = Array("{\"v\":1,\"gw\":".utf8)
+        WireFormat.appendString(gatewayID, to: &out)
+        out.append(contentsOf: ",\"trigger\":".utf8)
+        WireFormat.appendString(e.trigger, to: &out)
+        out.append(contentsOf: ",\"kind\":\"\(e.kind)\",\"at\":\(e.at),\"detail\":".utf8)
+        WireFormat.appendString(e.detail, to: &out)
+        out.append(contentsOf: ",\"values\":{".utf8)
+        for (i, (k, v)) in e.values.sorted(by: { $0.key < $1.key }).enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            WireFormat.appendString(k, to: &out)
+            out.append(UInt8(ascii: ":"))
+            switch v {
+            case .number(let d): WireFormat.appendNumber(d, to: &out)
+            case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
+            case .string(let s): WireFormat.appendString(s, to: &out)
+            }
+        }
+        out.append(contentsOf: "}}".utf8)
+        do { try journal.addEvent(String(decoding: out, as: UTF8.self)) } catch {
+            logger.error("cannot store a trigger event", metadata: ["error": "\(error)"])
+        }
+        poke.yield()
+    }
+
     private func recordRejection(_ cmd: Command, detail: String) {
         do {
             if case .duplicate = try journal.reject(cmd, detail: detail) {
@@ -191,10 +223,11 @@ final class CommandService: Sendable {
                 }
             }
             var inflight: [Int32: (String, CommandState)] = [:]
+            var eventsInflight: [Int32: Int64] = [:]
             var generation: UInt64?
             for await _ in pokes {
                 if Task.isCancelled { break }
-                report(&inflight, &generation)
+                report(&inflight, &eventsInflight, &generation)
                 dispatch(into: &group)
             }
             group.cancelAll()
@@ -207,22 +240,32 @@ final class CommandService: Sendable {
     }
 
     /// Publishes the states not yet acknowledged by the cloud.
-    private func report(_ inflight: inout [Int32: (String, CommandState)], _ generation: inout UInt64?) {
+    private func report(_ inflight: inout [Int32: (String, CommandState)], _ eventsInflight: inout [Int32: Int64], _ generation: inout UInt64?) {
         let (gen, acks) = events.withLock { e in
             let r = (e.generation, e.acks)
             e.acks.removeAll()
             return r
         }
         var reported: [(id: String, state: CommandState)] = []
+        var eventsDone: [Int64] = []
         for (g, mid) in acks where g == generation {
             if let (id, state) = inflight.removeValue(forKey: mid), !id.isEmpty { reported.append((id, state)) }
+            if let seq = eventsInflight.removeValue(forKey: mid) { eventsDone.append(seq) }
         }
         try? journal.markReported(reported)
+        try? journal.markEventsReported(eventsDone)
         if gen != generation {
             generation = gen
             inflight.removeAll()
+            eventsInflight.removeAll()
         }
         guard generation != nil, inflight.count < 50 else { return }
+        if eventsInflight.isEmpty, let events = try? journal.unreportedEvents() {
+            for (seq, body) in events {
+                guard let (g, mid) = try? client.publish(topic: eventTopic, payload: Array(body.utf8), qos: 1), g == generation else { break }
+                eventsInflight[mid] = seq
+            }
+        }
         for r in transient.withLock({ t in defer { t.removeAll() }; return t }) {
             _ = try? client.publish(topic: resultTopic, payload: WireFormat.encodeResult(r), qos: 1)
         }
