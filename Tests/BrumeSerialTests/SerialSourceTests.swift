@@ -103,6 +103,25 @@ let kv = SerialFormat.kv(pairSeparator: UInt8(ascii: ","), assign: UInt8(ascii: 
         dev.terminate()
     }
 
+    @Test func requestWaitsForTheDevicesReply() async throws {
+        let dir = TestKit.tempDir()
+        let (dev, link) = try device(dir, ["--rate", "50", "--count", "200", "--actuate", "VALVE", "--actuator-log", "\(dir)/valve.log"])
+        let sink = CollectingSink()
+        let src = source(link, format: kv, sink: sink)
+        src.start()
+        defer { src.stop(); dev.terminate() }
+        #expect(TestKit.waitUntil(timeout: 10) { src.state == .connected })
+        let ok = await src.request(Array("VALVE close\r\n".utf8), expect: "OK close", timeout: .seconds(2))
+        #expect(ok == .success("OK close"))
+        // A device that does not answer what is expected: a timeout, not a hang.
+        let silent = await src.request(Array("PUMP on\r\n".utf8), expect: "OK on", timeout: .milliseconds(300))
+        #expect(silent == .failure(.timeout))
+        #expect(((try? String(contentsOfFile: "\(dir)/valve.log", encoding: .utf8)) ?? "") == "close\n")
+        // The reply line was not taken for a reading; data lines kept flowing.
+        #expect(src.stats.errors["unparsable"] == 0)
+        #expect(!sink.values(metric: "seq").isEmpty)
+    }
+
     @Test func writesReachTheDevice() throws {
         let dir = TestKit.tempDir()
         let (dev, link) = try device(dir, ["--respond-to", "VALVE close", "--count", "1"])

@@ -69,7 +69,7 @@ func executedValues(_ path: String) -> [String] {
 }
 
 @Suite(.serialized) struct CommandEndToEndTests {
-    func rig(actuatorArgs: [String] = [], extra: String = "") throws -> (Rig, Child, String) {
+    func rig(actuatorArgs: [String] = [], extra: String = "", actuatorExtra: String = "") throws -> (Rig, Child, String) {
         let rig = try Rig(extraSources: { _ in extra + """
             [[source]]
             name = "plant"
@@ -84,6 +84,7 @@ func executedValues(_ path: String) -> [String] {
             ack_topic = "actuators/setpoint/state"
             range = [0, 100000]
             timeout = "2s"
+            \(actuatorExtra)
             """ }, mqttSource: false)
         let log = "\(rig.dir)/executed.log"
         let act = try Child(TestKit.product("firmware-sim"),
@@ -197,6 +198,21 @@ func executedValues(_ path: String) -> [String] {
         rig.counter!.terminate()
         let r = try rig.report(timeout: 10)
         #expect(r.readings >= 6 + 4) // 6 raw + avg/max of two full count windows
+        #expect(actuator.isRunning)
+    }
+
+    @Test func safeStateAfterTheCloudIsGoneForSafeAfter() throws {
+        let (rig, actuator, log) = try rig(actuatorExtra: "safe_value = 7\nsafe_after = \"2s\"")
+        try rig.startGateway(ready: "source.name=plant")
+        usleep(500_000)
+        #expect(executedValues(log).isEmpty)
+        let t0 = Date()
+        rig.cloud.stop()
+        #expect(TestKit.waitUntil(timeout: 10) { executedValues(log) == ["7"] }, "executed: \(executedValues(log))")
+        let after = Date().timeIntervalSince(t0)
+        #expect(after >= 1.5, "the safe value came \(after)s after the outage began, before safe_after")
+        usleep(1_500_000)
+        #expect(executedValues(log) == ["7"], "the safe state is applied once per outage")
         #expect(actuator.isRunning)
     }
 
