@@ -510,6 +510,8 @@ struct Builder {
                     if topic == nil { r.error(r.table.position, "an actuator via MQTT source \"\(via)\" needs topic = \"...\""); ok = false }
                     for k in ["write", "reply"] where r.table[k] != nil { r.error(r.table.entry(k)!.keyPosition, "\"\(k)\" is for actuators via a serial source; \"\(via)\" is an MQTT source"); ok = false }
                     if let t = topic, t.contains("+") || t.contains("#") { r.error(r.position(of: "topic"), "\"topic\" must not contain wildcards"); ok = false }
+                    if let t = ackTopic, t.contains("+") || t.contains("#") { r.error(r.position(of: "ack_topic"), "\"ack_topic\" must be one exact topic (no wildcards): the acknowledgement is matched on it"); ok = false }
+                    if ackPayload != nil && ackTopic == nil { r.error(r.position(of: "ack_payload"), "\"ack_payload\" needs \"ack_topic\""); ok = false }
                     if ackTopic != nil && m.qos == 0 { /* acks still work with qos 0 subscriptions */ }
                     if let topic { target = .mqtt(source: via, topic: topic, payload: payload, ackTopic: ackTopic, ackPayload: ackPayload) }
                 }
@@ -529,15 +531,17 @@ struct Builder {
         }
         if let n = r.node("range") {
             var nums: [Double] = []
+            var allNumbers = true
             if case .array(let items) = n.value {
                 for it in items {
                     switch it.value {
                     case .integer(let i): nums.append(Double(i))
                     case .float(let d): nums.append(d)
-                    default: break
+                    default: allNumbers = false
                     }
                 }
             }
+            if !allNumbers { nums = [] }
             if nums.count == 2 && nums[0] <= nums[1] { accepts = .range(nums[0], nums[1]) }
             else { r.error(n.position, "\"range\" must be [min, max] with min ≤ max, e.g. range = [0, 100]"); ok = false }
         }

@@ -109,7 +109,12 @@ struct WindowBuffer: Sendable {
 
     var isEmpty: Bool { buffer.isEmpty && pending.isEmpty && sessions.isEmpty }
 
-    func watermark(_ now: Int64) -> Int64 { Swift.max(maxEvent, now) }
+    /// The engine clock only advances the watermark to `now - clockGrace`: it
+    /// closes the windows of streams that went silent, without making readings
+    /// late that carry a device timestamp a little behind the gateway's clock
+    /// (clock skew, network and broker delay).
+    static let clockGrace: Int64 = 2000
+    func watermark(_ now: Int64) -> Int64 { Swift.max(maxEvent, now == .min ? .min : now - Self.clockGrace) }
 
     /// Index of the first sample with time ≥ t (after all with smaller time).
     func lowerBound(_ t: Int64) -> Int {

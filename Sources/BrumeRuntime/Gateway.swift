@@ -7,6 +7,7 @@ import BrumeStore
 import BrumeUplink
 import Logging
 import ServiceLifecycle
+import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
@@ -23,17 +24,46 @@ public struct StartupError: Error, CustomStringConvertible {
 /// results, ahead of the telemetry backlog.
 final class Pipeline: ReadingSink {
     let outbox: Outbox
-    let rules: RulesEngine?
+    private let engine: Locked<RulesEngine?>
+    var rules: RulesEngine? { engine.withLock { $0 } }
     let commands = Locked<CommandService?>(nil)
     let logger: Logger
     init(outbox: Outbox, rules: RulesEngine?, logger: Logger) {
         self.outbox = outbox
-        self.rules = rules
+        self.engine = Locked(rules)
         self.logger = logger
+        var set = RecentSet(capacity: 20_000)
+        for r in outbox.tailReadings(limit: 20_000) { set.insert(r) }
+        recent = Locked(set)
     }
+
+    /// Swaps the rules atomically; state of unchanged rules carries over.
+    func replaceRules(_ new: RulesEngine?) {
+        engine.withLock { old in
+            if let new, let o = old { new.carryState(from: o) }
+            old = new
+        }
+    }
+    /// Readings seen lately: a broker redelivering a message that was already
+    /// committed (the gateway died before its PUBACK left) is recognised and
+    /// dropped, counted as `duplicate_redelivery`. Seeded from the outbox tail.
+    let recent: Locked<RecentSet>
+    let duplicatesDropped = Counter()
+
     func accept(_ readings: [Reading], from source: String) -> UInt64 {
-        guard let rules else { return outbox.append(readings) }
-        return deliver(rules.process(readings))
+        let fresh: [Reading] = recent.withLock { set in
+            var out: [Reading] = []
+            out.reserveCapacity(readings.count)
+            for r in readings {
+                if set.contains(r) { continue }
+                set.insert(r)
+                out.append(r)
+            }
+            return out
+        }
+        if fresh.count < readings.count { duplicatesDropped.add(Int64(readings.count - fresh.count)) }
+        guard let rules else { return outbox.append(fresh) }
+        return deliver(rules.process(fresh))
     }
     @discardableResult
     func deliver(_ out: RulesOutput) -> UInt64 {
@@ -64,6 +94,11 @@ final class Pipeline: ReadingSink {
 /// into the outbox before SQLite closes.
 public final class Gateway: Service, Sendable {
     public let config: GatewayConfig
+    private let configPath: String?
+    private let currentConfig: Locked<GatewayConfig>
+    /// Reloads applied / rejected (SIGHUP).
+    public let reloads = Counter()
+    public let reloadsRejected = Counter()
     public let outbox: Outbox
     public let uplink: MQTTUplink
     public let sources: [any Source]
@@ -71,8 +106,10 @@ public final class Gateway: Service, Sendable {
     let pipeline: Pipeline
     private let logger: Logger
 
-    public init(config: GatewayConfig, logger: Logger) throws {
+    public init(config: GatewayConfig, configPath: String? = nil, logger: Logger) throws {
         self.config = config
+        self.configPath = configPath
+        self.currentConfig = Locked(config)
         self.logger = logger
         try Gateway.ensureDirectory(config.gateway.dataDir)
         let b = config.buffer
@@ -169,13 +206,18 @@ public final class Gateway: Service, Sendable {
                     }
                 }
             }
-            if let rules = pipeline.rules {
-                let pipeline = self.pipeline
+            let pipeline = self.pipeline
+            group.addTask {
+                // Time-based rule output: window closes, heartbeats, debounce expiries.
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(100))
+                    if let rules = pipeline.rules { pipeline.deliver(rules.tick()) }
+                }
+            }
+            if configPath != nil {
                 group.addTask {
-                    // Time-based rule output: window closes, heartbeats, debounce expiries.
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: .milliseconds(100))
-                        pipeline.deliver(rules.tick())
+                    for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                        self.reload()
                     }
                 }
             }
@@ -198,6 +240,45 @@ public final class Gateway: Service, Sendable {
         logger.info("brume stopped", metadata: ["outbox.buffered": "\(end.bufferedReadings)", "outbox.delivered": "\(end.delivered)"])
     }
 
+    /// SIGHUP: re-reads the configuration. Invalid → rejected with the same
+    /// diagnostics as `brume check`, the running configuration stays. Valid →
+    /// the rules, derived metrics and triggers are swapped atomically, keeping
+    /// the state (windows, deadbands, trigger states) of every rule that did
+    /// not change. Changes to other sections need a restart in this version:
+    /// such a reload is rejected as a whole (nothing half-applied).
+    func reload() {
+        guard let path = configPath else { return }
+        switch ConfigLoader.load(path: path) {
+        case .failure(.unreadable(_, let reason)):
+            reloadsRejected.add()
+            logger.error("reload rejected: cannot read the configuration; the running one stays", metadata: ["config": "\(path)", "error": "\(reason)"])
+        case .failure(.invalid(let diags)):
+            reloadsRejected.add()
+            for d in diags { logger.error("reload rejected", metadata: ["diagnostic": "\(d)"]) }
+            logger.error("reload rejected: the configuration has errors; the running one stays", metadata: ["config": "\(path)", "errors": "\(diags.count)"])
+        case .success(let (new, _)):
+            let old = currentConfig.withLock { $0 }
+            var changed: [String] = []
+            if new.gateway != old.gateway { changed.append("[gateway]") }
+            if new.buffer != old.buffer { changed.append("[buffer]") }
+            if new.log != old.log { changed.append("[log]") }
+            if new.uplinks != old.uplinks { changed.append("[uplink]") }
+            if new.sources != old.sources { changed.append("[[source]]") }
+            if new.actuators != old.actuators { changed.append("[[actuator]]") }
+            guard changed.isEmpty else {
+                reloadsRejected.add()
+                logger.error("reload rejected: these sections changed and need a restart in this version; the running configuration stays",
+                             metadata: ["sections": "\(changed.joined(separator: " "))"])
+                return
+            }
+            pipeline.replaceRules(new.rules.compiled.map { RulesEngine(rules: $0, clock: wallClockMillis) })
+            currentConfig.withLock { $0 = new }
+            reloads.add()
+            logger.notice("configuration reloaded: rules applied (unchanged rules kept their state)",
+                          metadata: ["rules": "\(new.rules.rules.count)", "derived": "\(new.rules.derived.count)", "triggers": "\(new.rules.triggers.count)"])
+        }
+    }
+
     private func reportPeriodically() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(60))
@@ -207,6 +288,7 @@ public final class Gateway: Service, Sendable {
                 "uplink.state": "\(uplink.state.rawValue)", "uplink.batches_acked": "\(uplink.stats.batchesAcked.current)",
                 "outbox.buffered": "\(s.bufferedReadings)", "outbox.bytes": "\(s.bufferedBytes)",
                 "outbox.evicted": "\(s.evicted)",
+                "pipeline.duplicates_dropped": "\(pipeline.duplicatesDropped.current)",
             ]
             for src in sources {
                 md["source.\(src.name)"] = "\(src.state.rawValue) readings=\(src.stats.readings.current) errors=\(src.stats.errors.total)"
@@ -248,8 +330,8 @@ public final class Gateway: Service, Sendable {
 }
 
 /// Runs a gateway until SIGTERM or SIGINT, then shuts it down gracefully.
-public func runGateway(config: GatewayConfig, logger: Logger) async throws {
-    let gateway = try Gateway(config: config, logger: logger)
+public func runGateway(config: GatewayConfig, configPath: String? = nil, logger: Logger) async throws {
+    let gateway = try Gateway(config: config, configPath: configPath, logger: logger)
     let group = ServiceGroup(configuration: .init(
         services: [.init(service: gateway, successTerminationBehavior: .gracefullyShutdownGroup)],
         gracefulShutdownSignals: [.sigterm, .sigint],

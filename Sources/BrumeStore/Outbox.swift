@@ -352,6 +352,11 @@ public final class Outbox: @unchecked Sendable {
         dbLock.withLock { _ in store.ack(batch) }
     }
 
+    /// The newest readings still in the outbox (undelivered), oldest first, at most `limit`.
+    public func tailReadings(limit: Int) -> [Reading] {
+        dbLock.withLock { _ in store.tailReadings(limit: limit) }
+    }
+
     /// Periodic housekeeping (age eviction); the writer thread runs it every second.
     public func runMaintenance() {
         dbLock.withLock { _ in store.evictByAge() }
@@ -662,6 +667,24 @@ final class Store {
             try? loadState()
             logger.error("outbox age eviction failed", metadata: ["error": "\(error)"])
         }
+    }
+
+    func tailReadings(limit: Int) -> [Reading] {
+        guard let q = try? db.prepare("SELECT first_seq, data FROM segment WHERE last_seq > ? ORDER BY first_seq DESC") else { return [] }
+        defer { q.reset() }
+        q.bind(1, doneSeq)
+        var chunks: [[Reading]] = []
+        var n = 0
+        while n < limit, (try? q.step()) == true {
+            let first = q.int(0)
+            guard var rs = try? q.withBlob(1, { try SegmentCodec.decode($0) }) else { continue }
+            if first <= doneSeq { rs.removeFirst(min(rs.count, Int(doneSeq - first + 1))) }
+            chunks.append(rs)
+            n += rs.count
+        }
+        var out = Array(chunks.reversed().joined())
+        if out.count > limit { out.removeFirst(out.count - limit) }
+        return out
     }
 
     func unackedBatches() -> [BatchRecord] {

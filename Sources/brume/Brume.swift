@@ -83,7 +83,7 @@ struct Run: AsyncParsableCommand {
         LoggingSystem.bootstrap { label in LogfmtHandler(label: label, level: level) }
         let logger = Logger(label: "brume")
         do {
-            try await runGateway(config: cfg, logger: logger)
+            try await runGateway(config: cfg, configPath: config, logger: logger)
         } catch let e as StartupError {
             logger.critical("cannot start", metadata: ["error": "\(e)"])
             throw ExitCode(ExitStatus.startupFailed)

@@ -101,13 +101,13 @@ func isDirectory(_ path: String) -> Bool {
     return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
 }
 
-/// `<repo root>/../shared/data/nmea`, the repo root being two levels above this file's folder
-/// (`<root>/Tests/BrumeSerialTests/<file>`).
+/// The real receiver logs: `Tests/Fixtures/nmea` in the repository (copies of
+/// `../shared/data/nmea`, GPSD project, BSD terms, headers kept), so a clone
+/// tests on its own.
 func nmeaDataDirectory(filePath: String = #filePath) -> String {
     var parts = filePath.split(separator: "/", omittingEmptySubsequences: false)
-    parts.removeLast(3)                      // file, BrumeSerialTests, Tests → repo root
-    parts.removeLast()                       // → parent of the repo root
-    return parts.joined(separator: "/") + "/shared/data/nmea"
+    parts.removeLast(2)                      // file, BrumeSerialTests → Tests
+    return parts.joined(separator: "/") + "/Fixtures/nmea"
 }
 
 /// Milliseconds since the epoch of an RFC 3339 literal (test convenience).

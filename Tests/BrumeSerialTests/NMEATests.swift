@@ -22,7 +22,7 @@ private func times(_ readings: [Reading]?) -> Set<Int64> { Set((readings ?? []).
 /// `#` comment lines skipped here, not in the decoder.
 private func logSentences(_ name: String) throws -> [[UInt8]] {
     let dir = nmeaDataDirectory()
-    try #require(isDirectory(dir), "NMEA test data folder missing: \(dir) (expected <repo>/../shared/data/nmea)")
+    try #require(isDirectory(dir), "NMEA test data folder missing: \(dir) (expected Tests/Fixtures/nmea)")
     let data = try #require(readFileBytes(dir + "/" + name), "cannot read \(dir)/\(name)")
     var framer = LineFramer()
     var lines: [[UInt8]] = []

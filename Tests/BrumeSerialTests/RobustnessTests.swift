@@ -106,7 +106,7 @@ import BrumeSerial
 
     @Test func nmeaLogSurvivesNoise() throws {
         let dir = nmeaDataDirectory()
-        try #require(isDirectory(dir), "NMEA test data folder missing: \(dir) (expected <repo>/../shared/data/nmea)")
+        try #require(isDirectory(dir), "NMEA test data folder missing: \(dir) (expected Tests/Fixtures/nmea)")
         let data = try #require(readFileBytes(dir + "/ublox-neo-m9n-nmea.log"))
         let lines = data.split(separator: 0x0A).map(Array.init).filter { $0.first == UInt8(ascii: "$") }
         #expect(lines.count > 1000)

@@ -49,8 +49,7 @@ let kv = SerialFormat.kv(pairSeparator: UInt8(ascii: ","), assign: UInt8(ascii: 
 
     @Test func nmeaReplayOfARealReceiver() throws {
         let dir = TestKit.tempDir()
-        let log = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("shared/data/nmea/ublox-neo-m9n-nmea.log").path
+        let log = nmeaDataDirectory() + "/ublox-neo-m9n-nmea.log"
         #expect(FileManager.default.fileExists(atPath: log), "missing NMEA log at \(log)")
         let (dev, link) = try device(dir, ["--format", "nmea", "--replay", log, "--rate", "500", "--count", "1397", "--bad-checksum-every", "10", "--delay", "0.5"])
         let sink = CollectingSink()
@@ -105,7 +104,7 @@ let kv = SerialFormat.kv(pairSeparator: UInt8(ascii: ","), assign: UInt8(ascii: 
 
     @Test func requestWaitsForTheDevicesReply() async throws {
         let dir = TestKit.tempDir()
-        let (dev, link) = try device(dir, ["--rate", "50", "--count", "200", "--actuate", "VALVE", "--actuator-log", "\(dir)/valve.log"])
+        let (dev, link) = try device(dir, ["--rate", "50", "--count", "0", "--actuate", "VALVE", "--actuator-log", "\(dir)/valve.log"])
         let sink = CollectingSink()
         let src = source(link, format: kv, sink: sink)
         src.start()

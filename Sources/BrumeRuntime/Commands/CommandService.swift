@@ -156,6 +156,8 @@ final class CommandService: Sendable {
             }
         } catch {
             logger.error("cannot journal a command: it is not run", metadata: ["command.id": "\(cmd.id)", "error": "\(error)"])
+            stats.rejected.add("journal_error")
+            transient.withLock { $0.append(CommandResult(id: cmd.id, state: .rejected, at: now(), detail: "journal_error: the gateway could not record it (\(error)); not run")) }
         }
         poke.yield()
     }
@@ -289,6 +291,13 @@ final class CommandService: Sendable {
             if let e = rec.command.expires, e <= now() {
                 stats.expired.add()
                 try? journal.transition(rec.command.id, to: .expired, detail: "expired before it could run")
+                busy.withLock { _ = $0.remove(name) }
+                poke.yield()
+                continue
+            }
+            // Resumed after a restart with a changed configuration: check again.
+            if let act = actuators[name], let why = act.problem(with: rec.command.value) {
+                try? journal.transition(rec.command.id, to: .failed, detail: "no longer acceptable for this actuator: \(why)")
                 busy.withLock { _ = $0.remove(name) }
                 poke.yield()
                 continue
