@@ -291,7 +291,16 @@ public final class Gateway: Service, Sendable {
                 "pipeline.duplicates_dropped": "\(pipeline.duplicatesDropped.current)",
             ]
             for src in sources {
-                md["source.\(src.name)"] = "\(src.state.rawValue) readings=\(src.stats.readings.current) errors=\(src.stats.errors.total)"
+                let errs = src.stats.errors.snapshot.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ",")
+                md["source.\(src.name)"] = "\(src.state.rawValue) readings=\(src.stats.readings.current) errors=[\(errs)]"
+            }
+            if let rules = pipeline.rules {
+                for (name, st) in rules.stats().sorted(by: { $0.key < $1.key }) {
+                    md["rule.\(name)"] = "in=\(st.`in`) out=\(st.out) dropped=\(st.dropped) errors=\(st.errors)"
+                }
+            }
+            if let commands {
+                md["commands"] = "\(commands.journal.counts().sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))"
             }
             logger.info("status", metadata: md)
         }
