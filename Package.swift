@@ -11,6 +11,11 @@ let package = Package(
     products: [
         .executable(name: "brume", targets: ["brume"]),
         .executable(name: "firmware-sim", targets: ["firmware-sim"]),
+        // Libraries, for bench/micro (microbenchmarks live in their own package).
+        .library(name: "BrumeCore", targets: ["BrumeCore"]),
+        .library(name: "BrumeRules", targets: ["BrumeRules"]),
+        .library(name: "BrumeSerial", targets: ["BrumeSerial"]),
+        .library(name: "BrumeStore", targets: ["BrumeStore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
