@@ -63,10 +63,10 @@ let package = Package(
         ], path: "firmware-sim", exclude: ["data"], swiftSettings: strict),
 
         .target(name: "BrumeTestKit", dependencies: ["BrumeCore"], path: "Tests/BrumeTestKit"),
-        .testTarget(name: "BrumeCoreTests", dependencies: ["BrumeCore"]),
+        .testTarget(name: "BrumeCoreTests", dependencies: ["BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "BrumeConfigTests", dependencies: ["BrumeConfig"], exclude: ["cases"]),
         .testTarget(name: "BrumeStoreTests", dependencies: ["BrumeStore", "BrumeCore", "BrumeTestKit"]),
-        .testTarget(name: "BrumeRulesTests", dependencies: ["BrumeRules", "BrumeCore"]),
+        .testTarget(name: "BrumeRulesTests", dependencies: ["BrumeRules", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "BrumeSerialTests", dependencies: ["BrumeSerial", "BrumeCore", "BrumeTestKit", "firmware-sim"]),
         .testTarget(name: "BrumeMQTTTests", dependencies: ["BrumeMQTT", "BrumeCore", "BrumeConfig", "BrumeTestKit"]),
         .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore", "BrumeSerial", "BrumeTestKit"]),

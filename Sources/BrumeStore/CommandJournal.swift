@@ -113,42 +113,31 @@ public final class CommandJournal: @unchecked Sendable {
 
     /// Records a new command (state `accepted`), or recognises a known id.
     public func accept(_ c: Command) throws -> Acceptance {
-        try lock.withLock { _ in
-            let q = try db.prepare("SELECT state FROM command WHERE id = ?")
-            q.bind(1, c.id)
-            if try q.step() { return .duplicate(CommandState(rawValue: q.text(0)) ?? .failed) }
-            q.reset()
-            let t = now()
-            let ins = try db.prepare("INSERT INTO command(id, actuator, value, expires, origin, state, accepted_at, updated_at) VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?)")
-            ins.bind(1, c.id)
-            ins.bind(2, c.actuator)
-            ins.bind(3, CommandJournal.encodeValue(c.value))
-            if let e = c.expires { ins.bind(4, e) }
-            ins.bind(5, c.origin)
-            ins.bind(6, t)
-            ins.bind(7, t)
-            try ins.run()
-            return .accepted(sqlite3_last_insert_rowid(db.handle))
-        }
+        try insert(c, state: .accepted, detail: "")
     }
 
     /// Records a rejected command (so that a repeated id is recognised) unless the id is known.
     public func reject(_ c: Command, detail: String) throws -> Acceptance {
+        try insert(c, state: .rejected, detail: detail)
+    }
+
+    private func insert(_ c: Command, state: CommandState, detail: String) throws -> Acceptance {
         try lock.withLock { _ in
             let q = try db.prepare("SELECT state FROM command WHERE id = ?")
             q.bind(1, c.id)
             if try q.step() { return .duplicate(CommandState(rawValue: q.text(0)) ?? .failed) }
             q.reset()
             let t = now()
-            let ins = try db.prepare("INSERT INTO command(id, actuator, value, expires, origin, state, detail, accepted_at, updated_at) VALUES (?, ?, ?, ?, ?, 'rejected', ?, ?, ?)")
+            let ins = try db.prepare("INSERT INTO command(id, actuator, value, expires, origin, state, detail, accepted_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
             ins.bind(1, c.id)
             ins.bind(2, c.actuator)
             ins.bind(3, CommandJournal.encodeValue(c.value))
             if let e = c.expires { ins.bind(4, e) }
             ins.bind(5, c.origin)
-            ins.bind(6, detail)
-            ins.bind(7, t)
+            ins.bind(6, state.rawValue)
+            ins.bind(7, detail)
             ins.bind(8, t)
+            ins.bind(9, t)
             try ins.run()
             return .accepted(sqlite3_last_insert_rowid(db.handle))
         }

@@ -1,3 +1,4 @@
+import BrumeTestKit
 import BrumeCore
 @testable import BrumeRules
 import Testing

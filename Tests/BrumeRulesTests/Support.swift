@@ -1,3 +1,4 @@
+import BrumeTestKit
 import BrumeCore
 @testable import BrumeRules
 import Synchronization
@@ -13,18 +14,6 @@ final class ManualClock: Sendable {
     var read: @Sendable () -> Int64 { { [self] in self.now } }
 }
 
-/// SplitMix64: small, fast, seedable.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 func x(_ text: String, _ line: Int = 1, _ column: Int = 1) -> ExprText { ExprText(text, at: SourceSpan(line: line, column: column)) }
 
