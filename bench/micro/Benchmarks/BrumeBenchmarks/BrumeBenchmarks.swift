@@ -2,9 +2,10 @@
 //
 //   cd bench/micro && swift package benchmark
 //
-// Every benchmark states in its name how much work one iteration does ("×1000 payloads",
-// "5,000 readings"); with `scalingFactor: .kilo` the tool prints the figures per inner
-// iteration (marked `*`). Inputs are built once, outside the measured region.
+// Every benchmark states in its name how much work one iteration does ("1 reading/payload",
+// "5,000 readings"). The payload and rules benchmarks use `scalingFactor: .kilo` (1,000
+// payloads / readings per iteration), so the tool prints their figures per payload / per
+// reading (rows marked `*`). Inputs are built outside the measured region.
 
 import Benchmark
 import BrumeCore
