@@ -221,8 +221,27 @@ public final class Gateway: Service, Sendable {
                     }
                 }
             }
+            SystemdNotify.send("READY=1\nSTATUS=running: \(sources.count) sources, uplink \(config.uplinks.first?.name ?? "-")")
+            if let interval = SystemdNotify.watchdogInterval {
+                let outbox = self.outbox
+                let logger = self.logger
+                group.addTask {
+                    // The ping proves the async runtime runs and the outbox writer loops;
+                    // if the writer is stuck, systemd restarts the gateway.
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: interval)
+                        let stalled = monotonicNanos() - outbox.writerHeartbeat.load(ordering: .relaxed)
+                        if stalled < 10_000_000_000 {
+                            SystemdNotify.send("WATCHDOG=1")
+                        } else {
+                            logger.critical("outbox writer stalled: not pinging the systemd watchdog", metadata: ["stalled_s": "\(stalled / 1_000_000_000)"])
+                        }
+                    }
+                }
+            }
             // Until SIGTERM/SIGINT.
             try? await gracefulShutdown()
+            SystemdNotify.send("STOPPING=1")
             logger.info("shutting down: stopping sources, committing the outbox")
             if let commands {
                 await commands.applyShutdownSafeStates()
@@ -248,6 +267,8 @@ public final class Gateway: Service, Sendable {
     /// such a reload is rejected as a whole (nothing half-applied).
     func reload() {
         guard let path = configPath else { return }
+        SystemdNotify.send("RELOADING=1")
+        defer { SystemdNotify.send("READY=1") }
         switch ConfigLoader.load(path: path) {
         case .failure(.unreadable(_, let reason)):
             reloadsRejected.add()

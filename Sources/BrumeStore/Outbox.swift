@@ -139,6 +139,8 @@ public final class Outbox: @unchecked Sendable {
     public let commits: AsyncStream<Void>
 
     public let appendBlockedNanos = Counter()
+    /// Monotonic time of the writer thread's last loop (the watchdog checks it).
+    public let writerHeartbeat = Atomic<UInt64>(monotonicNanos())
 
     public init(options: OutboxOptions, logger: Logger, now: @escaping @Sendable () -> Int64 = wallClockMillis) throws(OutboxError) {
         self.options = options
@@ -255,6 +257,7 @@ public final class Outbox: @unchecked Sendable {
         let interval = UInt64(options.commitInterval.components.seconds) * 1_000_000_000 + UInt64(options.commitInterval.components.attoseconds / 1_000_000_000)
         var lastMaintenance = monotonicNanos()
         while true {
+            writerHeartbeat.store(monotonicNanos(), ordering: .relaxed)
             pendingLock.lock()
             let spacing = max(1_000_000, interval / 10)
             while !stopping && !flushRequested {
