@@ -50,8 +50,14 @@ final class Pipeline: ReadingSink {
     let recent: Locked<RecentSet>
     let duplicatesDropped = Counter()
 
-    func accept(_ readings: [Reading], from source: String) -> UInt64 {
+    func accept(_ readings: [Reading], from source: String, mayBeRedelivered: Bool) -> UInt64 {
+        // Only a broker redelivers, and only right after a reconnect: other
+        // identical readings (a pulse counter, lines read in one chunk) are real.
         let fresh: [Reading] = recent.withLock { set in
+            guard mayBeRedelivered else {
+                for r in readings { set.insert(r) }
+                return readings
+            }
             var out: [Reading] = []
             out.reserveCapacity(readings.count)
             for r in readings {
@@ -308,7 +314,7 @@ public final class Gateway: Service, Sendable {
             var md: Logger.Metadata = [
                 "uplink.state": "\(uplink.state.rawValue)", "uplink.batches_acked": "\(uplink.stats.batchesAcked.current)",
                 "outbox.buffered": "\(s.bufferedReadings)", "outbox.bytes": "\(s.bufferedBytes)",
-                "outbox.evicted": "\(s.evicted)",
+                "outbox.evicted": "[\(s.evicted.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ","))]",
                 "pipeline.duplicates_dropped": "\(pipeline.duplicatesDropped.current)",
             ]
             for src in sources {

@@ -458,7 +458,8 @@ final class Store {
         guard got == "wal" else { throw OutboxError(description: "cannot enable WAL on \(options.path) (got \(got))") }
         try db.exec("PRAGMA synchronous=\(options.synchronous == .full ? "FULL" : "NORMAL")")
         try db.exec("PRAGMA journal_size_limit=\(options.walLimit)")
-        try db.exec("PRAGMA wal_autocheckpoint=1000")
+        // Checkpoint often enough that the WAL stays within its share of max_bytes.
+        try db.exec("PRAGMA wal_autocheckpoint=\(max(16, min(1000, options.walLimit / 4096 / 2)))")
         // Schema version and numbered migrations.
         let version = try db.scalarInt("PRAGMA user_version") ?? 0
         if version > Store.schemaVersion {

@@ -4,12 +4,22 @@
 /// while when the outbox is saturated: that is the backpressure a source
 /// passes on to its device or broker (TCP flow control for MQTT).
 public protocol ReadingSink: Sendable {
-    /// Takes readings; returns a ticket for `waitDurable`.
+    /// Takes readings; returns a ticket for `waitDurable`. `mayBeRedelivered`:
+    /// they arrived shortly after a reconnect, when a broker redelivers what it
+    /// had not seen acknowledged — identical readings already committed are
+    /// then dropped as redeliveries.
     @discardableResult
-    func accept(_ readings: [Reading], from source: String) -> UInt64
+    func accept(_ readings: [Reading], from source: String, mayBeRedelivered: Bool) -> UInt64
     /// Blocks until everything accepted up to `ticket` is committed to the
     /// outbox (or dropped, and counted), or `timeout` passes. True if done.
     func waitDurable(_ ticket: UInt64, timeout: Duration) -> Bool
+}
+
+extension ReadingSink {
+    @discardableResult
+    public func accept(_ readings: [Reading], from source: String) -> UInt64 {
+        accept(readings, from: source, mayBeRedelivered: false)
+    }
 }
 
 /// The state of a source, as shown in status and logs.

@@ -34,7 +34,8 @@ public final class MQTTSource: Source {
         let receiver = MessageReceiver(name: name, config: config, sink: sink, stats: stats, logger: lg, now: now)
         self.receiver = receiver
         let gate: (@Sendable () -> Void)? = (config.qos > 0 && config.ackAfterCommit) ? { @Sendable in receiver.waitUntilDurable() } : nil
-        let handlers = MQTTHandlers(onMessage: { topic, payload, _, _ in receiver.receive(topic: topic, payload: payload) },
+        let handlers = MQTTHandlers(onConnect: { _, _, _ in receiver.connectedAt.store(monotonicNanos(), ordering: .relaxed) },
+                                    onMessage: { topic, payload, _, _ in receiver.receive(topic: topic, payload: payload) },
                                     ackGate: gate)
         let conn = config.connection
         let options = MQTTClientOptions(
@@ -103,6 +104,9 @@ final class MessageReceiver: Sendable {
     let now: @Sendable () -> Int64
     let limiter = LogRateLimiter(burst: 5, interval: .seconds(30))
     let lastTicket = Atomic<UInt64>(0)
+    /// When the current connection came up: a broker redelivers right after it.
+    let connectedAt = Atomic<UInt64>(0)
+    static let redeliveryWindowNanos: UInt64 = 10_000_000_000
     let filters: [String]
     let ackFilters = Mutex<[String]>([])
     let ackWaiters = Mutex<[(topic: String, payload: [UInt8]?, waiter: Waiter<String>)]>([])
@@ -153,7 +157,8 @@ final class MessageReceiver: Sendable {
         }
         stats.readings.add(Int64(out.count))
         stats.lastReadingMillis.set(out[out.count - 1].time)
-        lastTicket.store(sink.accept(out, from: name), ordering: .relaxed)
+        let recent = monotonicNanos() &- connectedAt.load(ordering: .relaxed) < MessageReceiver.redeliveryWindowNanos
+        lastTicket.store(sink.accept(out, from: name, mayBeRedelivered: recent), ordering: .relaxed)
     }
 
     private func drop(_ reason: String, _ message: Logger.Message, _ md: Logger.Metadata) {
