@@ -68,6 +68,7 @@ let package = Package(
         .testTarget(name: "BrumeStoreTests", dependencies: ["BrumeStore", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "BrumeRulesTests", dependencies: ["BrumeRules", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "BrumeSerialTests", dependencies: ["BrumeSerial", "BrumeCore", "BrumeTestKit", "firmware-sim"]),
+        .testTarget(name: "BrumeRuntimeTests", dependencies: ["BrumeRuntime", "BrumeCore", "BrumeStore", "BrumeTestKit"]),
         .testTarget(name: "BrumeMQTTTests", dependencies: ["BrumeMQTT", "BrumeCore", "BrumeConfig", "BrumeTestKit"]),
         .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore", "BrumeSerial", "BrumeTestKit"]),
     ],

@@ -50,6 +50,7 @@ final class Pipeline: ReadingSink {
     let recent: Locked<RecentSet>
     let duplicatesDropped = Counter()
 
+    @discardableResult
     func accept(_ readings: [Reading], from source: String, mayBeRedelivered: Bool) -> UInt64 {
         // Only a broker redelivers, and only right after a reconnect: other
         // identical readings (a pulse counter, lines read in one chunk) are real.
