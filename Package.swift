@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "firmware-sim", targets: ["firmware-sim"]),
         // Libraries, for bench/micro (microbenchmarks live in their own package).
         .library(name: "BrumeCore", targets: ["BrumeCore"]),
+        .library(name: "BrumeConfig", targets: ["BrumeConfig"]),
         .library(name: "BrumeRules", targets: ["BrumeRules"]),
         .library(name: "BrumeSerial", targets: ["BrumeSerial"]),
         .library(name: "BrumeStore", targets: ["BrumeStore"]),
