@@ -53,17 +53,18 @@ sed -e "s#mqtt://127.0.0.1:18831\"#mqtt://127.0.0.1:$CLOUD_PORT\"#g" \
     -e "s#\"/dev/ttyACM0\"#\"$PWD/$DEMO/ttyGPS\"#" gateway.toml > "$DEMO/gateway.toml"
 "$BIN/brume" check "$DEMO/gateway.toml"
 
+# Serial devices on pseudo-terminals: a kv sensor and a GPS receiver replaying a real log.
+"$BIN/firmware-sim" serial --link "$PWD/$DEMO/ttyBOILER" --format kv --rate 2 --actuate VALVE --actuator-log "$DEMO/valve.log" >"$DEMO/boiler.log" 2>&1 &
+PIDS+=($!)
+"$BIN/firmware-sim" serial --link "$PWD/$DEMO/ttyGPS" --format nmea --replay firmware-sim/data/ublox-neo-m9n-sample.nmea --rate 10 >"$DEMO/gps.log" 2>&1 &
+PIDS+=($!)
+sleep 0.3
 "$BIN/firmware-sim" cloud --broker "mqtt://127.0.0.1:$CLOUD_PORT" --topic 'brume/+/telemetry' --follow \
   --ready-file "$DEMO/cloud.ready" > "$DEMO/cloud.out" 2>&1 &
 CLOUD_PID=$!; PIDS+=($CLOUD_PID)
 "$BIN/brume" run --config "$DEMO/gateway.toml" 2> "$DEMO/brume.log" &
 BRUME_PID=$!; PIDS+=($BRUME_PID)
 sleep 1
-# Serial devices on pseudo-terminals: a kv sensor and a GPS receiver replaying a real log.
-"$BIN/firmware-sim" serial --link "$PWD/$DEMO/ttyBOILER" --format kv --rate 2 --actuate VALVE --actuator-log "$DEMO/valve.log" >"$DEMO/boiler.log" 2>&1 &
-PIDS+=($!)
-"$BIN/firmware-sim" serial --link "$PWD/$DEMO/ttyGPS" --format nmea --replay firmware-sim/data/ublox-neo-m9n-sample.nmea --rate 10 >"$DEMO/gps.log" 2>&1 &
-PIDS+=($!)
 # Three kinds of MQTT sensor nodes, matching the three MQTT sources of gateway.toml.
 "$BIN/firmware-sim" sensors --broker "mqtt://127.0.0.1:$FIELD_PORT" --devices 3 --metrics 2 --rate 2 --style number --prefix sensors >"$DEMO/sensors.log" 2>&1 &
 PIDS+=($!)
