@@ -250,6 +250,9 @@ public final class SerialSource: Source, @unchecked Sendable {
                             stats.messages.add()
                             do throws(FrameError) {
                                 try decoder.decode(frame, receivedAt: receivedAt, into: &out)
+                            } catch where error.reason == .unsupported {
+                                // A valid sentence we do not decode (NMEA GST, GBS, TXT...): counted, not a fault.
+                                stats.errors.add(error.reason.rawValue)
                             } catch {
                                 note(error.reason.rawValue, "bad serial frame dropped", ["serial.path": "\(path)", "error": "\(error.message)"])
                             }
