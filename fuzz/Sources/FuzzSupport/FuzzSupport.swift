@@ -25,8 +25,7 @@ public func invariant(_ condition: Bool, _ message: @autoclosure () -> String,
                       file: StaticString = #fileID, line: UInt = #line) {
     if !condition {
         let text = "INVARIANT VIOLATED (\(file):\(line)): \(message())\n"
-        fputs(text, stderr)
-        fflush(stderr)
+        _ = text.withCString { write(2, $0, strlen($0)) }
         fatalError(text, file: file, line: line)
     }
 }

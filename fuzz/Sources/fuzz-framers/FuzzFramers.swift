@@ -63,7 +63,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             case .any: invariant(!frame.contains(0x0A) && !frame.contains(0x0D), "terminator inside a frame")
             }
             let before = out
-            do {
+            do throws(FrameError) {
                 try decoder.decode(frame, receivedAt: receivedAt, into: &out)
             } catch {
                 invariant(out == before, "\(error.reason) error appended readings for \(show(frame))")
