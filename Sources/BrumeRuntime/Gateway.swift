@@ -111,6 +111,7 @@ public final class Gateway: Service, Sendable {
     public let sources: [any Source]
     let commands: CommandService?
     let pipeline: Pipeline
+    private let lockFD: Int32
     private let logger: Logger
 
     public init(config: GatewayConfig, configPath: String? = nil, logger: Logger) throws {
@@ -119,6 +120,7 @@ public final class Gateway: Service, Sendable {
         self.currentConfig = Locked(config)
         self.logger = logger
         try Gateway.ensureDirectory(config.gateway.dataDir)
+        lockFD = try Gateway.lockDataDir(config.gateway.dataDir)
         let b = config.buffer
         let options = OutboxOptions(
             path: config.gateway.dataDir + "/outbox.db", maxBytes: b.maxBytes, maxAgeMillis: b.maxAgeMillis,
@@ -332,6 +334,19 @@ public final class Gateway: Service, Sendable {
             }
             logger.info("status", metadata: md)
         }
+    }
+
+    /// One gateway per data_dir: two would fight over the outbox and the MQTT client ids.
+    /// The lock (flock on data_dir/brume.lock) goes with the process, even on kill -9.
+    static func lockDataDir(_ dir: String) throws -> Int32 {
+        let path = dir + "/brume.lock"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw StartupError("cannot create \(path): \(String(cString: strerror(errno)))") }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            close(fd)
+            throw StartupError("another brume is already running with data_dir \(dir) (\(path) is locked); stop it first")
+        }
+        return fd
     }
 
     static func ensureDirectory(_ path: String) throws {

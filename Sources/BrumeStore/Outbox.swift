@@ -96,6 +96,8 @@ public struct OutboxStats: Sendable, Hashable {
     public var doneSeq: Int64 = 0
     /// Set when the database was found corrupt at start and moved aside.
     public var recoveredFrom: String?
+    /// Group commits that failed (disk full, I/O) and were retried.
+    public var commitFailures: Int64 = 0
 }
 
 public struct OutboxError: Error, Sendable, CustomStringConvertible {
@@ -270,7 +272,7 @@ public final class Outbox: @unchecked Sendable {
                 pendingLock.wait(untilMonotonicNanos: deadline)
                 if pending.isEmpty && monotonicNanos() >= lastMaintenance + 1_000_000_000 { break }
             }
-            let done = stopping
+            let stopNow = stopping
             let wasFlush = flushRequested
             let taken = pending
             let through = appendedTotal
@@ -279,7 +281,25 @@ public final class Outbox: @unchecked Sendable {
             pendingLock.broadcast()
             pendingLock.unlock()
             if !taken.isEmpty {
-                commit(taken)
+                let done = commit(taken)
+                if done < taken.count {
+                    // Disk full or I/O error: keep them (ahead of newer ones) and try
+                    // again in a second; sources hold their acknowledgements meanwhile,
+                    // and `append` blocks once maxPendingReadings are waiting.
+                    pendingLock.withLock {
+                        pending.insert(contentsOf: taken[done...], at: 0)
+                        pendingSince = monotonicNanos()
+                        if wasFlush { flushRequested = false } // a flush cannot wait for the disk
+                        pendingLock.broadcast()
+                    }
+                    if stopNow { return }
+                    var waited = 0
+                    while waited < 1000 && pendingLock.withLock({ !stopping }) {
+                        usleep(50_000)
+                        waited += 50
+                    }
+                    continue
+                }
                 pendingLock.withLock {
                     processedTotal = max(processedTotal, through)
                     lastCommitNanos = monotonicNanos()
@@ -296,7 +316,7 @@ public final class Outbox: @unchecked Sendable {
                 lastMaintenance = monotonicNanos()
                 dbLock.withLock { _ in store.evictByAge() }
             }
-            if done { return }
+            if stopNow { return }
         }
     }
 
@@ -307,21 +327,35 @@ public final class Outbox: @unchecked Sendable {
             pendingLock.broadcast()
             return (t, appendedTotal)
         }
-        if !taken.isEmpty { commit(taken) }
+        if !taken.isEmpty {
+            let done = commit(taken)
+            if done < taken.count {
+                // Shutting down with the disk still failing: these readings were never
+                // acknowledged to an MQTT broker (after_commit), which delivers them again.
+                logger.error("outbox: readings not committed at shutdown", metadata: ["readings": "\(taken.count - done)"])
+            }
+        }
         pendingLock.withLock {
             processedTotal = max(processedTotal, through)
             pendingLock.broadcast()
         }
     }
 
-    private func commit(_ readings: [Reading]) {
+    /// Commits; returns how many readings (from the front) are stored or
+    /// refused — the rest failed and must be retried.
+    @discardableResult
+    private func commit(_ readings: [Reading]) -> Int {
         var start = 0
         while start < readings.count {
             let end = min(readings.count, start + options.maxSegmentReadings)
-            let added = dbLock.withLock { _ in store.insertSegment(readings[start..<end]) }
-            if added { commitSignal.yield() }
+            switch dbLock.withLock({ _ in store.insertSegment(readings[start..<end]) }) {
+            case .stored: commitSignal.yield()
+            case .refused: break
+            case .failed: return start
+            }
             start = end
         }
+        return readings.count
     }
 
     // MARK: - read side (uplink)
@@ -358,6 +392,12 @@ public final class Outbox: @unchecked Sendable {
     /// The newest readings still in the outbox (undelivered), oldest first, at most `limit`.
     public func tailReadings(limit: Int) -> [Reading] {
         dbLock.withLock { _ in store.tailReadings(limit: limit) }
+    }
+
+    /// Test hook: caps the database size in pages (SQLite `max_page_count`), to
+    /// make commits fail as on a full disk.
+    func setMaxPageCount(_ pages: Int) {
+        dbLock.withLock { _ in try? store.db.exec("PRAGMA max_page_count=\(pages)") }
     }
 
     /// Periodic housekeeping (age eviction); the writer thread runs it every second.
@@ -416,6 +456,7 @@ final class Store {
     var segmentCount: Int64 = 0
     var commitCount: Int64 = 0
     var evicted: [String: Int64] = [:]
+    var commitFailures: Int64 = 0
     var closed = false
     let corruptLimiter = LogRateLimiter(burst: 3, interval: .seconds(60))
 
@@ -441,6 +482,9 @@ final class Store {
             unlink(options.path + "-shm")
             let s = try Store(options: options, logger: logger, now: now)
             s.recoveredFrom = aside
+            // Sequence numbers (and so batch ids) must never be reused, even though the
+            // old counter is lost with the file: continue from a clock-derived floor.
+            try s.raiseSequenceFloor(now() * 1000)
             return s
         }
     }
@@ -506,6 +550,14 @@ final class Store {
         nextSeq = max(nextSeq, s.int(2) + 1)
     }
 
+    func raiseSequenceFloor(_ floor: Int64) throws {
+        guard floor > nextSeq else { return }
+        try setMeta("next_seq", floor)
+        try setMeta("done_seq", floor - 1)
+        nextSeq = floor
+        doneSeq = floor - 1
+    }
+
     func close() {
         guard !closed else { return }
         closed = true
@@ -527,8 +579,12 @@ final class Store {
         try s.run()
     }
 
-    /// Stores one segment (one transaction). Returns true if stored.
-    func insertSegment(_ readings: ArraySlice<Reading>) -> Bool {
+    enum InsertResult { case stored, refused, failed }
+
+    /// Stores one segment (one transaction). `refused`: dropped by when_full =
+    /// drop_newest (counted); `failed`: SQLite error (disk full, I/O): nothing
+    /// stored, the caller keeps the readings and retries.
+    func insertSegment(_ readings: ArraySlice<Reading>) -> InsertResult {
         let blob = SegmentCodec.encode(readings)
         let bytes = Int64(blob.count)
         let n = Int64(readings.count)
@@ -539,7 +595,7 @@ final class Store {
                     try addEvicted("buffer_full", n)
                     try db.exec("COMMIT")
                     logFull(n)
-                    return false
+                    return .refused
                 }
                 let first = nextSeq
                 insertSegmentStmt.bind(1, first)
@@ -560,7 +616,7 @@ final class Store {
                 totalBytes += bytes
                 segmentCount += 1
                 commitCount += 1
-                return true
+                return .stored
             } catch {
                 try? db.exec("ROLLBACK")
                 throw error
@@ -568,11 +624,12 @@ final class Store {
         } catch {
             // Reload cached counters: the transaction was rolled back.
             try? loadState()
-            if corruptLimiter.admit() != nil {
-                logger.error("outbox commit failed: readings of this group are lost", metadata: ["outbox.path": "\(options.path)", "readings": "\(n)", "error": "\(error)"])
+            commitFailures += 1
+            if let suppressed = corruptLimiter.admit() {
+                logger.error("outbox commit failed: readings kept in memory, retrying (MQTT acknowledgements are held meanwhile)",
+                             metadata: ["outbox.path": "\(options.path)", "readings": "\(n)", "error": "\(error)", "suppressed": "\(suppressed)"])
             }
-            evicted["write_error", default: 0] += n
-            return false
+            return .failed
         }
     }
 
@@ -734,7 +791,9 @@ final class Store {
             try insertBatchStmt.run()
             return .batch(rec)
         } catch {
-            logger.error("outbox: cannot form a batch", metadata: ["error": "\(error)"])
+            if let suppressed = corruptLimiter.admit() {
+                logger.error("outbox: cannot form a batch", metadata: ["error": "\(error)", "suppressed": "\(suppressed)"])
+            }
             return .empty
         }
     }
@@ -850,6 +909,7 @@ final class Store {
         s.lastSeq = nextSeq - 1
         s.doneSeq = doneSeq
         s.recoveredFrom = recoveredFrom
+        s.commitFailures = commitFailures
         if let q = try? db.prepare("SELECT MIN(created_ms) FROM segment WHERE last_seq > ?") {
             q.bind(1, doneSeq)
             if (try? q.step()) == true, !q.isNull(0) { s.oldestMillis = q.int(0) }

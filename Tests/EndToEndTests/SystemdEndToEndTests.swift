@@ -36,6 +36,15 @@ final class NotifySocket {
 }
 
 @Suite(.serialized) struct SystemdEndToEndTests {
+    @Test func aSecondGatewayOnTheSameDataDirRefusesToStart() throws {
+        let rig = try Rig()
+        try rig.startGateway()
+        let second = try Child(TestKit.product("brume"), ["run", "--config", rig.config], dir: rig.dir, name: "brume-second")
+        #expect(second.wait(timeout: 10) == 3)
+        #expect(second.stderr.contains("another brume is already running with data_dir"))
+        #expect(rig.gateway!.isRunning)
+    }
+
     @Test func notifiesReadyPingsTheWatchdogAndSaysStopping() throws {
         let rig = try Rig()
         let notify = try NotifySocket(dir: rig.dir)
