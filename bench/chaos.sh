@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
-dpkg-query -W -f="${Status}" faketime 2>/dev/null | grep -q "install ok installed" || apt-get install -y -qq faketime >/dev/null 2>&1 || true   # clock-jump only
+dpkg-query -W -f='${Status}' faketime 2>/dev/null | grep -q "install ok installed" || apt-get install -y -qq faketime >/dev/null 2>&1 || true   # clock-jump only
 swift build -c release --product brume >/dev/null
 swift build -c release --product firmware-sim >/dev/null
 exec python3 bench/chaos.py --bin "$(swift build -c release --show-bin-path)" "$@"
