@@ -15,19 +15,10 @@ RATE = 1000         # readings/s of the steady load (2 shared cores: keep headro
 RSS_GROWTH_MAX_KB = 16 * 1024
 RECOVERY_MAX_S = 2.0
 
-# ---------------------------------------------------------------- helpers (as in e2e.py)
+# ---------------------------------------------------------------- helpers
 
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-
-def wait_port(port, timeout=10):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close(); return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"port {port} not up")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e import free_port, wait_port  # noqa: E402  (shared with the end-to-end benchmark)
 
 def rss_kb(pid):
     try:

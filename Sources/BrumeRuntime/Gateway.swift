@@ -51,22 +51,26 @@ final class Pipeline: ReadingSink {
     let duplicatesDropped = Counter()
 
     @discardableResult
-    func accept(_ readings: [Reading], from source: String, mayBeRedelivered: Bool) -> UInt64 {
+    func accept(_ readings: [Reading], from source: String, redelivery: Redelivery) -> UInt64 {
         // Only a broker redelivers, and only right after a reconnect: other
         // identical readings (a pulse counter, lines read in one chunk) are real.
-        let fresh: [Reading] = recent.withLock { set in
-            guard mayBeRedelivered else {
-                for r in readings { set.insert(r) }
-                return readings
+        let fresh: [Reading]
+        switch redelivery {
+        case .never:
+            fresh = readings
+        case .possible:
+            recent.withLock { set in for r in readings { set.insert(r) } }
+            fresh = readings
+        case .likely:
+            fresh = recent.withLock { set in
+                var out: [Reading] = []
+                out.reserveCapacity(readings.count)
+                for r in readings where !set.contains(r) {
+                    set.insert(r)
+                    out.append(r)
+                }
+                return out
             }
-            var out: [Reading] = []
-            out.reserveCapacity(readings.count)
-            for r in readings {
-                if set.contains(r) { continue }
-                set.insert(r)
-                out.append(r)
-            }
-            return out
         }
         if fresh.count < readings.count { duplicatesDropped.add(Int64(readings.count - fresh.count)) }
         guard let rules else { return outbox.append(fresh) }

@@ -6,7 +6,7 @@ public final class CollectingSink: ReadingSink {
     let items = Mutex<[Reading]>([])
     let count = Atomic<UInt64>(0)
     public init() {}
-    public func accept(_ readings: [Reading], from source: String, mayBeRedelivered: Bool) -> UInt64 {
+    public func accept(_ readings: [Reading], from source: String, redelivery: Redelivery) -> UInt64 {
         items.withLock { $0.append(contentsOf: readings) }
         return count.add(UInt64(readings.count), ordering: .relaxed).newValue
     }

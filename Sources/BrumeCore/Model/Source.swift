@@ -3,13 +3,21 @@
 /// Called synchronously on the source's own thread; it may block for a
 /// while when the outbox is saturated: that is the backpressure a source
 /// passes on to its device or broker (TCP flow control for MQTT).
+/// Whether a source's input can be delivered to the gateway twice.
+public enum Redelivery: Sendable {
+    /// Never (a serial line): readings are taken as they are, not even remembered.
+    case never
+    /// A broker may redeliver them later (QoS1 MQTT): remembered, not checked.
+    case possible
+    /// Shortly after a reconnect, when a broker redelivers what it had not seen
+    /// acknowledged: identical readings already committed are dropped.
+    case likely
+}
+
 public protocol ReadingSink: Sendable {
-    /// Takes readings; returns a ticket for `waitDurable`. `mayBeRedelivered`:
-    /// they arrived shortly after a reconnect, when a broker redelivers what it
-    /// had not seen acknowledged — identical readings already committed are
-    /// then dropped as redeliveries.
+    /// Takes readings; returns a ticket for `waitDurable`.
     @discardableResult
-    func accept(_ readings: [Reading], from source: String, mayBeRedelivered: Bool) -> UInt64
+    func accept(_ readings: [Reading], from source: String, redelivery: Redelivery) -> UInt64
     /// Blocks until everything accepted up to `ticket` is committed to the
     /// outbox (or dropped, and counted), or `timeout` passes. True if done.
     func waitDurable(_ ticket: UInt64, timeout: Duration) -> Bool
@@ -18,7 +26,7 @@ public protocol ReadingSink: Sendable {
 extension ReadingSink {
     @discardableResult
     public func accept(_ readings: [Reading], from source: String) -> UInt64 {
-        accept(readings, from: source, mayBeRedelivered: false)
+        accept(readings, from: source, redelivery: .never)
     }
 }
 

@@ -108,6 +108,7 @@ final class MessageReceiver: Sendable {
     let connectedAt = Atomic<UInt64>(0)
     static let redeliveryWindowNanos: UInt64 = 10_000_000_000
     let filters: [String]
+    let redeliverable: Bool
     let ackFilters = Mutex<[String]>([])
     let ackWaiters = Mutex<[(topic: String, payload: [UInt8]?, waiter: Waiter<String>)]>([])
 
@@ -117,6 +118,7 @@ final class MessageReceiver: Sendable {
         self.metric = config.metric
         self.decoder = PayloadDecoder(format: config.payload)
         self.filters = config.subscribe
+        self.redeliverable = config.qos > 0
         self.sink = sink
         self.stats = stats
         self.logger = logger
@@ -157,8 +159,16 @@ final class MessageReceiver: Sendable {
         }
         stats.readings.add(Int64(out.count))
         stats.lastReadingMillis.set(out[out.count - 1].time)
-        let recent = monotonicNanos() &- connectedAt.load(ordering: .relaxed) < MessageReceiver.redeliveryWindowNanos
-        lastTicket.store(sink.accept(out, from: name, mayBeRedelivered: recent), ordering: .relaxed)
+        // QoS 0 is never redelivered; QoS1 is, right after a reconnect.
+        let redelivery: Redelivery
+        if !redeliverable {
+            redelivery = .never
+        } else if monotonicNanos() &- connectedAt.load(ordering: .relaxed) < MessageReceiver.redeliveryWindowNanos {
+            redelivery = .likely
+        } else {
+            redelivery = .possible
+        }
+        lastTicket.store(sink.accept(out, from: name, redelivery: redelivery), ordering: .relaxed)
     }
 
     private func drop(_ reason: String, _ message: Logger.Message, _ md: Logger.Metadata) {
