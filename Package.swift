@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "BrumeRules", targets: ["BrumeRules"]),
         .library(name: "BrumeSerial", targets: ["BrumeSerial"]),
         .library(name: "BrumeStore", targets: ["BrumeStore"]),
+        .library(name: "BrumeModbus", targets: ["BrumeModbus"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -29,6 +30,7 @@ let package = Package(
         .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CSerialPort", pkgConfig: "libserialport", providers: [.apt(["libserialport-dev"])]),
+        .systemLibrary(name: "CModbus", pkgConfig: "libmodbus", providers: [.apt(["libmodbus-dev"])]),
 
         // Vocabulary: readings, values, payload parsing, wire format. No C, no I/O.
         .target(name: "BrumeCore", dependencies: [.product(name: "Logging", package: "swift-log")], swiftSettings: strict),
@@ -42,11 +44,13 @@ let package = Package(
         .target(name: "BrumeRules", dependencies: ["BrumeCore"], swiftSettings: strict),
         // Serial sensors: termios ports, discovery via libserialport, framers (kv, CSV, JSON lines, NMEA).
         .target(name: "BrumeSerial", dependencies: ["BrumeCore", "CSerialPort", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        // Modbus RTU/TCP over libmodbus: one scheduler per bus, register maps, writes.
+        .target(name: "BrumeModbus", dependencies: ["BrumeCore", "CModbus", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Northbound: the sync loop outbox -> batches -> sink acks, and the MQTT sink.
         .target(name: "BrumeUplink", dependencies: ["BrumeCore", "BrumeConfig", "BrumeMQTT", "BrumeStore", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Composition: config -> services, signals, shutdown order.
         .target(name: "BrumeRuntime", dependencies: [
-            "BrumeCore", "BrumeConfig", "BrumeRules", "BrumeStore", "BrumeMQTT", "BrumeSerial", "BrumeUplink",
+            "BrumeCore", "BrumeConfig", "BrumeRules", "BrumeStore", "BrumeMQTT", "BrumeSerial", "BrumeModbus", "BrumeUplink",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -58,7 +62,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .executableTarget(name: "firmware-sim", dependencies: [
-            "BrumeCore", "BrumeMQTT", "BrumeSerial",
+            "BrumeCore", "BrumeMQTT", "BrumeSerial", "CModbus",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], path: "firmware-sim", exclude: ["data"], swiftSettings: strict),
@@ -69,6 +73,7 @@ let package = Package(
         .testTarget(name: "BrumeStoreTests", dependencies: ["BrumeStore", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "BrumeRulesTests", dependencies: ["BrumeRules", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "BrumeSerialTests", dependencies: ["BrumeSerial", "BrumeCore", "BrumeTestKit", "firmware-sim"]),
+        .testTarget(name: "BrumeModbusTests", dependencies: ["BrumeModbus", "BrumeCore", "BrumeTestKit", "firmware-sim"]),
         .testTarget(name: "BrumeRuntimeTests", dependencies: ["BrumeRuntime", "BrumeCore", "BrumeStore", "BrumeTestKit"]),
         .testTarget(name: "BrumeMQTTTests", dependencies: ["BrumeMQTT", "BrumeCore", "BrumeConfig", "BrumeTestKit"]),
         .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore", "BrumeSerial", "BrumeTestKit"]),
