@@ -8,7 +8,8 @@ Serves (python3 stdlib only):
   /api/v1/status    a realistic status JSON whose counters and values change over time
   /api/v1/stream    server-sent events, one JSON reading every 300 ms
 
-Modes: full (default); sparse (most fields null/absent, to check graceful rendering);
+Modes: full (default); sparse (most fields null/absent, plus hostile names, to check graceful
+rendering and escaping);
 down (status answers 503, to see the "connection lost" banner); flaky (503 every other 10 s).
 
 Screenshot:
@@ -197,6 +198,9 @@ def status_full():
     }
 
 
+HOSTILE = '<img src=x onerror="document.title=\'pwned\'">'
+
+
 def status_sparse():
     """Most fields absent or null: the page must still render."""
     n = now_ms()
@@ -206,13 +210,18 @@ def status_sparse():
         "uplinks": [{"name": "cloud", "state": None}],
         "buffer": {"readings": 0, "bytes": None, "max_bytes": None, "oldest_ms": None, "evicted": None},
         "sources": [{"name": "field", "kind": "mqtt", "state": "connecting", "errors": None,
-                     "devices": [{"name": "boiler", "state": None, "metrics": None, "modbus": None}]}],
-        "rules": None, "commands": None, "recent_errors": None, "process": None,
+                     "devices": [{"name": "boiler", "state": None, "metrics": None, "modbus": None},
+                                 # hostile names from the field must show as text, never as markup
+                                 {"name": HOSTILE, "state": "online", "last_reading_ms": n,
+                                  "metrics": [{"metric": HOSTILE, "value": HOSTILE, "time_ms": n}], "modbus": None}]}],
+        "recent_errors": [{"at_ms": n, "source": HOSTILE, "reason": HOSTILE, "message": HOSTILE}],
+        "rules": None, "commands": None, "process": None,
     }
 
 
 class Handler(BaseHTTPRequestHandler):
     mode = "full"
+    stream_seconds = 0.0  # > 0: end each SSE response after this long (the page reconnects)
 
     def log_message(self, fmt, *args):  # quiet
         pass
@@ -252,14 +261,16 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self.wfile.write(b"retry: 2000\n\n")
             self.wfile.flush()
-            i = 0
-            while True:
-                if self.mode in ("down", "sparse"):
+            started = time.time()
+            while not self.stream_seconds or time.time() - started < self.stream_seconds:
+                if self.mode == "down":
                     self.wfile.write(b": keepalive\n\n")
+                elif self.mode == "sparse":
+                    r = {"dev": HOSTILE, "m": HOSTILE, "t": now_ms(), "v": HOSTILE}
+                    self.wfile.write(b"data: " + json.dumps(r).encode() + b"\n\n")
                 else:
                     self.wfile.write(b"data: " + json.dumps(emit_reading()).encode() + b"\n\n")
                 self.wfile.flush()
-                i += 1
                 time.sleep(0.3)
         except (BrokenPipeError, ConnectionResetError, OSError):
             return
@@ -270,8 +281,12 @@ def main():
     ap.add_argument("port", nargs="?", type=int, default=8099)
     ap.add_argument("--mode", choices=["full", "sparse", "down", "flaky"], default="full")
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--stream-seconds", type=float, default=0.0,
+                    help="end each SSE response after this many seconds (0: never); lets "
+                         "chromium --virtual-time-budget finish, which waits for open requests")
     a = ap.parse_args()
     Handler.mode = a.mode
+    Handler.stream_seconds = a.stream_seconds
     srv = ThreadingHTTPServer((a.host, a.port), Handler)
     srv.daemon_threads = True
     print(f"status page preview ({a.mode}) on http://{a.host}:{a.port}/", flush=True)

@@ -108,6 +108,15 @@ final class TableReader {
         return i
     }
 
+    func number(_ key: String) -> Double? {
+        guard let n = node(key) else { return nil }
+        switch n.value {
+        case .integer(let i): return Double(i)
+        case .float(let d) where d.isFinite: return d
+        default: typeError(key, n, expected: "a finite number"); return nil
+        }
+    }
+
     func duration(_ key: String, min: Int64 = 0) -> Int64? {
         guard let n = node(key) else { return nil }
         guard case .string(let s) = n.value else { typeError(key, n, expected: "a duration string like \"500ms\", \"1s\", \"5m\", \"7d\""); return nil }
@@ -279,7 +288,10 @@ struct Builder {
                     }
                     if let src = buildSource(r, gateway: gwID) {
                         let key: String
-                        if case .serial = src.kind { key = "port" } else { key = "client_id" }
+                        switch src.kind {
+                        case .serial, .modbus: key = "port"
+                        case .mqtt: key = "client_id"
+                        }
                         let at = st[key] != nil ? r.position(of: key) : st.position
                         for claim in resourceClaims(src) {
                             if let (other, pos) = claims[claim] {
@@ -506,6 +518,17 @@ struct Builder {
                     if write == nil { r.error(r.table.position, "an actuator via serial source \"\(via)\" needs write = \"...{value}...\\n\"") ; ok = false }
                     for k in ["topic", "ack_topic", "ack_payload"] where r.table[k] != nil { r.error(r.table.entry(k)!.keyPosition, "\"\(k)\" is for actuators via an MQTT source; \"\(via)\" is a serial source"); ok = false }
                     if let write { target = .serial(source: via, write: write, reply: reply) }
+                case .modbus(let bus):
+                    for k in ["write", "reply", "topic", "ack_topic", "ack_payload"] where r.table[k] != nil {
+                        r.error(r.table.entry(k)!.keyPosition, "\"\(k)\" does not apply to an actuator via a Modbus source; use modbus = { device = \"...\", table = \"holding_register\", address = N }"); ok = false
+                    }
+                    if let mt = r.subtable("modbus", context: "\(r.context) modbus") {
+                        if let spec = buildModbusWrite(mt, bus: bus, busName: via) { target = .modbus(source: via, write: spec) } else { ok = false }
+                        mt.finish()
+                    } else if r.table["modbus"] == nil {
+                        r.error(r.table.position, "an actuator via Modbus source \"\(via)\" needs modbus = { device = \"...\", table = \"coil\" or \"holding_register\", address = N }")
+                        ok = false
+                    }
                 case .mqtt(let m):
                     if topic == nil { r.error(r.table.position, "an actuator via MQTT source \"\(via)\" needs topic = \"...\""); ok = false }
                     for k in ["write", "reply"] where r.table[k] != nil { r.error(r.table.entry(k)!.keyPosition, "\"\(k)\" is for actuators via a serial source; \"\(via)\" is an MQTT source"); ok = false }
@@ -566,6 +589,23 @@ struct Builder {
             ok = false
         }
         guard ok, let name, let target, let accepts else { return nil }
+        if case .modbus(_, let spec) = target {
+            // Every value the actuator accepts must become registers.
+            var probes: [(Value, String)] = []
+            switch accepts {
+            case .oneOf(let xs): probes = xs.map { (.string($0), "accepts") }
+            case .range(let lo, let hi): probes = [(.number(lo), "range"), (.number(hi), "range")]
+            case .bool: probes = [(.bool(true), "type")]
+            case .string: r.error(r.position(of: "type"), "a Modbus register cannot take arbitrary strings: use accepts = [...] with modbus.values = { ... }"); return nil
+            case .number: break
+            }
+            for (v, key) in probes {
+                if case .failure(let why) = spec.items(for: v) {
+                    r.error(r.position(of: key), "\(v.quotedIfString) cannot be written to \(spec.table.rawValue) \(spec.address): \(why)")
+                    return nil
+                }
+            }
+        }
         let act = ActuatorConfig(name: name, via: target, accepts: accepts, timeoutMillis: timeout, safeValue: safeValue, safeAfterMillis: safeAfter, safeOnShutdown: safeOnShutdown)
         if let v = safeValue, let why = act.problem(with: v) {
             r.error(r.position(of: "safe_value"), "\"safe_value\" is not acceptable for this actuator: \(why)")
@@ -578,11 +618,14 @@ struct Builder {
         switch s.kind {
         case .mqtt(let m): return ["MQTT client id \"\(m.connection.clientID)\" on \(m.connection.url)"]
         case .serial(let c): return ["serial port \(c.port)"]
+        case .modbus(let m):
+            if case .rtu(let port, _, _, _, _, _) = m.transport { return ["serial port \(port)"] }
+            return []
         }
     }
 
-    func buildSerial(_ r: TableReader, name: String) -> SerialSourceConfig? {
-        var ok = true
+    /// `port = "/dev/ttyUSB0"` or `port = { usb_vid_pid = "0403:6001", usb_serial = "..." }`.
+    func portSpec(_ r: TableReader, ok: inout Bool) -> PortSpec? {
         var port: PortSpec?
         if let n = r.node("port") {
             switch n.value {
@@ -616,7 +659,12 @@ struct Builder {
         } else {
             r.error(r.table.position, "missing required key \"port\" (e.g. port = \"/dev/ttyUSB0\")")
         }
-        var baud = 9600
+        return port
+    }
+
+    /// `baud`: a standard rate.
+    func baudRate(_ r: TableReader, default d: Int, ok: inout Bool) -> Int {
+        var baud = d
         if let b = r.int("baud", range: 50...4_000_000) {
             if [50, 75, 110, 134, 150, 200, 300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000,
                 576000, 921600, 1000000, 1152000, 1500000, 2000000, 2500000, 3000000, 3500000, 4000000].contains(Int(b)) {
@@ -626,6 +674,13 @@ struct Builder {
                 ok = false
             }
         }
+        return baud
+    }
+
+    func buildSerial(_ r: TableReader, name: String) -> SerialSourceConfig? {
+        var ok = true
+        let port = portSpec(r, ok: &ok)
+        let baud = baudRate(r, default: 9600, ok: &ok)
         let dataBits = Int(r.int("data_bits", range: 5...8) ?? 8)
         let parity = r.oneOf("parity", ["none", "even", "odd"]) ?? "none"
         let stopBits = Int(r.int("stop_bits", range: 1...2) ?? 1)
@@ -756,14 +811,13 @@ struct Builder {
             guard let serial = buildSerial(r, name: name ?? "serial"), let name else { return nil }
             return SourceConfig(name: name, kind: .serial(serial))
         }
-        if case .string(let k)? = r.table["kind"]?.value, ["modbus", "modbus_tcp", "modbus_rtu"].contains(k) {
-            r.error(r.position(of: "kind"), "\"kind\": \(k) sources are not supported in this version of brume yet (use \"mqtt\" or \"serial\")")
+        if case .string("modbus")? = r.table["kind"]?.value {
             _ = r.node("kind")
-            r.markAllKnown()
-            return nil
+            guard let bus = buildModbus(r, name: name ?? "modbus"), let name else { return nil }
+            return SourceConfig(name: name, kind: .modbus(bus))
         }
-        guard r.oneOf("kind", ["mqtt", "serial"]) != nil else {
-            if r.table["kind"] == nil { r.error(r.table.position, "missing required key \"kind\" (\"mqtt\" or \"serial\")") }
+        guard r.oneOf("kind", ["mqtt", "serial", "modbus"]) != nil else {
+            if r.table["kind"] == nil { r.error(r.table.position, "missing required key \"kind\" (\"mqtt\", \"serial\" or \"modbus\")") }
             r.markAllKnown()
             return nil
         }
@@ -890,5 +944,13 @@ extension String {
         }
         out += rest
         return out
+    }
+}
+
+extension Value {
+    /// "boost" with quotes, 21.5 and true without: for messages.
+    var quotedIfString: String {
+        if case .string(let s) = self { return "\"\(s)\"" }
+        return description
     }
 }

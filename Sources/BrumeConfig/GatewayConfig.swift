@@ -38,6 +38,8 @@ public struct ActuatorConfig: Sendable, Hashable {
         case serial(source: String, write: String, reply: String?)
         /// Publish `payload` to `topic` on the MQTT source's broker; optionally wait for `ackPayload` on `ackTopic`.
         case mqtt(source: String, topic: String, payload: String, ackTopic: String?, ackPayload: String?)
+        /// Write a coil or holding register(s) on a device of the Modbus source, optionally reading it back.
+        case modbus(source: String, write: ModbusWriteSpec)
     }
     public var name: String
     public var via: Via
@@ -118,6 +120,7 @@ public struct SourceConfig: Sendable, Hashable {
     public enum Kind: Sendable, Hashable {
         case mqtt(MQTTSourceConfig)
         case serial(SerialSourceConfig)
+        case modbus(ModbusSourceConfig)
     }
 }
 

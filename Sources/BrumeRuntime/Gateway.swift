@@ -3,6 +3,7 @@ import BrumeCore
 import BrumeMQTT
 import BrumeRules
 import BrumeSerial
+import BrumeModbus
 import BrumeStore
 import BrumeUplink
 import Logging
@@ -150,6 +151,8 @@ public final class Gateway: Service, Sendable {
                                           sink: pipeline, logger: logger))
             case .serial(let c):
                 sources.append(SerialSource(options: SerialSourceOptions(config: c, name: s.name), sink: pipeline, logger: logger))
+            case .modbus(let m):
+                sources.append(ModbusBus(options: ModbusBusOptions(config: m, name: s.name), sink: pipeline, logger: logger))
             }
         }
         self.sources = sources
@@ -170,6 +173,19 @@ public final class Gateway: Service, Sendable {
                         case .failure(.timeout): return .failure(DriverFailure(detail: "no reply from the device within \(act.timeoutMillis) ms"))
                         case .failure(.disconnected): return .failure(DriverFailure(detail: "device disconnected"))
                         case .failure(.writeFailed(let e)): return .failure(DriverFailure(detail: "write failed: \(e)"))
+                        }
+                    }
+                case .modbus(let sourceName, let spec):
+                    guard let bus = sources.first(where: { $0.name == sourceName }) as? ModbusBus else { continue }
+                    drivers[act.name] = { value in
+                        let items: [UInt16]
+                        switch spec.items(for: value) {
+                        case .success(let i): items = i
+                        case .failure(let why): return .failure(DriverFailure(detail: "cannot encode the value: \(why)"))
+                        }
+                        switch await bus.write(spec, items: items, timeout: timeout) {
+                        case .success(let r): return .success(r)
+                        case .failure(let f): return .failure(DriverFailure(detail: "\(f)"))
                         }
                     }
                 case .mqtt(let sourceName, let topic, let payload, let ackTopic, let ackPayload):
@@ -327,6 +343,11 @@ public final class Gateway: Service, Sendable {
             for src in sources {
                 let errs = src.stats.errors.snapshot.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ",")
                 md["source.\(src.name)"] = "\(src.state.rawValue) readings=\(src.stats.readings.current) errors=[\(errs)]"
+                if let bus = src as? ModbusBus {
+                    for d in bus.devices {
+                        md["modbus.\(src.name).\(d.name)"] = "\(d.health.rawValue) unit=\(d.unit) requests=\(d.requests) timeouts=\(d.timeouts) exceptions=\(d.exceptions.values.reduce(0, +)) latency_ms=\(d.latencyMillisAvg.map { String(Int($0.rounded())) } ?? "-")"
+                    }
+                }
             }
             if let rules = pipeline.rules {
                 for (name, st) in rules.stats().sorted(by: { $0.key < $1.key }) {
@@ -400,6 +421,20 @@ extension String {
         var s = Substring(self)
         while s.last == c { s = s.dropLast() }
         return String(s)
+    }
+}
+
+extension ModbusBusOptions {
+    init(config c: ModbusSourceConfig, name: String) {
+        let transport: ModbusTransport = switch c.transport {
+        case .rtu(let port, let baud, let bits, let parity, let stop, let rs485): .rtu(port: port, baud: baud, parity: parity, dataBits: bits, stopBits: stop, rs485: rs485)
+        case .tcp(let host, let port): .tcp(host: host, port: port)
+        }
+        self.init(name: name, transport: transport,
+                  devices: c.devices.map { ModbusDeviceOptions(name: $0.name, unit: $0.unit, points: $0.points, timeoutMillis: $0.timeoutMillis, retries: $0.retries) },
+                  interFrameDelayMillis: c.interFrameDelayMillis, maxSpan: c.maxSpan, maxGap: c.maxGap, offlineAfter: c.offlineAfter,
+                  backoffMaxMillis: c.backoffMaxMillis,
+                  resolvePort: { spec in if case .found(let p) = PortDiscovery.resolve(spec) { return p } else { return nil } })
     }
 }
 

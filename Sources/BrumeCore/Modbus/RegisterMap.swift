@@ -130,7 +130,11 @@ public struct ModbusEncoding: Sendable, Hashable {
         default:
             let r = rawValue.rounded()
             guard let range = type.integerRange, range.contains(r) else {
-                return .failure(ModbusEncodeError("\(WireFormat.formatNumber(value)) is raw \(WireFormat.formatNumber(r)), outside \(type.rawValue)"))
+                let limits = type.integerRange.map { "\(WireFormat.formatNumber($0.lowerBound))...\(WireFormat.formatNumber($0.upperBound))" } ?? ""
+                if scale == 1 && offset == 0 {
+                    return .failure(ModbusEncodeError("\(WireFormat.formatNumber(value)) is outside \(type.rawValue) (\(limits))"))
+                }
+                return .failure(ModbusEncodeError("\(WireFormat.formatNumber(value)) is \(WireFormat.formatNumber(r)) after scale and offset, outside \(type.rawValue) (\(limits))"))
             }
             switch type {
             case .int16: u = UInt64(UInt16(bitPattern: Int16(r)))

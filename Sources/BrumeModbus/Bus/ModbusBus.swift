@@ -403,7 +403,7 @@ public final class ModbusBus: Source, @unchecked Sendable {
                     s.responses += 1
                     s.exceptions[c, default: 0] += 1
                 case .failure(.badResponse): s.badResponses += 1
-                case .failure(.io): break
+                case .failure(.io), .failure(.readBack): break
                 }
             }
             guard case .failure(let f) = r, f.retryable, attempt < retries, running.load(ordering: .relaxed) else { return r }
@@ -482,11 +482,11 @@ public final class ModbusBus: Source, @unchecked Sendable {
         guard s.readBack else { return .success("wrote \(what) = \(w.items.map { s.table.isBit ? String($0) : "0x" + hex4($0) }.joined(separator: " "))") }
         quiet()
         switch link.read(s.table, start: s.address, count: w.items.count) {
-        case .failure(let f): return .failure(.badResponse("wrote \(what) but could not read it back: \(f)"))
+        case .failure(let f): return .failure(.readBack("wrote \(what) but could not read it back: \(f)"))
         case .success(let got):
             let want = s.table.isBit ? w.items.map { $0 != 0 ? UInt16(1) : 0 } : w.items
             if got != want {
-                return .failure(.badResponse("read back \(got.map { "0x" + hex4($0) }.joined(separator: " ")) from \(what), expected \(want.map { "0x" + hex4($0) }.joined(separator: " ")) (the device did not keep the value)"))
+                return .failure(.readBack("read back \(got.map { "0x" + hex4($0) }.joined(separator: " ")) from \(what), expected \(want.map { "0x" + hex4($0) }.joined(separator: " ")) (the device did not keep the value)"))
             }
             return .success("wrote \(what), read back")
         }

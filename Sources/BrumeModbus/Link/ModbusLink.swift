@@ -30,6 +30,8 @@ public enum ModbusFailure: Error, Sendable, Equatable, CustomStringConvertible {
     case badResponse(String)
     /// The port or connection failed: reconnect.
     case io(String)
+    /// A write went through but reading it back did not show the value (not retried).
+    case readBack(String)
 
     /// The counter name ("timeout", "illegal_data_address", "crc_error", "io_error" ...).
     public var reason: String {
@@ -38,6 +40,7 @@ public enum ModbusFailure: Error, Sendable, Equatable, CustomStringConvertible {
         case .exception(let c): return ModbusException.name(c)
         case .badResponse(let s): return s.hasPrefix("CRC") ? "crc_error" : "bad_response"
         case .io: return "io_error"
+        case .readBack: return "read_back_mismatch"
         }
     }
 
@@ -47,6 +50,7 @@ public enum ModbusFailure: Error, Sendable, Equatable, CustomStringConvertible {
         case .exception(let c): return "exception \(c): \(ModbusException.reason(c))"
         case .badResponse(let s): return "bad response: \(s)"
         case .io(let s): return "I/O error: \(s)"
+        case .readBack(let s): return s
         }
     }
 
@@ -55,7 +59,7 @@ public enum ModbusFailure: Error, Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .timeout, .badResponse: return true
         case .exception(let c): return c == 6 || c == 5
-        case .io: return false
+        case .io, .readBack: return false
         }
     }
 }
