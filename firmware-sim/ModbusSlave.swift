@@ -19,7 +19,8 @@ import Glibc
 ///   10-11 float32 3.14159 CDAB     12-13 float32 3.14159 BADC    14-15 float32 3.14159 DCBA
 ///   16-19 int64 -1234567890123 ABCD   20-23 float64 2.718281828459045 ABCD
 ///   24-27 float64 2.718281828459045 DCBA   28 uint16 = unit
-///   input 40 uint16 seconds since start, 41-42 float32 temperature (slow sine), 43 requests served
+///   input 40 uint16 seconds since start, 41-42 float32 temperature (slow sine), 43 requests served,
+///   44-45 float32 volts CDAB, 46-47 float32 amps CDAB, 48-49 uint32 energy (0.01 kWh) CDAB
 ///   holding 50..59 writable, holding 60 ignores writes (read-back fails)
 ///   coils 0..31 writable (coil i starts as i % 2); discrete inputs i = (i % 3 == 0), 31 toggles every second
 ///   addresses ≥ 100 (registers) or ≥ 32 (bits): exception 2, illegal data address
@@ -104,6 +105,16 @@ final class UnitMap {
         m.tab_input_registers[41] = UInt16(temp >> 16)
         m.tab_input_registers[42] = UInt16(temp & 0xFFFF)
         m.tab_input_registers[43] = UInt16(truncatingIfNeeded: served)
+        // An energy meter, low word first (CDAB), as many meters do: voltage, current, energy.
+        func cdab(_ bits: UInt32, at a: Int) {
+            m.tab_input_registers[a] = UInt16(bits & 0xFFFF)
+            m.tab_input_registers[a + 1] = UInt16(bits >> 16)
+        }
+        let volts = 230 + 2 * sin(secs / 7) + Double(unit % 3)
+        let amps = 5 + 3 * sin(secs / 11)
+        cdab(Float(volts).bitPattern, at: 44)
+        cdab(Float(amps).bitPattern, at: 46)
+        cdab(UInt32(truncatingIfNeeded: 1_234_500 + Int(secs * volts * amps / 36)), at: 48) // 0.01 kWh steps
         m.tab_input_bits[31] = Int(secs) % 2 == 0 ? 1 : 0
     }
 }

@@ -12,7 +12,7 @@
 // own `main`; ours calls `LLVMFuzzerRunDriver` instead.
 import PackageDescription
 
-let targets = ["fuzz-json", "fuzz-payload", "fuzz-framers", "fuzz-nmea", "fuzz-command", "fuzz-wire", "fuzz-toml"]
+let targets = ["fuzz-json", "fuzz-payload", "fuzz-framers", "fuzz-nmea", "fuzz-command", "fuzz-wire", "fuzz-toml", "fuzz-modbus"]
 let brume: [String: [String]] = [
     "fuzz-json": ["BrumeCore"],
     "fuzz-payload": ["BrumeCore"],
@@ -21,6 +21,7 @@ let brume: [String: [String]] = [
     "fuzz-command": ["BrumeCore"],
     "fuzz-wire": ["BrumeCore", "BrumeStore"],
     "fuzz-toml": ["BrumeConfig"],
+    "fuzz-modbus": ["BrumeCore"],
 ]
 
 let package = Package(

@@ -12,7 +12,7 @@ set -uo pipefail
 
 SECONDS_PER_TARGET="${1:-10}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ALL_TARGETS="fuzz-json fuzz-payload fuzz-framers fuzz-nmea fuzz-command fuzz-wire fuzz-toml"
+ALL_TARGETS="fuzz-json fuzz-payload fuzz-framers fuzz-nmea fuzz-command fuzz-wire fuzz-toml fuzz-modbus"
 TARGETS="${TARGETS:-$ALL_TARGETS}"
 MAX_LEN=4096
 
@@ -26,6 +26,7 @@ missing=()
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 pkg-config --exists sqlite3 2>/dev/null || missing+=(libsqlite3-dev)
 pkg-config --exists libserialport 2>/dev/null || missing+=(libserialport-dev)
+pkg-config --exists libmodbus 2>/dev/null || missing+=(libmodbus-dev)
 if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
         echo "run.sh: installing ${missing[*]}"

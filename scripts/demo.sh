@@ -50,11 +50,15 @@ sed -e "s#mqtt://127.0.0.1:18831\"#mqtt://127.0.0.1:$CLOUD_PORT\"#g" \
     -e "s#mqtt://127.0.0.1:1883\"#mqtt://127.0.0.1:$FIELD_PORT\"#g" \
     -e "s#^data_dir = .*#data_dir = \"$DEMO/var\"#" \
     -e "s#\"/dev/ttyUSB0\"#\"$PWD/$DEMO/ttyBOILER\"#" \
-    -e "s#\"/dev/ttyACM0\"#\"$PWD/$DEMO/ttyGPS\"#" gateway.toml > "$DEMO/gateway.toml"
+    -e "s#\"/dev/ttyACM0\"#\"$PWD/$DEMO/ttyGPS\"#" \
+    -e "s#\"/dev/ttyUSB1\"#\"$PWD/$DEMO/ttyMETERS\"#" gateway.toml > "$DEMO/gateway.toml"
 "$BIN/brume" check "$DEMO/gateway.toml"
 
-# Serial devices on pseudo-terminals: a kv sensor and a GPS receiver replaying a real log.
+# Serial devices on pseudo-terminals: a kv sensor, a GPS receiver replaying a real log, Modbus meters.
 "$BIN/firmware-sim" serial --link "$PWD/$DEMO/ttyBOILER" --format kv --rate 2 --actuate VALVE --actuator-log "$DEMO/valve.log" >"$DEMO/boiler.log" 2>&1 &
+PIDS+=($!)
+# Two energy meters on a Modbus RTU line (libmodbus slaves on a pty).
+"$BIN/firmware-sim" modbus --rtu "$PWD/$DEMO/ttyMETERS" --units 1,2 >"$DEMO/meters-rtu.log" 2>&1 &
 PIDS+=($!)
 "$BIN/firmware-sim" serial --link "$PWD/$DEMO/ttyGPS" --format nmea --replay firmware-sim/data/ublox-neo-m9n-sample.nmea --rate 10 >"$DEMO/gps.log" 2>&1 &
 PIDS+=($!)

@@ -12,18 +12,32 @@ Modes: full (default); sparse (most fields null/absent, plus hostile names, to c
 rendering and escaping);
 down (status answers 503, to see the "connection lost" banner); flaky (503 every other 10 s).
 
-Screenshot:
-  chromium --headless --no-sandbox --virtual-time-budget=3000 \
-      --screenshot=/tmp/status.png --window-size=1280,1800 http://127.0.0.1:8099/
+Screenshots (full page, after the page has polled and streamed for --wait seconds):
+
+    scripts/status-page-preview.py --screenshot /tmp/status.png               # desktop, 1280 px
+    scripts/status-page-preview.py --screenshot /tmp/phone.png --width 390 --mobile [--dark]
+
+This drives headless Chromium over the DevTools protocol (apt-get install -y chromium).
+Plain `chromium --headless --screenshot=...` shoots right after the load event, usually before
+the first /api/v1/status answer has rendered, and `--virtual-time-budget` never finishes while
+the page holds its EventSource open, hence this mode.
 """
 
 import argparse
+import base64
 import json
 import math
 import os
 import random
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
 import threading
 import time
+import urllib.parse
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -221,7 +235,6 @@ def status_sparse():
 
 class Handler(BaseHTTPRequestHandler):
     mode = "full"
-    stream_seconds = 0.0  # > 0: end each SSE response after this long (the page reconnects)
 
     def log_message(self, fmt, *args):  # quiet
         pass
@@ -261,8 +274,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self.wfile.write(b"retry: 2000\n\n")
             self.wfile.flush()
-            started = time.time()
-            while not self.stream_seconds or time.time() - started < self.stream_seconds:
+            while True:
                 if self.mode == "down":
                     self.wfile.write(b": keepalive\n\n")
                 elif self.mode == "sparse":
@@ -276,20 +288,136 @@ class Handler(BaseHTTPRequestHandler):
             return
 
 
+class DevTools:
+    """Just enough of a WebSocket client (RFC 6455) to speak the Chrome DevTools protocol."""
+
+    def __init__(self, url):
+        u = urllib.parse.urlparse(url)
+        self.sock = socket.create_connection((u.hostname, u.port), timeout=30)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.rf = self.sock.makefile("rb")
+        status = self.rf.readline()
+        if b" 101 " not in status:
+            raise RuntimeError(f"devtools websocket refused: {status!r}")
+        while self.rf.readline() not in (b"\r\n", b""):
+            pass
+        self.next_id = 0
+
+    def _send(self, text):
+        data, mask = text.encode(), os.urandom(4)
+        n = len(data)
+        head = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else
+                                bytes([0x80 | 126]) + struct.pack(">H", n) if n < 65536 else
+                                bytes([0x80 | 127]) + struct.pack(">Q", n))
+        self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    def _recv(self):
+        msg = b""
+        while True:
+            b0, b1 = self.rf.read(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", self.rf.read(2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", self.rf.read(8))[0]
+            mask = self.rf.read(4) if b1 & 0x80 else None
+            data = self.rf.read(n)
+            if mask:
+                data = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+            if b0 & 0x0F == 8:
+                raise EOFError("devtools closed the connection")
+            if b0 & 0x0F in (0, 1, 2):
+                msg += data
+                if b0 & 0x80:
+                    return msg.decode()
+
+    def call(self, method, **params):
+        self.next_id += 1
+        self._send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            m = json.loads(self._recv())
+            if m.get("id") == self.next_id:
+                if "error" in m:
+                    raise RuntimeError(f"{method}: {m['error']}")
+                return m.get("result", {})
+
+
+def screenshot(url, out, width, mobile, dark, wait, segment):
+    chrome = next((shutil.which(c) for c in ("chromium", "chromium-browser", "google-chrome") if shutil.which(c)), None)
+    if not chrome:
+        raise SystemExit("no chromium found: apt-get install -y chromium")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    profile = tempfile.mkdtemp(prefix="brume-shot-")
+    proc = subprocess.Popen([chrome, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                             f"--remote-debugging-port={port}", f"--user-data-dir={profile}", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ws_url = None
+        for _ in range(150):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=1) as r:
+                    ws_url = next((t["webSocketDebuggerUrl"] for t in json.load(r) if t.get("type") == "page"), None)
+                if ws_url:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        if not ws_url:
+            raise SystemExit("chromium did not start its DevTools endpoint")
+        dt = DevTools(ws_url)
+        dt.call("Emulation.setDeviceMetricsOverride", width=width, height=900,
+                deviceScaleFactor=2 if mobile else 1, mobile=mobile)
+        if dark:
+            dt.call("Emulation.setEmulatedMedia", features=[{"name": "prefers-color-scheme", "value": "dark"}])
+        dt.call("Page.navigate", url=url)
+        time.sleep(wait)
+        height = int(dt.call("Page.getLayoutMetrics")["cssContentSize"]["height"] + 0.999)
+        step = segment or height
+        files = []
+        for i, y in enumerate(range(0, height, step)):
+            shot = dt.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                           clip={"x": 0, "y": y, "width": width, "height": min(step, height - y), "scale": 1})
+            name = out if not segment else f"{os.path.splitext(out)[0]}-{i}.png"
+            with open(name, "wb") as f:
+                f.write(base64.b64decode(shot["data"]))
+            files.append(name)
+        print(f"{width}x{height} css px -> {' '.join(files)}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("port", nargs="?", type=int, default=8099)
     ap.add_argument("--mode", choices=["full", "sparse", "down", "flaky"], default="full")
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--stream-seconds", type=float, default=0.0,
-                    help="end each SSE response after this many seconds (0: never); lets "
-                         "chromium --virtual-time-budget finish, which waits for open requests")
+    ap.add_argument("--screenshot", metavar="OUT.png", help="serve, take a full-page screenshot, exit")
+    ap.add_argument("--width", type=int, default=1280, help="screenshot viewport width in CSS px")
+    ap.add_argument("--mobile", action="store_true", help="screenshot as a phone (touch, 2x pixels)")
+    ap.add_argument("--dark", action="store_true", help="screenshot with prefers-color-scheme: dark")
+    ap.add_argument("--wait", type=float, default=3.5, help="seconds between navigation and screenshot")
+    ap.add_argument("--segment", type=int, default=0, metavar="PX",
+                    help="split the screenshot into OUT-0.png, OUT-1.png, ... of PX CSS px each")
     a = ap.parse_args()
     Handler.mode = a.mode
-    Handler.stream_seconds = a.stream_seconds
     srv = ThreadingHTTPServer((a.host, a.port), Handler)
     srv.daemon_threads = True
-    print(f"status page preview ({a.mode}) on http://{a.host}:{a.port}/", flush=True)
+    url = f"http://{a.host}:{a.port}/"
+    if a.screenshot:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        screenshot(url, a.screenshot, a.width, a.mobile, a.dark, a.wait, a.segment)
+        srv.shutdown()
+        return
+    print(f"status page preview ({a.mode}) on {url}", flush=True)
     try:
         srv.serve_forever()
     except KeyboardInterrupt:
