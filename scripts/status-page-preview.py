@@ -407,7 +407,13 @@ def main():
     ap.add_argument("--wait", type=float, default=3.5, help="seconds between navigation and screenshot")
     ap.add_argument("--segment", type=int, default=0, metavar="PX",
                     help="split the screenshot into OUT-0.png, OUT-1.png, ... of PX CSS px each")
+    ap.add_argument("--url", help="screenshot this page (e.g. a running gateway: http://127.0.0.1:9669/) instead of the mock")
     a = ap.parse_args()
+    if a.url:
+        if not a.screenshot:
+            raise SystemExit("--url needs --screenshot OUT.png")
+        screenshot(a.url, a.screenshot, a.width, a.mobile, a.dark, a.wait, a.segment)
+        return
     Handler.mode = a.mode
     srv = ThreadingHTTPServer((a.host, a.port), Handler)
     srv.daemon_threads = True

@@ -201,7 +201,7 @@ struct Builder {
 
     func build(_ root: TOMLTable) -> GatewayConfig? {
         let top = TableReader(root, context: "", sink: sink)
-        let topKeys = ["gateway", "buffer", "log", "uplink", "source", "actuator", "rule", "derived", "trigger"]
+        let topKeys = ["gateway", "buffer", "log", "api", "uplink", "source", "actuator", "rule", "derived", "trigger"]
 
         // [gateway]
         var gwID = ""
@@ -232,6 +232,28 @@ struct Builder {
             }
             if let v = b.oneOf("synchronous", ["normal", "full"]) { buffer.synchronous = v }
             b.finish()
+        }
+
+        // [api]
+        var api = APISection()
+        if let a = top.subtable("api", context: "[api]") {
+            if let e = a.bool("enabled") { api.enabled = e }
+            if let l = a.string("listen") {
+                if let colon = l.lastIndex(of: ":"), let port = Int(l[l.index(after: colon)...]), (1...65535).contains(port), colon > l.startIndex {
+                    var host = String(l[..<colon])
+                    if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+                    api.host = host
+                    api.port = port
+                } else {
+                    a.error(a.position(of: "listen"), "\"listen\" must be HOST:PORT like \"127.0.0.1:9669\" or \"0.0.0.0:9669\", got \"\(l)\"")
+                }
+            }
+            api.tokenFile = a.string("token_file")
+            if let t = a.duration("self_telemetry", min: 1000) { api.selfTelemetryMillis = t }
+            if api.enabled && !api.isLoopback && api.tokenFile == nil {
+                a.error(a.position(of: "listen"), "listening on \(api.host) (not loopback) needs token_file = \"/etc/brume/api.token\": anyone on the network could read the gateway's data otherwise")
+            }
+            a.finish()
         }
 
         // [log]
@@ -350,6 +372,7 @@ struct Builder {
         var config = GatewayConfig(gateway: GatewaySection(id: gwID, dataDir: dataDir), buffer: buffer, log: log, uplinks: uplinks, sources: sources)
         config.actuators = actuators
         config.rules = rules
+        config.api = api
         return config
     }
 

@@ -11,6 +11,8 @@ public struct GatewayConfig: Sendable {
     public var uplinks: [UplinkConfig]
     public var sources: [SourceConfig]
     public var actuators: [ActuatorConfig] = []
+    /// The local HTTP API (status page, metrics, live readings).
+    public var api = APISection()
     /// Local rules, derived metrics and triggers, already compiled (checked).
     public var rules: RulesConfig = RulesConfig()
 }
@@ -82,6 +84,20 @@ public struct BufferSection: Sendable, Hashable {
 
 public struct LogSection: Sendable, Hashable {
     public var level: String
+}
+
+/// `[api]`: the local HTTP server for technicians and Prometheus.
+public struct APISection: Sendable, Hashable {
+    public var enabled = true
+    public var host = "127.0.0.1"
+    public var port = 9669
+    /// Required when `host` is not a loopback address: requests need `Authorization: Bearer <token>`.
+    public var tokenFile: String?
+    /// The gateway's own health as readings (device = "brume"), every this often; nil: off.
+    public var selfTelemetryMillis: Int64?
+    public init() {}
+
+    public var isLoopback: Bool { host == "127.0.0.1" || host == "::1" || host == "localhost" || host.hasPrefix("127.") }
 }
 
 public struct TLSConfig: Sendable, Hashable {

@@ -1,18 +1,18 @@
 /// A glob over `"device/metric"`: `*` matches any run of characters except `/`, `?` one
 /// character except `/`, `**` anything including `/`; every other character matches itself.
-struct Glob: Hashable, Sendable {
+public struct Glob: Hashable, Sendable {
     enum Part: Hashable, Sendable {
         case char(Unicode.Scalar)
         case any        // ?
         case star       // *
         case deepStar   // **
     }
-    let pattern: String
+    public let pattern: String
     let parts: [Part]
     let literal: String?
 
     /// Parses `pattern`, or returns why it is not a valid glob.
-    static func parse(_ pattern: String) -> Result<Glob, GlobError> {
+    public static func parse(_ pattern: String) -> Result<Glob, GlobError> {
         if pattern.isEmpty { return .failure(GlobError("is empty")) }
         let s = Array(pattern.unicodeScalars)
         var parts: [Part] = []
@@ -45,7 +45,7 @@ struct Glob: Hashable, Sendable {
         return .success(Glob(pattern: pattern, parts: parts, literal: isLiteral ? pattern : nil))
     }
 
-    func matches(_ key: String) -> Bool {
+    public func matches(_ key: String) -> Bool {
         if let literal { return literal == key }
         let k = Array(key.unicodeScalars)
         // dp[j]: parts[0..<i] match k[0..<j]
@@ -74,7 +74,8 @@ struct Glob: Hashable, Sendable {
     }
 }
 
-struct GlobError: Error {
-    var reason: String
+public struct GlobError: Error, CustomStringConvertible {
+    public var reason: String
     init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
 }

@@ -8,6 +8,7 @@ import BrumeStore
 import BrumeUplink
 import Logging
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 
 #if canImport(Glibc)
@@ -29,6 +30,9 @@ final class Pipeline: ReadingSink {
     var rules: RulesEngine? { engine.withLock { $0 } }
     let commands = Locked<CommandService?>(nil)
     let logger: Logger
+    /// Latest value per stream (status page) and live subscribers (`brume tail`).
+    let live = LatestValues()
+    let broadcaster = ReadingBroadcaster()
     init(outbox: Outbox, rules: RulesEngine?, logger: Logger) {
         self.outbox = outbox
         self.engine = Locked(rules)
@@ -74,11 +78,16 @@ final class Pipeline: ReadingSink {
             }
         }
         if fresh.count < readings.count { duplicatesDropped.add(Int64(readings.count - fresh.count)) }
-        guard let rules else { return outbox.append(fresh) }
+        live.record(fresh, source: source)
+        guard let rules else {
+            broadcaster.publish(fresh)
+            return outbox.append(fresh)
+        }
         return deliver(rules.process(fresh))
     }
     @discardableResult
     func deliver(_ out: RulesOutput) -> UInt64 {
+        broadcaster.publish(out.readings)
         let ticket = outbox.append(out.readings)
         if !out.commands.isEmpty || !out.events.isEmpty {
             let service = commands.withLock { $0 }
@@ -106,16 +115,26 @@ final class Pipeline: ReadingSink {
 /// into the outbox before SQLite closes.
 public final class Gateway: Service, Sendable {
     public let config: GatewayConfig
-    private let configPath: String?
-    private let currentConfig: Locked<GatewayConfig>
-    /// Reloads applied / rejected (SIGHUP).
+    let configPath: String?
+    let currentConfig: Locked<GatewayConfig>
+    let configLoadedMillis = Locked<Int64>(wallClockMillis())
+    /// Reloads applied / rejected (SIGHUP, `brume reload`), and the last outcome.
     public let reloads = Counter()
     public let reloadsRejected = Counter()
+    let lastReload = Locked<ReloadResult?>(nil)
+    private let reloadLock = Mutex<Void>(())
     public let outbox: Outbox
     public let uplink: MQTTUplink
-    public let sources: [any Source]
+    private let sourceList: Locked<[any Source]>
+    /// The running sources (a reload may replace some).
+    public var sources: [any Source] { sourceList.withLock { $0 } }
     let commands: CommandService?
     let pipeline: Pipeline
+    let metrics = MetricsExporter()
+    var live: LatestValues { pipeline.live }
+    var broadcaster: ReadingBroadcaster { pipeline.broadcaster }
+    let startedMillis = wallClockMillis()
+    private let running = Atomic<Bool>(false)
     private let lockFD: Int32
     private let logger: Logger
 
@@ -145,24 +164,45 @@ public final class Gateway: Service, Sendable {
         self.pipeline = pipeline
         var sources: [any Source] = []
         for s in config.sources {
-            switch s.kind {
-            case .mqtt(let m):
-                sources.append(MQTTSource(name: s.name, config: m, password: try Gateway.secret(m.connection.passwordFile, logger: logger),
-                                          sink: pipeline, logger: logger))
-            case .serial(let c):
-                sources.append(SerialSource(options: SerialSourceOptions(config: c, name: s.name), sink: pipeline, logger: logger))
-            case .modbus(let m):
-                sources.append(ModbusBus(options: ModbusBusOptions(config: m, name: s.name), sink: pipeline, logger: logger))
-            }
+            sources.append(try Gateway.makeSource(s, sink: pipeline, logger: logger))
         }
-        self.sources = sources
+        self.sourceList = Locked(sources)
 
         // Actuators and the command path.
         if config.actuators.isEmpty && config.rules.triggers.isEmpty {
             commands = nil
         } else {
+            let drivers = Gateway.makeDrivers(config.actuators, sources: sources)
+            let journal: CommandJournal
+            do {
+                journal = try CommandJournal(path: config.gateway.dataDir + "/commands.db", logger: logger)
+            } catch {
+                throw StartupError("cannot open the command journal: \(error)")
+            }
+            commands = CommandService(journal: journal, actuators: config.actuators, drivers: drivers, uplink: up, gatewayID: config.gateway.id,
+                                      password: try Gateway.secret(up.connection.passwordFile, logger: logger), logger: logger)
+        }
+        let c = commands
+        pipeline.commands.withLock { $0 = c }
+        let metrics = self.metrics
+        uplink.stats.latencyObserver.withLock { $0 = { d in metrics.publishLatency.recordNanoseconds(Int64(d.components.seconds) * 1_000_000_000 + d.components.attoseconds / 1_000_000_000) } }
+    }
+
+    static func makeSource(_ s: SourceConfig, sink: Pipeline, logger: Logger) throws -> any Source {
+        switch s.kind {
+        case .mqtt(let m):
+            return MQTTSource(name: s.name, config: m, password: try Gateway.secret(m.connection.passwordFile, logger: logger), sink: sink, logger: logger)
+        case .serial(let c):
+            return SerialSource(options: SerialSourceOptions(config: c, name: s.name), sink: sink, logger: logger)
+        case .modbus(let m):
+            return ModbusBus(options: ModbusBusOptions(config: m, name: s.name), sink: sink, logger: logger)
+        }
+    }
+
+    /// The device drivers of the actuators, bound to the sources that reach them.
+    static func makeDrivers(_ actuators: [ActuatorConfig], sources: [any Source]) -> [String: ActuatorDriver] {
             var drivers: [String: ActuatorDriver] = [:]
-            for act in config.actuators {
+            for act in actuators {
                 let timeout = Duration.milliseconds(act.timeoutMillis)
                 switch act.via {
                 case .serial(let sourceName, let write, let reply):
@@ -202,17 +242,7 @@ public final class Gateway: Service, Sendable {
                     }
                 }
             }
-            let journal: CommandJournal
-            do {
-                journal = try CommandJournal(path: config.gateway.dataDir + "/commands.db", logger: logger)
-            } catch {
-                throw StartupError("cannot open the command journal: \(error)")
-            }
-            commands = CommandService(journal: journal, actuators: config.actuators, drivers: drivers, uplink: up, gatewayID: config.gateway.id,
-                                      password: try Gateway.secret(up.connection.passwordFile, logger: logger), logger: logger)
-        }
-        let c = commands
-        pipeline.commands.withLock { $0 = c }
+            return drivers
     }
 
     public func run() async throws {
@@ -250,6 +280,21 @@ public final class Gateway: Service, Sendable {
                     }
                 }
             }
+            if config.api.enabled {
+                let api = config.api
+                let logger = self.logger
+                group.addTask { await APIServer.run(gateway: self, config: api, logger: logger) }
+            }
+            if let every = config.api.selfTelemetryMillis {
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .milliseconds(every))
+                        if Task.isCancelled { return }
+                        self.pipeline.accept(self.selfTelemetry(), from: "brume")
+                    }
+                }
+            }
+            running.store(true, ordering: .releasing)
             SystemdNotify.send("READY=1\nSTATUS=running: \(sources.count) sources, uplink \(config.uplinks.first?.name ?? "-")")
             if let interval = SystemdNotify.watchdogInterval {
                 let outbox = self.outbox
@@ -270,6 +315,8 @@ public final class Gateway: Service, Sendable {
             }
             // Until SIGTERM/SIGINT.
             try? await gracefulShutdown()
+            running.store(false, ordering: .releasing)
+            broadcaster.finishAll() // live streams end, so the HTTP server can stop
             SystemdNotify.send("STOPPING=1")
             logger.info("shutting down: stopping sources, committing the outbox")
             if let commands {
@@ -288,45 +335,118 @@ public final class Gateway: Service, Sendable {
         logger.info("brume stopped", metadata: ["outbox.buffered": "\(end.bufferedReadings)", "outbox.delivered": "\(end.delivered)"])
     }
 
-    /// SIGHUP: re-reads the configuration. Invalid → rejected with the same
-    /// diagnostics as `brume check`, the running configuration stays. Valid →
-    /// the rules, derived metrics and triggers are swapped atomically, keeping
-    /// the state (windows, deadbands, trigger states) of every rule that did
-    /// not change. Changes to other sections need a restart in this version:
-    /// such a reload is rejected as a whole (nothing half-applied).
-    func reload() {
-        guard let path = configPath else { return }
+    /// SIGHUP, `brume reload` and `POST /api/v1/reload`: re-reads the configuration.
+    ///
+    /// Invalid → rejected with the same diagnostics as `brume check`; the running
+    /// configuration stays. Valid → applied as a whole: sources that did not
+    /// change keep running (connections, counters, ports untouched), removed ones
+    /// stop, new and changed ones start; actuators are rebound; rules, derived
+    /// metrics and triggers are swapped keeping the state of every rule that did
+    /// not change; `[log] level` applies at once. The outbox is never touched.
+    /// Changes to [gateway], [buffer], [uplink] and [api] need a restart: such a
+    /// reload is rejected as a whole (nothing half-applied), and says so.
+    @discardableResult
+    func reload() -> ReloadResult {
+        reloadLock.withLock { _ in reloadLocked() }
+    }
+
+    private func reloadLocked() -> ReloadResult {
+        guard let path = configPath else {
+            return ReloadResult(ok: false, atMillis: wallClockMillis(), message: "this gateway was started without a configuration file", errors: [])
+        }
         SystemdNotify.send("RELOADING=1")
         defer { SystemdNotify.send("READY=1") }
+        func reject(_ message: String, _ errors: [String] = []) -> ReloadResult {
+            reloadsRejected.add()
+            for e in errors { logger.error("reload rejected", metadata: ["diagnostic": "\(e)"]) }
+            logger.error("reload rejected: \(message); the running configuration stays", metadata: ["config": "\(path)", "errors": "\(errors.count)"])
+            let r = ReloadResult(ok: false, atMillis: wallClockMillis(), message: "rejected: \(message)", errors: errors)
+            lastReload.withLock { $0 = r }
+            return r
+        }
+        let new: GatewayConfig
         switch ConfigLoader.load(path: path) {
         case .failure(.unreadable(_, let reason)):
-            reloadsRejected.add()
-            logger.error("reload rejected: cannot read the configuration; the running one stays", metadata: ["config": "\(path)", "error": "\(reason)"])
+            return reject("cannot read \(path)", ["\(path): \(reason)"])
         case .failure(.invalid(let diags)):
-            reloadsRejected.add()
-            for d in diags { logger.error("reload rejected", metadata: ["diagnostic": "\(d)"]) }
-            logger.error("reload rejected: the configuration has errors; the running one stays", metadata: ["config": "\(path)", "errors": "\(diags.count)"])
-        case .success(let (new, _)):
-            let old = currentConfig.withLock { $0 }
-            var changed: [String] = []
-            if new.gateway != old.gateway { changed.append("[gateway]") }
-            if new.buffer != old.buffer { changed.append("[buffer]") }
-            if new.log != old.log { changed.append("[log]") }
-            if new.uplinks != old.uplinks { changed.append("[uplink]") }
-            if new.sources != old.sources { changed.append("[[source]]") }
-            if new.actuators != old.actuators { changed.append("[[actuator]]") }
-            guard changed.isEmpty else {
-                reloadsRejected.add()
-                logger.error("reload rejected: these sections changed and need a restart in this version; the running configuration stays",
-                             metadata: ["sections": "\(changed.joined(separator: " "))"])
-                return
-            }
-            pipeline.replaceRules(new.rules.compiled.map { RulesEngine(rules: $0, clock: wallClockMillis) })
-            currentConfig.withLock { $0 = new }
-            reloads.add()
-            logger.notice("configuration reloaded: rules applied (unchanged rules kept their state)",
-                          metadata: ["rules": "\(new.rules.rules.count)", "derived": "\(new.rules.derived.count)", "triggers": "\(new.rules.triggers.count)"])
+            return reject("the configuration has \(diags.filter { $0.severity == .error }.count) error(s)", diags.map { "\($0)" })
+        case .success(let (cfg, _)):
+            new = cfg
         }
+        let old = currentConfig.withLock { $0 }
+        var restart: [String] = []
+        if new.gateway != old.gateway { restart.append("[gateway]") }
+        if new.buffer != old.buffer { restart.append("[buffer]") }
+        if new.uplinks != old.uplinks { restart.append("[uplink]") }
+        if new.api != old.api { restart.append("[api]") }
+        if commands == nil && (!new.actuators.isEmpty || !new.rules.triggers.isEmpty) { restart.append("the first [[actuator]]/[[trigger]]") }
+        guard restart.isEmpty else {
+            return reject("\(restart.joined(separator: ", ")) changed: restart brume to apply (systemctl restart brume)")
+        }
+        // Build everything new first: if one cannot be built, nothing changes.
+        let oldSources = Dictionary(old.sources.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let running = Dictionary(sources.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var built: [String: any Source] = [:]
+        for sc in new.sources where oldSources[sc.name] != sc {
+            do { built[sc.name] = try Gateway.makeSource(sc, sink: pipeline, logger: logger) } catch {
+                return reject("source \"\(sc.name)\" cannot be built: \(error)")
+            }
+        }
+        let newNames = Set(new.sources.map(\.name))
+        let stopped = running.filter { !newNames.contains($0.key) || built[$0.key] != nil }
+        // Apply: stop what goes (ports and client ids are free again), then start what comes.
+        for (_, src) in stopped { src.stop() }
+        for name in stopped.keys where !newNames.contains(name) { live.remove(source: name) }
+        var list: [any Source] = []
+        for sc in new.sources {
+            if let b = built[sc.name] { b.start(); list.append(b) } else if let r = running[sc.name] { list.append(r) }
+        }
+        sourceList.withLock { $0 = list }
+        if let commands { commands.replaceActuators(new.actuators, drivers: Gateway.makeDrivers(new.actuators, sources: list)) }
+        pipeline.replaceRules(new.rules.compiled.map { RulesEngine(rules: $0, clock: wallClockMillis) })
+        if new.log != old.log, let level = Logger.Level(rawValue: new.log.level) { LogfmtHandler.level.withLock { $0 = level } }
+        currentConfig.withLock { $0 = new }
+        configLoadedMillis.withLock { $0 = wallClockMillis() }
+        reloads.add()
+        let added = built.keys.filter { running[$0] == nil }.sorted()
+        let changed = built.keys.filter { running[$0] != nil }.sorted()
+        let removed = stopped.keys.filter { !newNames.contains($0) }.sorted()
+        var parts: [String] = []
+        if !added.isEmpty { parts.append("sources added: \(added.joined(separator: ", "))") }
+        if !changed.isEmpty { parts.append("sources restarted: \(changed.joined(separator: ", "))") }
+        if !removed.isEmpty { parts.append("sources removed: \(removed.joined(separator: ", "))") }
+        parts.append("\(list.count - built.count) sources unchanged")
+        parts.append("\(new.rules.rules.count) rules, \(new.rules.derived.count) derived, \(new.rules.triggers.count) triggers, \(new.actuators.count) actuators")
+        let message = "applied: " + parts.joined(separator: "; ")
+        logger.notice("configuration reloaded", metadata: ["config": "\(path)", "sources.added": "\(added)", "sources.restarted": "\(changed)",
+                                                          "sources.removed": "\(removed)", "rules": "\(new.rules.rules.count)", "actuators": "\(new.actuators.count)"])
+        let r = ReloadResult(ok: true, atMillis: wallClockMillis(), message: message, errors: [])
+        lastReload.withLock { $0 = r }
+        return r
+    }
+
+    /// `/readyz`: running, and the outbox writer alive.
+    func readiness() -> (Bool, String) {
+        guard running.load(ordering: .acquiring) else { return (false, "not ready: starting or stopping") }
+        let stalled = monotonicNanos() - outbox.writerHeartbeat.load(ordering: .relaxed)
+        guard stalled < 10_000_000_000 else { return (false, "not ready: the outbox writer has stalled for \(stalled / 1_000_000_000) s (disk?)") }
+        return (true, "ready: uplink \(uplink.state.rawValue), \(sources.filter { $0.state == .connected }.count)/\(sources.count) sources connected")
+    }
+
+    /// The gateway's own health as readings of device "brume" (`[api] self_telemetry`).
+    func selfTelemetry() -> [Reading] {
+        let t = wallClockMillis()
+        let ob = outbox.stats
+        func r(_ m: String, _ v: Double) -> Reading { Reading(device: "brume", metric: m, time: t, value: .number(v)) }
+        var out = [
+            r("rss_bytes", Double(ProcessStats.residentBytes())), r("cpu_seconds", (ProcessStats.cpuSeconds() * 1000).rounded() / 1000),
+            r("outbox_readings", Double(ob.bufferedReadings)), r("outbox_bytes", Double(ob.bufferedBytes)),
+            r("outbox_evicted", Double(ob.evicted.values.reduce(0, +))),
+            r("uplink_up", uplink.state == .online ? 1 : 0),
+            r("sources_connected", Double(sources.filter { $0.state == .connected }.count)),
+        ]
+        if let oldest = ob.oldestMillis { out.append(r("outbox_oldest_age_s", Double(max(0, t - oldest)) / 1000)) }
+        return out
     }
 
     private func reportPeriodically() async {
@@ -444,5 +564,34 @@ extension SerialSourceOptions {
                                       stopBits: c.stopBits, flowControl: SerialSettings.FlowControl(rawValue: c.flowControl) ?? .none)
         self.init(name: name, port: c.port, settings: settings, format: c.format, device: c.device, maxFrame: c.maxFrame,
                   poll: c.poll.map { SerialPoll(request: Array($0.send.utf8), everyMillis: $0.everyMillis, timeoutMillis: $0.timeoutMillis, retries: $0.retries) })
+    }
+}
+
+/// The outcome of one reload (status page, `brume reload`, the API).
+struct ReloadResult: Sendable {
+    var ok: Bool
+    var atMillis: Int64
+    var message: String
+    var errors: [String]
+
+    var json: JSONValue {
+        .object([JSONMember(key: "ok", value: .bool(ok)), JSONMember(key: "at_ms", value: .number(Double(atMillis))),
+                 JSONMember(key: "message", value: .string(message)), JSONMember(key: "errors", value: .array(errors.map { .string($0) }))])
+    }
+}
+
+/// Maintenance on a stopped gateway's data (`brume buffer purge` without a running daemon).
+public enum OfflineMaintenance {
+    public static func purge(config: GatewayConfig) throws -> Int64 {
+        let fd = try Gateway.lockDataDir(config.gateway.dataDir)
+        defer { close(fd) }
+        let b = config.buffer
+        let outbox = try Outbox(options: OutboxOptions(path: config.gateway.dataDir + "/outbox.db", maxBytes: b.maxBytes, maxAgeMillis: b.maxAgeMillis,
+                                                       whenFull: WhenFull(rawValue: b.whenFull) ?? .dropOldest, commitInterval: .milliseconds(b.commitIntervalMillis),
+                                                       synchronous: SyncLevel(rawValue: b.synchronous) ?? .normal),
+                                logger: Logger(label: "brume"))
+        let n = outbox.purge()
+        outbox.close()
+        return n
     }
 }

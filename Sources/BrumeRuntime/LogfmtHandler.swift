@@ -1,3 +1,4 @@
+import BrumeCore
 import Logging
 
 #if canImport(Glibc)
@@ -9,12 +10,19 @@ import Glibc
 /// (journald keeps them as they are; `brume` reads nothing back from them).
 public struct LogfmtHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
-    public var logLevel: Logger.Level
+    /// The process-wide level: `[log] level` changes apply on reload without a restart.
+    public var logLevel: Logger.Level {
+        get { overrideLevel ?? LogfmtHandler.level.withLock { $0 } }
+        set { overrideLevel = newValue }
+    }
+    /// Set on one logger (e.g. the HTTP server's, quieter): does not change the others.
+    private var overrideLevel: Logger.Level?
+    public static let level = Locked<Logger.Level>(.info)
     public let label: String
 
     public init(label: String, level: Logger.Level = .info) {
         self.label = label
-        self.logLevel = level
+        LogfmtHandler.level.withLock { $0 = level }
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -31,6 +39,11 @@ public struct LogfmtHandler: LogHandler {
         }
         line += "\n"
         writeStderr(line)
+        if event.level >= .warning {
+            RecentLog.shared.add(RecentLog.Entry(atMillis: wallClockMillis(), level: event.level, message: "\(event.message)",
+                                                 source: merged["source.name"].map { "\($0)" }, reason: merged["reason"].map { "\($0)" },
+                                                 detail: (merged["error"] ?? merged["diagnostic"]).map { "\($0)" }))
+        }
     }
 
     static func quote(_ s: String) -> String {

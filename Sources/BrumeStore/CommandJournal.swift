@@ -175,6 +175,11 @@ public final class CommandJournal: @unchecked Sendable {
         try lock.withLock { _ in try records("SELECT \(CommandJournal.columns) FROM command WHERE state = 'accepted' ORDER BY seq") }
     }
 
+    /// The most recently updated commands, newest first (status page).
+    public func recent(limit: Int = 20) throws -> [CommandRecord] {
+        try lock.withLock { _ in try records("SELECT \(CommandJournal.columns) FROM command ORDER BY updated_at DESC, seq DESC LIMIT \(max(1, limit))") }
+    }
+
     public func record(id: String) throws -> CommandRecord? {
         try lock.withLock { _ in try records("SELECT \(CommandJournal.columns) FROM command WHERE id = ?", id).first }
     }

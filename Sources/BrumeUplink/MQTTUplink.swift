@@ -19,6 +19,10 @@ public final class UplinkStats: Sendable {
     public let lastAckLatencyMicros = Gauge<Int64>(0)
     /// When delivery last resumed after a disconnect (ms since epoch).
     public let lastConnectMillis = Gauge<Int64?>(nil)
+    /// When the last batch was acknowledged (ms since epoch).
+    public let lastAckMillis = Gauge<Int64?>(nil)
+    /// Called with every publish → PUBACK latency (metrics histograms).
+    public let latencyObserver = Locked<(@Sendable (Duration) -> Void)?>(nil)
     public init() {}
 }
 
@@ -169,7 +173,10 @@ public final class MQTTUplink: Sendable {
                 outbox.ack(rec)
                 stats.batchesAcked.add()
                 stats.readingsAcked.add(Int64(rec.count))
-                stats.lastAckLatencyMicros.set(Int64((monotonicNanos() - t0) / 1000))
+                let nanos = monotonicNanos() - t0
+                stats.lastAckLatencyMicros.set(Int64(nanos / 1000))
+                stats.lastAckMillis.set(now())
+                if let observe = stats.latencyObserver.withLock({ $0 }) { observe(.nanoseconds(Int64(nanos))) }
             }
         }
         if reload || gen != loop.generation {

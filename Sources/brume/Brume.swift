@@ -24,7 +24,8 @@ struct Brume: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "brume",
         abstract: "Brume: IoT edge gateway. Reads sensors, buffers in SQLite, syncs batches to the cloud.",
-        subcommands: [Run.self, Check.self, Ports.self],
+        version: brumeVersion,
+        subcommands: [Run.self, Check.self, Status.self, Tail.self, Reload.self, Buffer.self, Ports.self],
         defaultSubcommand: nil)
 }
 
@@ -115,7 +116,10 @@ struct Ports: ParsableCommand {
         if let config {
             switch ConfigLoader.load(path: config) {
             case .success(let (cfg, _)):
-                for s in cfg.sources { if case .serial(let c) = s.kind { claims.append((s.name, c.port)) } }
+                for s in cfg.sources {
+                    if case .serial(let c) = s.kind { claims.append((s.name, c.port)) }
+                    if case .modbus(let m) = s.kind, case .rtu(let port, _, _, _, _, _) = m.transport { claims.append((s.name, port)) }
+                }
             case .failure(.unreadable(let path, let reason)):
                 printErr("\(path): cannot read: \(reason)")
                 throw ExitCode(ExitStatus.unreadableConfig)

@@ -17,14 +17,21 @@ final class Rig {
     var gatewayRuns = 0
     let config: String
 
-    init(extraBuffer: String = "", extraSources: (String) -> String = { _ in "" }, mqttSource: Bool = true) throws {
+    /// The port of the gateway's local API ([api] listen).
+    let apiPort: Int
+
+    init(extraBuffer: String = "", extraSources: (String) -> String = { _ in "" }, mqttSource: Bool = true, api: ((Int) -> String)? = nil) throws {
         field = try Mosquitto(dir: dir, name: "field")
         cloud = try Mosquitto(dir: dir, name: "cloud")
         config = "\(dir)/gateway.toml"
+        apiPort = TestKit.freePort()
+        let apiSection = api?(apiPort) ?? "[api]\nlisten = \"127.0.0.1:\(apiPort)\""
         try """
         [gateway]
         id = "gw-e2e"
         data_dir = "\(dir)/var"
+
+        \(apiSection)
 
         [buffer]
         commit_interval = "50ms"

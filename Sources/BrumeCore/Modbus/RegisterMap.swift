@@ -111,7 +111,10 @@ public struct ModbusEncoding: Sendable, Hashable {
         case .uint16: x = Double(UInt16(truncatingIfNeeded: u))
         case .int32: x = Double(Int32(bitPattern: UInt32(truncatingIfNeeded: u)))
         case .uint32: x = Double(UInt32(truncatingIfNeeded: u))
-        case .float32: x = Double(Float(bitPattern: UInt32(truncatingIfNeeded: u)))
+        case .float32:
+            // The shortest decimal that is this float (230.1, not 230.10000610351562): what the device meant, and fewer bytes upstream.
+            let f = Float(bitPattern: UInt32(truncatingIfNeeded: u))
+            x = f.isFinite ? (Double(f.description) ?? Double(f)) : Double(f)
         case .int64: x = Double(Int64(bitPattern: u))
         case .uint64: x = Double(u)
         case .float64: x = Double(bitPattern: u)

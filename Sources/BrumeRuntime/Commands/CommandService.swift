@@ -36,8 +36,9 @@ public final class CommandStats: Sendable {
 /// acknowledged.
 final class CommandService: Sendable {
     let journal: CommandJournal
-    let actuators: [String: ActuatorConfig]
-    let drivers: [String: ActuatorDriver]
+    private let bindings: Locked<(actuators: [String: ActuatorConfig], drivers: [String: ActuatorDriver])>
+    var actuators: [String: ActuatorConfig] { bindings.withLock { $0.actuators } }
+    var drivers: [String: ActuatorDriver] { bindings.withLock { $0.drivers } }
     let stats = CommandStats()
     private let logger: Logger
     private let now: @Sendable () -> Int64
@@ -57,8 +58,7 @@ final class CommandService: Sendable {
     init(journal: CommandJournal, actuators: [ActuatorConfig], drivers: [String: ActuatorDriver], uplink: UplinkConfig,
          gatewayID: String, password: String?, logger: Logger, now: @escaping @Sendable () -> Int64 = wallClockMillis) {
         self.journal = journal
-        self.actuators = Dictionary(actuators.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        self.drivers = drivers
+        self.bindings = Locked((Dictionary(actuators.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }), drivers))
         var lg = logger
         lg[metadataKey: "component"] = "commands"
         self.logger = lg
@@ -101,6 +101,13 @@ final class CommandService: Sendable {
     }
 
     var connected: Bool { client.isConnected }
+
+    /// Reload: the declared actuators and their drivers change together. A
+    /// command already dispatched finishes on the driver it started with;
+    /// waiting commands of an actuator that is gone fail when dispatched.
+    func replaceActuators(_ actuators: [ActuatorConfig], drivers: [String: ActuatorDriver]) {
+        bindings.withLock { $0 = (Dictionary(actuators.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }), drivers) }
+    }
 
     // MARK: intake (MQTT network thread)
 

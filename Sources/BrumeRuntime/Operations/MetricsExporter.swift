@@ -1,0 +1,144 @@
+import BrumeCore
+import BrumeModbus
+import CoreMetrics
+import Prometheus
+import Synchronization
+
+/// Prometheus metrics (`GET /metrics`) through swift-metrics and swift-prometheus.
+///
+/// The components keep their own lock-free counters (one relaxed atomic add on
+/// the hot path); at scrape time they are mirrored into the registry: totals
+/// as counters (incremented by the difference since the last scrape), levels
+/// as gauges. The publish latency is recorded as it happens, through a
+/// swift-metrics `Timer` backed by a Prometheus histogram.
+final class MetricsExporter: Sendable {
+    let registry = PrometheusCollectorRegistry()
+    let factory: PrometheusMetricsFactory
+    private let mirrored = Mutex<[String: Int64]>([:])
+    let publishLatency: CoreMetrics.Timer
+
+    init() {
+        var f = PrometheusMetricsFactory(registry: registry)
+        f.defaultDurationHistogramBuckets = [.milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+                                             .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10)]
+        factory = f
+        publishLatency = CoreMetrics.Timer(label: "brume_uplink_publish_latency_seconds", dimensions: [("uplink", "cloud")], preferredDisplayUnit: .seconds, factory: f)
+    }
+
+    /// Sets a counter to `total` (counters only go up: a total that went down, e.g.
+    /// after a source was replaced on reload, restarts from there).
+    private func counter(_ name: String, _ labels: [(String, String)], _ total: Int64) {
+        let key = name + labels.map { "|\($0.0)=\($0.1)" }.joined()
+        let last = mirrored.withLock { m -> Int64 in
+            let l = m[key] ?? 0
+            m[key] = total
+            return l
+        }
+        let c = registry.makeCounter(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: MetricsExporter.help[name] ?? ""), labels: labels)
+        if total > last { c.increment(by: total - last) } else if total < last { c.increment(by: total) }
+    }
+
+    private func gauge(_ name: String, _ labels: [(String, String)], _ value: Double) {
+        registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: MetricsExporter.help[name] ?? ""), labels: labels).set(to: value)
+    }
+
+    static let help: [String: String] = [
+        "brume_source_readings_total": "Readings a source handed to the pipeline.",
+        "brume_source_messages_total": "Messages, lines or Modbus responses a source received.",
+        "brume_source_errors_total": "Inputs a source dropped or requests that failed, by reason.",
+        "brume_source_up": "1 while the source is connected (broker, port, bus).",
+        "brume_modbus_requests_total": "Modbus requests sent to a device, retries included.",
+        "brume_modbus_timeouts_total": "Modbus requests that got no answer in time.",
+        "brume_modbus_exceptions_total": "Modbus exception responses, by exception code.",
+        "brume_modbus_latency_seconds_avg": "Average Modbus response time of a device.",
+        "brume_modbus_device_up": "1 while a Modbus device answers (0: backed off, probed).",
+        "brume_device_last_reading_age_seconds": "Age of the newest reading of a device (data freshness).",
+        "brume_outbox_readings": "Readings buffered in the outbox, not yet acknowledged by the uplink.",
+        "brume_outbox_bytes": "Bytes of buffered readings in the outbox.",
+        "brume_outbox_max_bytes": "The configured outbox size limit (buffer.max_bytes).",
+        "brume_outbox_oldest_age_seconds": "Age of the oldest buffered reading (0 when empty).",
+        "brume_outbox_evicted_total": "Readings dropped from the outbox, by reason (max_bytes, max_age, buffer_full, purged, corrupt).",
+        "brume_outbox_committed_total": "Readings committed to the outbox.",
+        "brume_outbox_commit_failures_total": "Outbox commits that failed (disk full, I/O) and were retried.",
+        "brume_uplink_up": "1 while the uplink is connected.",
+        "brume_uplink_batches_acked_total": "Batches the uplink broker acknowledged.",
+        "brume_uplink_readings_acked_total": "Readings the uplink broker acknowledged.",
+        "brume_uplink_bytes_sent_total": "Telemetry bytes published (payloads).",
+        "brume_uplink_resends_total": "Batches sent again (same id) after a reconnect or restart.",
+        "brume_commands": "Commands in the journal, by state.",
+        "brume_rule_in_total": "Readings a rule matched.",
+        "brume_rule_out_total": "Readings a rule passed on or produced.",
+        "brume_rule_dropped_total": "Readings a rule dropped (filter, deadband, rate limit).",
+        "brume_rule_errors_total": "Expression errors in a rule.",
+        "brume_pipeline_duplicates_dropped_total": "Broker redeliveries recognised and dropped.",
+        "brume_process_resident_memory_bytes": "Resident memory of the brume process.",
+        "brume_process_cpu_seconds_total": "CPU time (user + system) of the brume process.",
+        "brume_config_reloads_total": "Configuration reloads, by result.",
+        "brume_build_info": "The brume version (label).",
+    ]
+
+    func render(_ g: Gateway) -> [UInt8] {
+        let now = wallClockMillis()
+        for src in g.sources {
+            let l = [("source", src.name)]
+            counter("brume_source_readings_total", l, src.stats.readings.current)
+            counter("brume_source_messages_total", l, src.stats.messages.current)
+            for (reason, n) in src.stats.errors.snapshot { counter("brume_source_errors_total", l + [("reason", reason)], n) }
+            gauge("brume_source_up", l, src.state == .connected ? 1 : 0)
+            if let bus = src as? ModbusBus {
+                for d in bus.devices {
+                    let dl = [("source", src.name), ("device", d.name)]
+                    counter("brume_modbus_requests_total", dl, d.requests)
+                    counter("brume_modbus_timeouts_total", dl, d.timeouts)
+                    for (code, n) in d.exceptions { counter("brume_modbus_exceptions_total", dl + [("code", "\(code)")], n) }
+                    if let avg = d.latencyMillisAvg { gauge("brume_modbus_latency_seconds_avg", dl, avg / 1000) }
+                    gauge("brume_modbus_device_up", dl, d.health == .online ? 1 : 0)
+                }
+            }
+        }
+        for (source, devices) in g.live.snapshot {
+            for (device, metrics) in devices {
+                if let last = metrics.values.map(\.received).max() {
+                    gauge("brume_device_last_reading_age_seconds", [("source", source), ("device", device)], Double(max(0, now - last)) / 1000)
+                }
+            }
+        }
+        let ob = g.outbox.stats
+        gauge("brume_outbox_readings", [], Double(ob.bufferedReadings))
+        gauge("brume_outbox_bytes", [], Double(ob.bufferedBytes))
+        gauge("brume_outbox_max_bytes", [], Double(g.outbox.options.maxBytes))
+        gauge("brume_outbox_oldest_age_seconds", [], ob.oldestMillis.map { Double(max(0, now - $0)) / 1000 } ?? 0)
+        for (reason, n) in ob.evicted { counter("brume_outbox_evicted_total", [("reason", reason)], n) }
+        counter("brume_outbox_committed_total", [], ob.committed)
+        counter("brume_outbox_commit_failures_total", [], ob.commitFailures)
+        let up = g.uplink
+        let ul = [("uplink", up.config.name)]
+        gauge("brume_uplink_up", ul, up.state == .online ? 1 : 0)
+        counter("brume_uplink_batches_acked_total", ul, up.stats.batchesAcked.current)
+        counter("brume_uplink_readings_acked_total", ul, up.stats.readingsAcked.current)
+        counter("brume_uplink_bytes_sent_total", ul, up.stats.bytesSent.current)
+        counter("brume_uplink_resends_total", ul, up.stats.resends.current)
+        if let commands = g.commands {
+            var counts = commands.journal.counts()
+            for s in ["accepted", "sent", "done", "failed", "expired", "rejected"] where counts[s] == nil { counts[s] = 0 }
+            for (state, n) in counts { gauge("brume_commands", [("state", state)], Double(n)) }
+        }
+        if let rules = g.pipeline.rules {
+            for (name, st) in rules.stats() {
+                let rl = [("rule", name)]
+                counter("brume_rule_in_total", rl, Int64(st.`in`))
+                counter("brume_rule_out_total", rl, Int64(st.out))
+                counter("brume_rule_dropped_total", rl, Int64(st.dropped))
+                counter("brume_rule_errors_total", rl, Int64(st.errors))
+            }
+        }
+        counter("brume_pipeline_duplicates_dropped_total", [], g.pipeline.duplicatesDropped.current)
+        gauge("brume_process_resident_memory_bytes", [], Double(ProcessStats.residentBytes()))
+        // A counter of seconds, kept as a gauge-free float: Prometheus counters here are integers, so this one is a gauge named _total by convention.
+        gauge("brume_process_cpu_seconds_total", [], ProcessStats.cpuSeconds())
+        counter("brume_config_reloads_total", [("result", "applied")], g.reloads.current)
+        counter("brume_config_reloads_total", [("result", "rejected")], g.reloadsRejected.current)
+        gauge("brume_build_info", [("version", brumeVersion)], 1)
+        return registry.emitToBuffer()
+    }
+}

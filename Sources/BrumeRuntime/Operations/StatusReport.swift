@@ -1,0 +1,176 @@
+import BrumeConfig
+import BrumeCore
+import BrumeModbus
+import BrumeRules
+import BrumeMQTT
+import BrumeSerial
+import BrumeStore
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The gateway's state as one JSON document: `GET /api/v1/status`, `brume status`,
+/// the status page. Times are ms since the epoch (the gateway's clock: `now_ms`).
+/// Secrets (passwords, tokens, URL credentials) never appear.
+extension Gateway {
+    public func statusJSON() -> JSONValue {
+        let now = wallClockMillis()
+        let cfg = currentConfig.withLock { $0 }
+        func obj(_ m: [(String, JSONValue)]) -> JSONValue { .object(m.map { JSONMember(key: $0.0, value: $0.1) }) }
+        func num(_ x: Int64?) -> JSONValue { x.map { .number(Double($0)) } ?? .null }
+        func reasons(_ d: [String: Int64]) -> JSONValue { obj(d.sorted { $0.key < $1.key }.map { ($0.key, .number(Double($0.value))) }) }
+
+        let reload = lastReload.withLock { $0 }
+        var reloadJSON: JSONValue = .null
+        if let r = reload {
+            reloadJSON = obj([("ok", .bool(r.ok)), ("at_ms", num(r.atMillis)), ("message", .string(r.message)),
+                              ("errors", .array(r.errors.map { .string($0) }))])
+        }
+        let gateway = obj([
+            ("id", .string(cfg.gateway.id)), ("version", .string(brumeVersion)), ("started_ms", num(startedMillis)), ("pid", num(Int64(getpid()))),
+            ("config", obj([("path", configPath.map { .string($0) } ?? .null), ("loaded_ms", num(configLoadedMillis.withLock { $0 })),
+                            ("reloads", num(reloads.current)), ("reloads_rejected", num(reloadsRejected.current)), ("last_reload", reloadJSON)])),
+        ])
+
+        let up = uplink
+        let upState: String = switch up.state {
+        case .online: "connected"
+        case .connecting: "connecting"
+        case .offline: "disconnected"
+        case .stopped: "stopped"
+        }
+        let uplinks: JSONValue = .array([obj([
+            ("name", .string(up.config.name)), ("kind", .string(up.config.kind.rawValue)), ("state", .string(upState)),
+            ("url", .string(up.config.connection.url.description)),
+            ("batches_acked", num(up.stats.batchesAcked.current)), ("readings_acked", num(up.stats.readingsAcked.current)),
+            ("bytes_sent", num(up.stats.bytesSent.current)), ("resends", num(up.stats.resends.current)),
+            ("last_ack_ms", num(up.stats.lastAckMillis.current)),
+            ("publish_latency_ms", .number(Double(up.stats.lastAckLatencyMicros.current) / 1000)),
+            ("errors", reasons(up.stats.publishErrors.snapshot)),
+        ])])
+
+        let ob = outbox.stats
+        let buffer = obj([
+            ("readings", num(ob.bufferedReadings)), ("bytes", num(ob.bufferedBytes)), ("max_bytes", num(outbox.options.maxBytes)),
+            ("oldest_ms", num(ob.oldestMillis)), ("evicted", reasons(ob.evicted)), ("committed", num(ob.committed)),
+            ("delivered", num(ob.delivered)), ("commit_failures", num(ob.commitFailures)),
+        ])
+
+        let latest = live.snapshot
+        var sourcesJSON: [JSONValue] = []
+        for src in sources {
+            let kind: String
+            var modbusDevices: [String: ModbusDeviceStats] = [:]
+            var deviceOrder: [String] = []
+            switch src {
+            case let bus as ModbusBus:
+                kind = "modbus"
+                for d in bus.devices { modbusDevices[d.name] = d; deviceOrder.append(d.name) }
+            case is SerialSource: kind = "serial"
+            case is MQTTSource: kind = "mqtt"
+            default: kind = "other"
+            }
+            let seen = latest[src.name] ?? [:]
+            for d in seen.keys.sorted() where !deviceOrder.contains(d) { deviceOrder.append(d) }
+            var devices: [JSONValue] = []
+            for name in deviceOrder.prefix(500) {
+                let metrics = seen[name] ?? [:]
+                let last = metrics.values.map(\.received).max()
+                let metricsJSON: [JSONValue] = metrics.keys.sorted().prefix(200).map { m in
+                    let e = metrics[m]!
+                    return obj([("metric", .string(m)), ("value", e.value.json), ("time_ms", num(e.received)), ("reading_time_ms", num(e.time))])
+                }
+                var state = "online"
+                var modbusJSON: JSONValue = .null
+                if let st = modbusDevices[name] {
+                    state = st.health == .unknown ? "connecting" : st.health.rawValue
+                    modbusJSON = obj([
+                        ("unit", num(Int64(st.unit))), ("requests", num(st.requests)), ("responses", num(st.responses)), ("timeouts", num(st.timeouts)),
+                        ("bad_responses", num(st.badResponses)),
+                        ("exceptions", obj(st.exceptions.sorted { $0.key < $1.key }.map { ("\($0.key)", .number(Double($0.value))) })),
+                        ("latency_ms_avg", st.latencyMillisAvg.map { .number(($0 * 10).rounded() / 10) } ?? .null),
+                        ("latency_ms_max", st.responses > 0 ? .number((st.latencyMillisMax * 10).rounded() / 10) : .null),
+                        ("consecutive_failures", num(Int64(st.consecutiveFailures))), ("next_probe_ms", num(st.nextProbeMillis)),
+                        ("overruns", num(st.overruns)),
+                        ("point_errors", obj(st.pointErrors.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })),
+                    ])
+                } else if let last, now - last > 120_000 {
+                    state = "stale"
+                }
+                devices.append(obj([("name", .string(name)), ("state", .string(state)), ("last_reading_ms", num(last)),
+                                    ("metrics", .array(metricsJSON)), ("modbus", modbusJSON)]))
+            }
+            sourcesJSON.append(obj([
+                ("name", .string(src.name)), ("kind", .string(kind)), ("state", .string(src.state.rawValue)),
+                ("messages", num(src.stats.messages.current)), ("readings", num(src.stats.readings.current)),
+                ("errors", reasons(src.stats.errors.snapshot)), ("last_reading_ms", num(src.stats.lastReadingMillis.current)),
+                ("devices", .array(devices)),
+            ]))
+        }
+
+        var rulesJSON: [JSONValue] = []
+        if let rules = pipeline.rules {
+            for (name, st) in rules.stats().sorted(by: { $0.key < $1.key }) {
+                rulesJSON.append(obj([("name", .string(name)), ("in", num(Int64(st.`in`))), ("out", num(Int64(st.out))),
+                                      ("dropped", num(Int64(st.dropped))), ("errors", num(Int64(st.errors)))]))
+            }
+        }
+
+        var commandsJSON: JSONValue = .null
+        if let commands {
+            let recent = (try? commands.journal.recent(limit: 20)) ?? []
+            commandsJSON = obj([
+                ("counts", reasons(commands.journal.counts())),
+                ("recent", .array(recent.map { r in
+                    obj([("id", .string(r.command.id)), ("actuator", .string(r.command.actuator)), ("value", r.command.value.json),
+                         ("state", .string(r.state.rawValue)), ("detail", .string(r.detail)), ("updated_ms", num(r.updatedAt)),
+                         ("origin", .string(r.command.origin))])
+                })),
+            ])
+        }
+
+        let errors: [JSONValue] = RecentLog.shared.entries.reversed().map { e in
+            var msg = e.message
+            if let d = e.detail { msg += ": " + d }
+            return obj([("at_ms", num(e.atMillis)), ("level", .string(e.level.rawValue)), ("source", e.source.map { .string($0) } ?? .null),
+                        ("reason", e.reason.map { .string($0) } ?? .null), ("message", .string(msg))])
+        }
+
+        return obj([
+            ("now_ms", num(now)), ("gateway", gateway), ("uplinks", uplinks), ("buffer", buffer), ("sources", .array(sourcesJSON)),
+            ("rules", .array(rulesJSON)), ("commands", commandsJSON), ("recent_errors", .array(errors)),
+            ("process", obj([("rss_bytes", num(ProcessStats.residentBytes())), ("cpu_seconds", .number((ProcessStats.cpuSeconds() * 100).rounded() / 100))])),
+            ("api", obj([("stream_subscribers", num(Int64(broadcaster.count)))])),
+        ])
+    }
+
+    /// `GET /api/v1/readings/latest`: [{source, device, metric, value, time_ms}], optionally filtered.
+    func latestJSON(match: [Glob]) -> JSONValue {
+        var out: [JSONValue] = []
+        for (source, devices) in live.snapshot.sorted(by: { $0.key < $1.key }) {
+            for (device, metrics) in devices.sorted(by: { $0.key < $1.key }) {
+                for (metric, e) in metrics.sorted(by: { $0.key < $1.key }) where match.isEmpty || match.contains(where: { $0.matches("\(device)/\(metric)") }) {
+                    out.append(.object([JSONMember(key: "source", value: .string(source)), JSONMember(key: "device", value: .string(device)),
+                                        JSONMember(key: "metric", value: .string(metric)), JSONMember(key: "value", value: e.value.json),
+                                        JSONMember(key: "time_ms", value: .number(Double(e.time))), JSONMember(key: "received_ms", value: .number(Double(e.received)))]))
+                }
+            }
+        }
+        return .array(out)
+    }
+}
+
+extension Value {
+    var json: JSONValue {
+        switch self {
+        case .number(let d): return d.isFinite ? .number(d) : .null
+        case .bool(let b): return .bool(b)
+        case .string(let s): return .string(s)
+        }
+    }
+}
+
+/// The version reported by `brume --version`, the status page and metrics.
+public let brumeVersion = "0.5.0"
