@@ -65,7 +65,7 @@ final class TelemetryCollector: Sendable {
         let good = try String(contentsOfFile: rig.config, encoding: .utf8)
         try (good + "\n[[rule]]\nmatch = \"x/y\"\ndrop_if = \"value >\"\n").write(toFile: rig.config, atomically: true, encoding: .utf8)
         g.signal(SIGHUP)
-        #expect(TestKit.waitUntil(timeout: 5) { g.stderr.contains("reload rejected: the configuration has errors") })
+        #expect(TestKit.waitUntil(timeout: 5) { g.stderr.contains("reload rejected: the configuration has 1 error(s)") })
         #expect(g.stderr.contains("gateway.toml:"), "the same file:line:col diagnostics as brume check")
 
         // A valid change: a new rule; the unchanged window keeps its two readings.
@@ -80,7 +80,7 @@ final class TelemetryCollector: Sendable {
         // A change elsewhere needs a restart: rejected as a whole.
         try (good.replacingOccurrences(of: "batch_max_readings = 500", with: "batch_max_readings = 100")).write(toFile: rig.config, atomically: true, encoding: .utf8)
         g.signal(SIGHUP)
-        #expect(TestKit.waitUntil(timeout: 5) { g.stderr.contains("need a restart") })
+        #expect(TestKit.waitUntil(timeout: 5) { g.stderr.contains("[uplink] changed: restart brume to apply") })
         #expect(g.isRunning)
         field.stop()
     }

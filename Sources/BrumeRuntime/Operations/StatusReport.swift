@@ -102,10 +102,12 @@ extension Gateway {
                 devices.append(obj([("name", .string(name)), ("state", .string(state)), ("last_reading_ms", num(last)),
                                     ("metrics", .array(metricsJSON)), ("modbus", modbusJSON)]))
             }
+            // When the gateway last received something from it (a replayed or buffered device may send old timestamps).
+            let received = seen.values.flatMap { $0.values.map(\.received) }.max()
             sourcesJSON.append(obj([
                 ("name", .string(src.name)), ("kind", .string(kind)), ("state", .string(src.state.rawValue)),
                 ("messages", num(src.stats.messages.current)), ("readings", num(src.stats.readings.current)),
-                ("errors", reasons(src.stats.errors.snapshot)), ("last_reading_ms", num(src.stats.lastReadingMillis.current)),
+                ("errors", reasons(src.stats.errors.snapshot)), ("last_reading_ms", num(received)),
                 ("devices", .array(devices)),
             ]))
         }
