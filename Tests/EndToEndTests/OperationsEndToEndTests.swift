@@ -219,6 +219,16 @@ func metric(_ text: String, _ prefix: String) -> Double? {
         #expect(loadAfter >= 6000)
     }
 
+    @Test func selfTelemetryReachesTheCloud() throws {
+        let rig = try Rig(api: { port in "[api]\nlisten = \"127.0.0.1:\(port)\"\nself_telemetry = \"1s\"" })
+        let cloud = try TelemetryCollector(port: rig.cloud.port)
+        try rig.startGateway()
+        #expect(TestKit.waitUntil(timeout: 10) { cloud.readings.withLock { $0.filter { $0.device == "brume" && $0.metric == "rss_bytes" }.count >= 2 } })
+        let r = cloud.readings.withLock { $0 }.filter { $0.device == "brume" }
+        #expect(Set(r.map(\.metric)).isSuperset(of: ["rss_bytes", "cpu_seconds", "outbox_readings", "uplink_up", "sources_connected"]))
+        #expect(r.contains { $0.metric == "uplink_up" && $0.value == .number(1) })
+    }
+
     @Test func beyondLoopbackTheAPIWantsItsToken() throws {
         let tokenDir = TestKit.tempDir()
         let tokenFile = "\(tokenDir)/api.token"
