@@ -6,7 +6,7 @@ PASS/FAIL verdict by the rules of docs/RELIABILITY.md.
 
 Usage: bench/chaos.sh [SCENARIO ...] [--quick]     (no scenario: all of them)
 Scenarios: kill9 cloud-down field-restart serial-replug disk-full corrupt-db
-           clock-jump sighup-storm uplink-flap
+           clock-jump clock-jump-restart sighup-storm uplink-flap
 """
 import argparse, json, os, random, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 
@@ -700,13 +700,75 @@ def s_corrupt_db(sc, quick):
 
 
 def s_clock_jump(sc, quick):
+    """The wall clock jumps while the gateway runs, as when NTP corrects a board without RTC or
+    a technician sets the date: +1h, then back 2h, then +8d (past max_age = 7d, with the cloud
+    down so a backlog waits in the outbox), then back to the true time. The gateway's clock
+    follows an offset file (BRUME_FAULT_CLOCK_OFFSET_FILE, a fault-injection hook read every
+    100 ms; monotonic time is untouched, as in a real jump). Batches are sent on their delay
+    only (batch_max_readings is huge), so a batch timer fooled by the jump would stall delivery.
+    Pass: nothing lost (no age eviction of a young backlog), delivery resumes within 2 s of each jump."""
+    offset_file = os.path.join(sc.tmp, "clock-offset")
+    with open(offset_file, "w") as f:
+        f.write("0\n")
+    orig = mqtt_config
+    rig = MqttRig.__new__(MqttRig)
+    rig.sc = sc
+    rig.field = Broker(sc, "field")
+    rig.cloudb = Broker(sc, "cloud")
+    rig.cloud = Cloud(sc, rig.cloudb)
+    rig.data = os.path.join(sc.tmp, "var")
+    cfg = orig(rig.data, rig.cloudb, rig.field, extra="[buffer]\nmax_age = \"7d\"\n").replace("batch_max_readings = 500", "batch_max_readings = 50000")
+    rig.gw = Gateway(sc, cfg, env={"BRUME_FAULT_CLOCK_OFFSET_FILE": offset_file})
+    rig.gw.start()
+    time.sleep(1.0)
+    rig.rss_before = rss_kb(rig.gw.pid)
+    jumps = ["+1h", "-1h", "+8d", "0"]
+    hold = 3.0 if quick else 8.0
+    n = int((2 + len(jumps) * (hold + 1) + 3) * RATE)
+    load = Load(sc, rig.field, n)
+    time.sleep(2)
+    recov, runs = [], []
+    for off in jumps:
+        backlog = off == "+8d"
+        if backlog:
+            rig.cloudb.stop(); time.sleep(hold)
+        with open(offset_file, "w") as f:
+            f.write(off + "\n")
+        time.sleep(0.3)  # the hook polls every 100 ms
+        if backlog:
+            rig.cloudb.start()
+        t_jump = time.monotonic()
+        want = load.seq_at(t_jump) + 1
+        rig.cloud.wait_max_seq(want, 15)
+        t = rig.cloud.first_seq_at_least(t_jump, want)
+        recov.append(None if t is None else t - t_jump)
+        runs.append({"offset": off, "cloud_down_before": backlog, "flowing_again_s": r2(recov[-1])})
+        time.sleep(max(0, hold - (time.monotonic() - t_jump)))
+    gen = load.wait(timeout=max(1, load.t0 + n / RATE + 5 - time.monotonic()))
+    rec = {"scenario": "clock-jump", "quick": quick, "mode": "live jumps of the gateway's wall clock (fault-injection offset file)",
+           "jumps": runs, "rate": RATE, "generated": n, "loadgen": gen,
+           "recovery_s_each": [r2(x) for x in recov], "recovery_s": None if None in recov else r2(max(recov)),
+           "recovery_definition": "jump (and, for +8d, the cloud back) -> first batch at the cloud holding a reading generated after it"}
+    rig.finish(rec, n)
+    db = os.path.join(rig.data, "outbox.db")
+    ev = sqlite(db, "SELECT reason||'='||readings FROM eviction")
+    rec["evictions"] = ev
+    jumped = len(rig.gw.find("wall clock jumped"))
+    rec["jumps_seen_by_gateway"] = jumped
+    res = verdict(rec, allowed_missing=0)
+    if jumped < len(jumps):
+        res["result"] = "FAIL"; res.setdefault("fail_reasons", []).append(f"the gateway saw {jumped} of {len(jumps)} jumps")
+    return res
+
+
+def s_clock_jump_restart(sc, quick):
     """The wall clock jumps between two runs of the gateway (a board without RTC whose clock
     NTP corrects at boot): libfaketime's `faketime -f OFFSET` wrapper, one fixed offset per run.
     A live jump inside one run (FAKETIME_TIMESTAMP_FILE with LD_PRELOAD) is not usable here:
     preloaded without the wrapper's FAKETIME_SHARED, libfaketime makes the Swift binary lose its
     argv (`brume run --config F` prints the top-level usage)."""
     if not shutil.which("faketime"):
-        return {"scenario": "clock-jump", "result": "NOT RUN", "why": "faketime missing (apt-get install faketime)"}
+        return {"scenario": "clock-jump-restart", "result": "NOT RUN", "why": "faketime missing (apt-get install faketime)"}
     probe = subprocess.run(["faketime", "-f", "+3650d", f"{BIN}/brume", "check", "/dev/null"], capture_output=True, text=True)
     os.environ["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
     rig = MqttRig(sc)
@@ -738,7 +800,7 @@ def s_clock_jump(sc, quick):
                                          if 'msg="' in l} - {"MQTT connection lost", "MQTT connect failed"})})
         time.sleep(1.0)
     gen = load.wait()
-    rec = {"scenario": "clock-jump", "quick": quick, "mode": "restart under faketime -f OFFSET (jump between runs)",
+    rec = {"scenario": "clock-jump-restart", "quick": quick, "mode": "restart under faketime -f OFFSET (jump between runs)",
            "faketime_probe": probe.stdout.strip()[:80], "runs": runs, "rate": RATE, "generated": n, "loadgen": gen,
            "recovery_s_each": [r2(x) for x in recov], "recovery_s": None if None in recov else r2(max(recov)),
            "recovery_definition": "restart under the new clock -> first batch at the cloud holding a reading generated after it"}
@@ -808,7 +870,7 @@ flag_if = "value % 100 == 0"
 
 SCENARIOS = {
     "kill9": s_kill9, "cloud-down": s_cloud_down, "field-restart": s_field_restart, "serial-replug": s_serial_replug,
-    "disk-full": s_disk_full, "corrupt-db": s_corrupt_db, "clock-jump": s_clock_jump, "sighup-storm": s_sighup_storm,
+    "disk-full": s_disk_full, "corrupt-db": s_corrupt_db, "clock-jump": s_clock_jump, "clock-jump-restart": s_clock_jump_restart, "sighup-storm": s_sighup_storm,
     "uplink-flap": s_uplink_flap,
 }
 

@@ -144,13 +144,16 @@ public final class Outbox: @unchecked Sendable {
     /// Monotonic time of the writer thread's last loop (the watchdog checks it).
     public let writerHeartbeat = Atomic<UInt64>(monotonicNanos())
 
-    public init(options: OutboxOptions, logger: Logger, now: @escaping @Sendable () -> Int64 = wallClockMillis) throws(OutboxError) {
+    /// `now`: the wall clock (ms); `monotonic`: a clock that never jumps (ns). Tests pass
+    /// both, advancing together, or only the first to simulate a wall-clock jump.
+    public init(options: OutboxOptions, logger: Logger, now: @escaping @Sendable () -> Int64 = wallClockMillis,
+                monotonic: @escaping @Sendable () -> UInt64 = monotonicNanos) throws(OutboxError) {
         self.options = options
         self.logger = logger
         self.now = now
         (commits, commitSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         do {
-            store = try Store.open(options: options, logger: logger, now: now)
+            store = try Store.open(options: options, logger: logger, now: now, monotonic: monotonic)
         } catch let e as OutboxError {
             throw e
         } catch {
@@ -477,10 +480,26 @@ final class Store {
 
     /// Decoded segment cache: the uplink reads one segment in many batches.
     var cache: (first: Int64, readings: [Reading])?
+    /// When each segment of this run was committed, on the monotonic clock (first_seq → ns):
+    /// batch delays and ages are measured with it, so a wall-clock jump (NTP correcting a
+    /// board without RTC) neither stalls batches nor evicts a young backlog. Segments of
+    /// earlier runs are not in it: they are old by definition.
+    var committedAtMono: [Int64: UInt64] = [:]
+    /// The wall clock and the monotonic clock when this run opened the outbox.
+    let openedWall: Int64
+    let mono: @Sendable () -> UInt64
+    let openedMono: UInt64
 
-    static func open(options: OutboxOptions, logger: Logger, now: @escaping @Sendable () -> Int64) throws -> Store {
+    /// `now()` unless the wall clock jumped forward during this run: then the time this run
+    /// has really lasted. Age eviction uses it (a jump forward must not evict a young backlog).
+    func ageNow() -> Int64 {
+        min(now(), openedWall + Int64((mono() - openedMono) / 1_000_000))
+    }
+
+    static func open(options: OutboxOptions, logger: Logger, now: @escaping @Sendable () -> Int64,
+                     monotonic: @escaping @Sendable () -> UInt64 = monotonicNanos) throws -> Store {
         do {
-            return try Store(options: options, logger: logger, now: now)
+            return try Store(options: options, logger: logger, now: now, monotonic: monotonic)
         } catch let e as SQLiteError where e.isCorruption {
             let aside = "\(options.path).corrupt-\(now())"
             logger.error("outbox database is corrupt or not a database: moved aside, starting with an empty outbox",
@@ -488,7 +507,7 @@ final class Store {
             rename(options.path, aside)
             rename(options.path + "-wal", aside + "-wal")
             unlink(options.path + "-shm")
-            let s = try Store(options: options, logger: logger, now: now)
+            let s = try Store(options: options, logger: logger, now: now, monotonic: monotonic)
             s.recoveredFrom = aside
             // Sequence numbers (and so batch ids) must never be reused, even though the
             // old counter is lost with the file: continue from a clock-derived floor.
@@ -497,10 +516,13 @@ final class Store {
         }
     }
 
-    private init(options: OutboxOptions, logger: Logger, now: @escaping @Sendable () -> Int64) throws {
+    private init(options: OutboxOptions, logger: Logger, now: @escaping @Sendable () -> Int64, monotonic: @escaping @Sendable () -> UInt64) throws {
         self.options = options
         self.logger = logger
         self.now = now
+        self.openedWall = now()
+        self.mono = monotonic
+        self.openedMono = monotonic()
         db = try SQLiteDB(path: options.path)
         // WAL: readers never block the writer; one fsync per checkpoint in NORMAL mode.
         let mode = try db.prepare("PRAGMA journal_mode=WAL")
@@ -619,6 +641,7 @@ final class Store {
                     try evictOldest(needing: totalBytes + bytes - options.dataBudget, reason: "max_bytes")
                 }
                 try db.exec("COMMIT")
+                committedAtMono[first] = mono()
                 nextSeq = first + n
                 committed += n
                 totalBytes += bytes
@@ -735,7 +758,7 @@ final class Store {
 
     func evictByAge() {
         guard options.maxAgeMillis > 0 else { return }
-        let cutoff = now() - options.maxAgeMillis
+        let cutoff = ageNow() - options.maxAgeMillis
         do {
             let q = try db.prepare("SELECT MAX(last_seq) FROM segment WHERE created_ms < ? AND last_seq > ?")
             defer { q.reset() }
@@ -802,17 +825,26 @@ final class Store {
             if first > lastCommitted { return .empty }
             let available = lastCommitted - first + 1
             // Commit time of the segment that holds `first`.
-            let q = try db.prepare("SELECT created_ms FROM segment WHERE last_seq >= ? ORDER BY first_seq LIMIT 1")
+            let q = try db.prepare("SELECT first_seq, created_ms FROM segment WHERE last_seq >= ? ORDER BY first_seq LIMIT 1")
             defer { q.reset() }
             q.bind(1, first)
             guard try q.step() else { return .empty }
-            let created = q.int(0)
+            let segmentFirst = q.int(0)
             let t = now()
-            if available < maxReadings && t < created + maxDelayMillis {
-                return .waitUntil(created + maxDelayMillis)
+            // Its age: monotonic for segments of this run (immune to wall-clock jumps), wall for older ones.
+            let ageMillis: Int64
+            if let mono = committedAtMono[segmentFirst] {
+                ageMillis = Int64((self.mono() - mono) / 1_000_000)
+            } else {
+                ageMillis = max(t - q.int(1), maxDelayMillis)
+            }
+            if available < maxReadings && ageMillis < maxDelayMillis {
+                return .waitUntil(t + maxDelayMillis - ageMillis)
             }
             let last = first + min(Int64(maxReadings), available) - 1
-            let rec = BatchRecord(first: first, last: last, historical: t - created > options.historicalAfterMillis)
+            let rec = BatchRecord(first: first, last: last, historical: ageMillis > options.historicalAfterMillis)
+            // Segments entirely batched no longer need their commit time.
+            if committedAtMono.count > 256 { committedAtMono = committedAtMono.filter { $0.key >= segmentFirst } }
             insertBatchStmt.bind(1, rec.first)
             insertBatchStmt.bind(2, rec.last)
             insertBatchStmt.bind(3, rec.historical ? 1 : 0)

@@ -83,6 +83,9 @@ struct Run: AsyncParsableCommand {
         let level = Logger.Level(rawValue: logLevel ?? cfg.log.level) ?? .info
         LoggingSystem.bootstrap { label in LogfmtHandler(label: label, level: level) }
         let logger = Logger(label: "brume")
+        if let file = getenv("BRUME_FAULT_CLOCK_OFFSET_FILE").map({ String(cString: $0) }) {
+            ClockFault.follow(file, logger: logger)
+        }
         do {
             try await runGateway(config: cfg, configPath: config, logger: logger)
         } catch let e as StartupError {
@@ -165,4 +168,48 @@ func jsonString(_ s: String) -> String {
     var out: [UInt8] = []
     WireFormat.appendString(s, to: &out)
     return String(decoding: out, as: UTF8.self)
+}
+
+/// Fault injection for the chaos suite: the wall clock of this process follows the offset
+/// written in a file ("+8d", "-1h", "0"), re-read every 100 ms, as if the system clock jumped
+/// while the gateway runs. Never set in production; logged loudly when it is.
+enum ClockFault {
+    static func follow(_ path: String, logger: Logger) {
+        logger.warning("fault injection: the wall clock follows an offset file (BRUME_FAULT_CLOCK_OFFSET_FILE)", metadata: ["file": "\(path)"])
+        let t = Thread_start {
+            var last: Int64 = 0
+            while true {
+                if case .success(let text) = ConfigLoader.readFile(path) {
+                    let s = text.filter { !$0.isWhitespace }
+                    let neg = s.hasPrefix("-")
+                    let body = (s.hasPrefix("-") || s.hasPrefix("+")) ? String(s.dropFirst()) : s
+                    if let ms = body == "0" ? 0 : (Units.parseDuration(body) ?? Int64(body)) {
+                        let off = neg ? -ms : ms
+                        if off != last {
+                            wallClockFaultOffsetMillis.store(off, ordering: .relaxed)
+                            logger.warning("fault injection: wall clock jumped", metadata: ["offset_ms": "\(off)", "delta_ms": "\(off - last)"])
+                            last = off
+                        }
+                    }
+                }
+                usleep(100_000)
+            }
+        }
+        _ = t
+    }
+}
+
+/// Starts a detached thread running `body`.
+@discardableResult
+func Thread_start(_ body: @escaping @Sendable () -> Void) -> pthread_t {
+    final class Box: @unchecked Sendable { let f: @Sendable () -> Void; init(_ f: @escaping @Sendable () -> Void) { self.f = f } }
+    var tid = pthread_t()
+    let box = Unmanaged.passRetained(Box(body))
+    pthread_create(&tid, nil, { arg in
+        let b = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
+        b.f()
+        return nil
+    }, box.toOpaque())
+    pthread_detach(tid)
+    return tid
 }

@@ -6,10 +6,18 @@ import Synchronization
 import Testing
 @testable import BrumeStore
 
+/// A wall clock and a monotonic clock that tests move by hand: `advance` is time passing
+/// (both move), `jump` is the wall clock being set (only it moves).
 final class ManualClock: Sendable {
     let ms = Atomic<Int64>(1_764_169_999_000)
-    func advance(_ d: Int64) { ms.wrappingAdd(d, ordering: .relaxed) }
+    let monoNanos = Atomic<UInt64>(1_000_000_000_000)
+    func advance(_ d: Int64) {
+        ms.wrappingAdd(d, ordering: .relaxed)
+        monoNanos.wrappingAdd(UInt64(d) * 1_000_000, ordering: .relaxed)
+    }
+    func jump(_ d: Int64) { ms.wrappingAdd(d, ordering: .relaxed) }
     var now: @Sendable () -> Int64 { { self.ms.load(ordering: .relaxed) } }
+    var mono: @Sendable () -> UInt64 { { self.monoNanos.load(ordering: .relaxed) } }
 }
 
 func readings(_ range: ClosedRange<Int>, device: String = "boiler") -> [Reading] {
@@ -21,7 +29,7 @@ func values(_ rs: [Reading]) -> [Int] { rs.map { if case .number(let d) = $0.val
 func makeOutbox(_ dir: String, clock: ManualClock = ManualClock(), _ tweak: (inout OutboxOptions) -> Void = { _ in }) throws -> Outbox {
     var o = OutboxOptions(path: "\(dir)/outbox.db")
     tweak(&o)
-    return try Outbox(options: o, logger: Logger(label: "test"), now: clock.now)
+    return try Outbox(options: o, logger: Logger(label: "test"), now: clock.now, monotonic: clock.mono)
 }
 
 @Suite struct OutboxTests {
@@ -167,6 +175,34 @@ func makeOutbox(_ dir: String, clock: ManualClock = ManualClock(), _ tweak: (ino
         let s = box.stats
         #expect(s.evicted["max_age"] == 100)
         #expect(s.bufferedReadings == 50)
+    }
+
+    /// A board without RTC boots with a wrong clock that NTP corrects later, or a technician
+    /// sets the date: the wall clock jumps while readings wait in the outbox.
+    @Test func wallClockJumpsNeitherStallBatchesNorEvictAYoungBacklog() throws {
+        let dir = TestKit.tempDir()
+        let clock = ManualClock()
+        let box = try makeOutbox(dir, clock: clock) { $0.maxAgeMillis = 7 * 86_400_000 }
+        box.append(readings(1...100))
+        box.flush()
+        // Backwards by an hour: the batch delay (1 s) is measured on the monotonic clock,
+        // so the batch goes out one second later, not one hour later.
+        clock.jump(-3_600_000)
+        if case .batch = box.nextBatch(maxReadings: 500, maxDelayMillis: 1000) { Issue.record("a batch before its delay") }
+        clock.advance(1001)
+        guard case .batch(let b) = box.nextBatch(maxReadings: 500, maxDelayMillis: 1000) else { Issue.record("batch stalled by a backward jump"); return }
+        #expect(b.first == 1 && b.last == 100)
+        // Forward by eight days, beyond max_age = 7d: the backlog is seconds old in truth; nothing is evicted.
+        box.append(readings(101...200))
+        box.flush()
+        clock.jump(8 * 86_400_000)
+        box.runMaintenance()
+        #expect(box.stats.evicted["max_age"] == nil)
+        #expect(box.stats.bufferedReadings == 200)
+        // Time really passing still ages readings out.
+        clock.advance(7 * 86_400_000 + 1000)
+        box.runMaintenance()
+        #expect(box.stats.evicted["max_age"] == 200)
     }
 
     @Test func corruptDatabaseIsMovedAsideAndAFreshOneCreated() throws {

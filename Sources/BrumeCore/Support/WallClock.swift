@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -11,8 +13,13 @@ import Darwin
 public func wallClockMillis() -> Int64 {
     var ts = timespec()
     clock_gettime(CLOCK_REALTIME, &ts)
-    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000 + wallClockFaultOffsetMillis.load(ordering: .relaxed)
 }
+
+/// Fault injection only (`BRUME_FAULT_CLOCK_OFFSET_FILE`, the chaos suite's live clock
+/// jumps): an offset added to the gateway's wall clock, as if the system clock had jumped.
+/// Zero in normal operation. Monotonic time is never affected, as with a real jump.
+public let wallClockFaultOffsetMillis = Atomic<Int64>(0)
 
 /// Monotonic nanoseconds (for latency and intervals; never goes backwards).
 public func monotonicNanos() -> UInt64 {
