@@ -27,6 +27,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
     ],
     targets: [
         // System libraries (Debian: libmosquitto-dev, libsqlite3-dev, libserialport-dev).
@@ -49,8 +51,12 @@ let package = Package(
         .target(name: "BrumeSerial", dependencies: ["BrumeCore", "CSerialPort", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Modbus RTU/TCP over libmodbus: one scheduler per bus, register maps, writes.
         .target(name: "BrumeModbus", dependencies: ["BrumeCore", "CModbus", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
-        // Northbound: the sync loop outbox -> batches -> sink acks, and the MQTT sink.
-        .target(name: "BrumeUplink", dependencies: ["BrumeCore", "BrumeConfig", "BrumeMQTT", "BrumeStore", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        // Northbound: the sync loops outbox -> batches -> acks: MQTT and HTTP(S) (JSON or InfluxDB line protocol).
+        .target(name: "BrumeUplink", dependencies: [
+            "BrumeCore", "BrumeConfig", "BrumeMQTT", "BrumeStore", .product(name: "Logging", package: "swift-log"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "CompressNIO", package: "compress-nio"),
+        ], swiftSettings: strict),
         // Composition: config -> services, signals, shutdown order.
         .target(name: "BrumeRuntime", dependencies: [
             "BrumeCore", "BrumeConfig", "BrumeRules", "BrumeStore", "BrumeMQTT", "BrumeSerial", "BrumeModbus", "BrumeUplink",

@@ -276,8 +276,8 @@ struct Builder {
                         uplinks.append(up)
                     }
                 }
-                if t.entries.count > 1 {
-                    sink.error(t.entries[1].keyPosition, "[uplink.\(t.entries[1].key)]: only one uplink is supported in this version (several uplinks come with the sinks work)")
+                if t.entries.count > 8 {
+                    sink.error(t.entries[8].keyPosition, "[uplink.\(t.entries[8].key)]: at most 8 uplinks")
                 }
             } else {
                 sink.error(u.position, "\"uplink\" must be tables like [uplink.cloud]")
@@ -285,6 +285,12 @@ struct Builder {
         }
         if top.table["uplink"] == nil {
             sink.error(root.position, "no uplink configured: add an [uplink.NAME] table with kind = \"mqtt\" and url = \"mqtt://host:port\"")
+        }
+        for up in uplinks where up.kind == .mqtt {
+            let ids = uplinks.filter { $0.kind == .mqtt && $0.name != up.name && $0.connection.clientID == up.connection.clientID && $0.connection.url == up.connection.url }
+            if let other = ids.first, other.name > up.name {
+                sink.error(root.entry("uplink")?.keyPosition ?? root.position, "[uplink.\(other.name)] and [uplink.\(up.name)] use the same client_id on \(up.connection.url): give each its own")
+            }
         }
 
         // [[source]]
@@ -329,7 +335,7 @@ struct Builder {
                 sink.error(s.position, "sources are declared as [[source]] tables")
             }
         }
-        for up in uplinks {
+        for up in uplinks where up.kind == .mqtt {
             let claim = "MQTT client id \"\(up.connection.clientID)\" on \(up.connection.url)"
             if let (other, _) = claims[claim] {
                 var at = root.entry("uplink")?.keyPosition ?? root.position
@@ -368,6 +374,10 @@ struct Builder {
             }
         }
         let rules = buildRules(root: root, top: top, actuators: actuators)
+        if (!actuators.isEmpty || !rules.triggers.isEmpty) && !uplinks.isEmpty && !uplinks.contains(where: { $0.kind == .mqtt }) {
+            sink.error(root.entry("actuator")?.keyPosition ?? root.entry("trigger")?.keyPosition ?? root.position,
+                       "actuators and triggers report through an MQTT uplink (commands arrive on it): add an [uplink.NAME] with kind = \"mqtt\"")
+        }
         if sink.hasErrors { return nil }
         var config = GatewayConfig(gateway: GatewaySection(id: gwID, dataDir: dataDir), buffer: buffer, log: log, uplinks: uplinks, sources: sources)
         config.actuators = actuators
@@ -776,8 +786,32 @@ struct Builder {
                                   format: format, device: device, maxFrame: maxFrame, poll: poll)
     }
 
-    func connection(_ r: TableReader, defaultClientID: String) -> MQTTConnection? {
-        guard let urlText = r.string("url", required: true) else { return nil }
+    func connection(_ r: TableReader, defaultClientID: String, allowSeveral: Bool = false) -> MQTTConnection? {
+        var alternates: [BrokerURL] = []
+        let urlText: String
+        if allowSeveral, r.table["urls"] != nil {
+            if r.table["url"] != nil {
+                r.error(r.table.entry("urls")!.keyPosition, "give \"url\" or \"urls\", not both")
+                _ = r.node("url")
+                _ = r.node("urls")
+                return nil
+            }
+            guard let list = r.stringArray("urls"), !list.isEmpty else { r.error(r.position(of: "urls"), "\"urls\" needs at least one broker URL"); return nil }
+            var parsed: [BrokerURL] = []
+            for (u, pos) in list {
+                switch BrokerURL.parse(u) {
+                case .success(let b): parsed.append(b)
+                case .failure(let why): r.error(pos, "invalid url \"\(u)\": \(why)")
+                }
+            }
+            guard parsed.count == list.count else { return nil }
+            if Set(parsed.map(\.tls)).count > 1 { r.error(r.position(of: "urls"), "the brokers of \"urls\" must all be mqtt:// or all mqtts://"); return nil }
+            urlText = list[0].0
+            alternates = Array(parsed.dropFirst())
+        } else {
+            guard let u = r.string("url", required: true) else { return nil }
+            urlText = u
+        }
         let url: BrokerURL
         switch BrokerURL.parse(urlText) {
         case .success(let u): url = u
@@ -800,27 +834,91 @@ struct Builder {
         }
         if url.tls && tls == nil { tls = TLSConfig(caFile: nil, certFile: nil, keyFile: nil, verifyHostname: true) }
         if !url.tls && tls != nil { r.error(r.position(of: "url"), "a tls table needs an mqtts:// url, got \"\(urlText)\"") }
-        return MQTTConnection(url: url, clientID: clientID, username: username, passwordFile: passwordFile, tls: tls, keepAliveSeconds: Int(keepAlive / 1000))
+        var conn = MQTTConnection(url: url, clientID: clientID, username: username, passwordFile: passwordFile, tls: tls, keepAliveSeconds: Int(keepAlive / 1000))
+        conn.alternates = alternates
+        return conn
     }
 
     func buildUplink(name: String, _ r: TableReader, gateway: String) -> UplinkConfig? {
         defer { r.finish() }
         if !name.unicodeScalars.allSatisfy(isNameScalar) { r.error(r.table.position, "uplink name \"\(name)\" may use only letters, digits, '.', '_' and '-'") }
-        guard r.oneOf("kind", ["mqtt"]) != nil else {
-            if r.table["kind"] == nil { r.error(r.table.position, "missing required key \"kind\" (\"mqtt\")") }
+        guard let kindName = r.oneOf("kind", ["mqtt", "http"]) else {
+            if r.table["kind"] == nil { r.error(r.table.position, "missing required key \"kind\" (\"mqtt\" or \"http\")") }
             r.markAllKnown()
             return nil
         }
-        let conn = connection(r, defaultClientID: "brume-\(gateway)-\(name)")
-        let prefix = r.string("topic_prefix") ?? "brume/{gateway}"
-        if prefix.contains("+") || prefix.contains("#") || prefix.isEmpty { r.error(r.position(of: "topic_prefix"), "\"topic_prefix\" must be a non-empty topic without wildcards") }
         let maxReadings = r.int("batch_max_readings", range: 1...50_000) ?? 500
         let maxDelay = r.duration("batch_max_delay", min: 0) ?? 1000
         let inflight = r.int("max_inflight", range: 1...1000) ?? 8
         let hist = r.duration("historical_after", min: 0) ?? 10_000
+        var match: [String] = []
+        if let m = r.stringArray("match") {
+            for (g, pos) in m {
+                if case .failure(let e) = Glob.parse(g) { r.error(pos, "\"match\": \"\(g)\" \(e)") } else { match.append(g) }
+            }
+        }
+        var cap: Int64?
+        if let c = r.size("max_bytes_per_second", min: 1024) { cap = c }
+        if kindName == "http" {
+            guard let http = buildHTTPSink(r) else { return nil }
+            var up = UplinkConfig(name: name, kind: .http, mqtt: nil, http: http, topicPrefix: "", batchMaxReadings: Int(maxReadings),
+                                  batchMaxDelayMillis: maxDelay, maxInflight: 1, historicalAfterMillis: hist)
+            up.match = match
+            up.maxBytesPerSecond = cap
+            return up
+        }
+        let conn = connection(r, defaultClientID: "brume-\(gateway)-\(name)", allowSeveral: true)
+        let prefix = r.string("topic_prefix") ?? "brume/{gateway}"
+        if prefix.contains("+") || prefix.contains("#") || prefix.isEmpty { r.error(r.position(of: "topic_prefix"), "\"topic_prefix\" must be a non-empty topic without wildcards") }
         guard let conn else { return nil }
-        return UplinkConfig(name: name, kind: .mqtt, connection: conn, topicPrefix: prefix.replacingAll("{gateway}", with: gateway),
-                            batchMaxReadings: Int(maxReadings), batchMaxDelayMillis: maxDelay, maxInflight: Int(inflight), historicalAfterMillis: hist)
+        var up = UplinkConfig(name: name, kind: .mqtt, mqtt: conn, http: nil, topicPrefix: prefix.replacingAll("{gateway}", with: gateway),
+                              batchMaxReadings: Int(maxReadings), batchMaxDelayMillis: maxDelay, maxInflight: Int(inflight), historicalAfterMillis: hist)
+        up.match = match
+        up.maxBytesPerSecond = cap
+        return up
+    }
+
+    func buildHTTPSink(_ r: TableReader) -> HTTPSinkConfig? {
+        var ok = true
+        guard let url = r.string("url", required: true) else { return nil }
+        let lower = url.lowercased()
+        if !(lower.hasPrefix("http://") || lower.hasPrefix("https://")) || url.count < 10 {
+            r.error(r.position(of: "url"), "\"url\" must be an http:// or https:// URL, got \"\(url)\""); ok = false
+        }
+        if let at = url.firstIndex(of: "@"), let scheme = url.firstRange(of: "://"), at > scheme.upperBound, !url[scheme.upperBound..<at].contains("/") {
+            r.error(r.position(of: "url"), "credentials do not belong in the URL: use bearer_token_file or [oauth2]"); ok = false
+        }
+        let format = r.oneOf("format", ["json", "influx"]).flatMap(HTTPSinkConfig.Format.init(rawValue:)) ?? .json
+        let gzip = r.bool("gzip") ?? true
+        let timeout = r.duration("timeout", min: 100) ?? 10_000
+        let measurement = r.oneOf("influx_measurement", ["metric", "device"]) ?? "metric"
+        if format != .influx && r.table["influx_measurement"] != nil {
+            r.error(r.table.entry("influx_measurement")!.keyPosition, "\"influx_measurement\" applies to format = \"influx\""); ok = false
+        }
+        var auth = HTTPSinkConfig.Auth.none
+        let bearer = r.string("bearer_token_file")
+        if let b = bearer { auth = .bearer(tokenFile: b) }
+        if let o = r.subtable("oauth2", context: "\(r.context) oauth2") {
+            if bearer != nil { o.error(o.table.position, "use bearer_token_file or [oauth2], not both"); ok = false }
+            let tokenURL = o.string("token_url", required: true)
+            let clientID = o.string("client_id", required: true)
+            let secret = o.string("client_secret_file", required: true)
+            let scope = o.string("scope")
+            if let t = tokenURL, !t.lowercased().hasPrefix("http") { o.error(o.position(of: "token_url"), "\"token_url\" must be an http(s) URL"); ok = false }
+            o.finish()
+            if let tokenURL, let clientID, let secret { auth = .oauth2(tokenURL: tokenURL, clientID: clientID, clientSecretFile: secret, scope: scope) } else { ok = false }
+        }
+        var tls: TLSConfig?
+        if let t = r.subtable("tls", context: "\(r.context) tls") {
+            tls = TLSConfig(caFile: t.string("ca_file"), certFile: t.string("cert_file"), keyFile: t.string("key_file"), verifyHostname: t.bool("verify_hostname") ?? true)
+            if (tls!.certFile == nil) != (tls!.keyFile == nil) {
+                t.error(t.table["cert_file"]?.position ?? t.table["key_file"]?.position ?? t.table.position, "\"cert_file\" and \"key_file\" go together (the client certificate and its key)"); ok = false
+            }
+            t.finish()
+            if !lower.hasPrefix("https://") { r.error(r.position(of: "url"), "a tls table needs an https:// url, got \"\(url)\""); ok = false }
+        }
+        guard ok else { return nil }
+        return HTTPSinkConfig(url: url, format: format, gzip: gzip, timeoutMillis: timeout, auth: auth, tls: tls, influxMeasurement: measurement)
     }
 
     func buildSource(_ r: TableReader, gateway: String) -> SourceConfig? {

@@ -109,6 +109,8 @@ public struct TLSConfig: Sendable, Hashable {
 
 public struct MQTTConnection: Sendable, Hashable {
     public var url: BrokerURL
+    /// Other nodes of the broker cluster (`urls = [...]` after the first): failover order.
+    public var alternates: [BrokerURL] = []
     public var clientID: String
     public var username: String?
     public var passwordFile: String?
@@ -117,10 +119,26 @@ public struct MQTTConnection: Sendable, Hashable {
 }
 
 public struct UplinkConfig: Sendable, Hashable {
-    public enum Kind: String, Sendable { case mqtt }
+    public enum Kind: String, Sendable { case mqtt, http }
     public var name: String
     public var kind: Kind
-    public var connection: MQTTConnection
+    /// kind = "mqtt": the broker connection.
+    public var mqtt: MQTTConnection?
+    /// kind = "http": the endpoint.
+    public var http: HTTPSinkConfig?
+    /// The MQTT connection (kind = "mqtt" only).
+    public var connection: MQTTConnection { mqtt! }
+    /// Which readings this uplink carries ("device/metric" globs); empty: all.
+    public var match: [String] = []
+    /// Bandwidth cap in bytes per second (metered links); nil: none.
+    public var maxBytesPerSecond: Int64?
+    /// What the status and logs show: the URL, never credentials.
+    public var endpoint: String {
+        switch kind {
+        case .mqtt: return ([mqtt!.url] + mqtt!.alternates).map(\.description).joined(separator: ",")
+        case .http: return http!.url
+        }
+    }
     /// Topic prefix; "{gateway}" is replaced by the gateway id.
     public var topicPrefix: String
     public var batchMaxReadings: Int
@@ -224,5 +242,33 @@ public struct TopicTemplate: Sendable, Hashable, CustomStringConvertible {
             }
         }
         return s
+    }
+}
+
+/// An HTTP(S) ingestion endpoint (`kind = "http"`).
+public struct HTTPSinkConfig: Sendable, Hashable {
+    public enum Format: String, Sendable { case json, influx }
+    public enum Auth: Sendable, Hashable {
+        case none
+        case bearer(tokenFile: String)
+        case oauth2(tokenURL: String, clientID: String, clientSecretFile: String, scope: String?)
+    }
+    public var url: String
+    public var format: Format
+    public var gzip: Bool
+    public var timeoutMillis: Int64
+    public var auth: Auth
+    public var tls: TLSConfig?
+    /// InfluxDB line protocol: what becomes the measurement ("metric" or "device").
+    public var influxMeasurement: String
+    public init(url: String, format: Format = .json, gzip: Bool = true, timeoutMillis: Int64 = 10_000, auth: Auth = .none, tls: TLSConfig? = nil,
+                influxMeasurement: String = "metric") {
+        self.url = url
+        self.format = format
+        self.gzip = gzip
+        self.timeoutMillis = timeoutMillis
+        self.auth = auth
+        self.tls = tls
+        self.influxMeasurement = influxMeasurement
     }
 }

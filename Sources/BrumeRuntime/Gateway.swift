@@ -124,7 +124,10 @@ public final class Gateway: Service, Sendable {
     let lastReload = Locked<ReloadResult?>(nil)
     private let reloadLock = Mutex<Void>(())
     public let outbox: Outbox
-    public let uplink: MQTTUplink
+    /// Every uplink, each with its own cursor over the outbox; the first is the primary.
+    public let uplinks: [any Uplink]
+    /// The primary uplink (the first configured).
+    public var uplink: any Uplink { uplinks[0] }
     private let sourceList: Locked<[any Source]>
     /// The running sources (a reload may replace some).
     public var sources: [any Source] { sourceList.withLock { $0 } }
@@ -146,19 +149,35 @@ public final class Gateway: Service, Sendable {
         try Gateway.ensureDirectory(config.gateway.dataDir)
         lockFD = try Gateway.lockDataDir(config.gateway.dataDir)
         let b = config.buffer
-        let options = OutboxOptions(
+        var options = OutboxOptions(
             path: config.gateway.dataDir + "/outbox.db", maxBytes: b.maxBytes, maxAgeMillis: b.maxAgeMillis,
             whenFull: WhenFull(rawValue: b.whenFull) ?? .dropOldest, commitInterval: .milliseconds(b.commitIntervalMillis),
             synchronous: SyncLevel(rawValue: b.synchronous) ?? .normal,
             historicalAfterMillis: config.uplinks.first?.historicalAfterMillis ?? 10_000)
+        options.uplinks = config.uplinks.map(\.name)
         do {
             outbox = try Outbox(options: options, logger: logger)
         } catch {
             throw StartupError("cannot open the outbox at \(options.path): \(error)")
         }
-        guard let up = config.uplinks.first else { throw StartupError("no uplink configured") }
-        uplink = MQTTUplink(config: up, gatewayID: config.gateway.id, password: try Gateway.secret(up.connection.passwordFile, logger: logger),
-                            outbox: outbox, logger: logger)
+        guard !config.uplinks.isEmpty else { throw StartupError("no uplink configured") }
+        var made: [any Uplink] = []
+        for u in config.uplinks {
+            switch u.kind {
+            case .mqtt:
+                made.append(MQTTUplink(config: u, gatewayID: config.gateway.id, password: try Gateway.secret(u.connection.passwordFile, logger: logger),
+                                       outbox: outbox, logger: logger))
+            case .http:
+                do {
+                    made.append(try HTTPUplink(config: u, gatewayID: config.gateway.id, outbox: outbox, secret: { try Gateway.secret($0, logger: logger) }, logger: logger))
+                } catch {
+                    throw StartupError("uplink \(u.name): \(error)")
+                }
+            }
+        }
+        uplinks = made
+        // Commands and their results travel over the first MQTT uplink's broker.
+        let up = config.uplinks.first { $0.kind == .mqtt } ?? config.uplinks[0]
         let engine = config.rules.compiled.map { RulesEngine(rules: $0, clock: wallClockMillis) }
         let pipeline = Pipeline(outbox: outbox, rules: engine, logger: logger)
         self.pipeline = pipeline
@@ -185,7 +204,10 @@ public final class Gateway: Service, Sendable {
         let c = commands
         pipeline.commands.withLock { $0 = c }
         let metrics = self.metrics
-        uplink.stats.latencyObserver.withLock { $0 = { d in metrics.publishLatency.recordNanoseconds(Int64(d.components.seconds) * 1_000_000_000 + d.components.attoseconds / 1_000_000_000) } }
+        for u in uplinks {
+            let timer = metrics.publishLatency(u.config.name)
+            u.stats.latencyObserver.withLock { $0 = { d in timer.recordNanoseconds(Int64(d.components.seconds) * 1_000_000_000 + d.components.attoseconds / 1_000_000_000) } }
+        }
     }
 
     static func makeSource(_ s: SourceConfig, sink: Pipeline, logger: Logger) throws -> any Source {
@@ -253,7 +275,7 @@ public final class Gateway: Service, Sendable {
         ])
         outbox.start()
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.uplink.run() }
+            for u in uplinks { group.addTask { await u.run() } }
             group.addTask { await self.reportPeriodically() }
             for s in sources { s.start() }
             if let commands {
@@ -261,7 +283,7 @@ public final class Gateway: Service, Sendable {
                 group.addTask {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: .seconds(1))
-                        commands.checkSafeStates(uplinkOnline: self.uplink.state == .online)
+                        commands.checkSafeStates(uplinkOnline: self.commandUplinkOnline)
                     }
                 }
             }
@@ -326,7 +348,7 @@ public final class Gateway: Service, Sendable {
             for s in sources { s.stop() }
             if let rules = pipeline.rules { pipeline.deliver(rules.flush()) } // open windows are emitted
             outbox.flush()
-            await uplink.shutdown()
+            await withTaskGroup(of: Void.self) { g in for u in uplinks { g.addTask { await u.shutdown() } } }
             group.cancelAll()
         }
         outbox.stop()
@@ -425,12 +447,18 @@ public final class Gateway: Service, Sendable {
         return r
     }
 
+    /// The uplink that carries commands (the first MQTT one) is online: safe states count from its outages.
+    var commandUplinkOnline: Bool {
+        (uplinks.first { $0.config.kind == .mqtt } ?? uplink).state == .online
+    }
+
     /// `/readyz`: running, and the outbox writer alive.
     func readiness() -> (Bool, String) {
         guard running.load(ordering: .acquiring) else { return (false, "not ready: starting or stopping") }
         let stalled = monotonicNanos() - outbox.writerHeartbeat.load(ordering: .relaxed)
         guard stalled < 10_000_000_000 else { return (false, "not ready: the outbox writer has stalled for \(stalled / 1_000_000_000) s (disk?)") }
-        return (true, "ready: uplink \(uplink.state.rawValue), \(sources.filter { $0.state == .connected }.count)/\(sources.count) sources connected")
+        let ups = uplinks.map { "\($0.config.name) \($0.state.rawValue)" }.joined(separator: ", ")
+        return (true, "ready: uplink \(ups), \(sources.filter { $0.state == .connected }.count)/\(sources.count) sources connected")
     }
 
     /// The gateway's own health as readings of device "brume" (`[api] self_telemetry`).
@@ -586,10 +614,11 @@ public enum OfflineMaintenance {
         let fd = try Gateway.lockDataDir(config.gateway.dataDir)
         defer { close(fd) }
         let b = config.buffer
-        let outbox = try Outbox(options: OutboxOptions(path: config.gateway.dataDir + "/outbox.db", maxBytes: b.maxBytes, maxAgeMillis: b.maxAgeMillis,
-                                                       whenFull: WhenFull(rawValue: b.whenFull) ?? .dropOldest, commitInterval: .milliseconds(b.commitIntervalMillis),
-                                                       synchronous: SyncLevel(rawValue: b.synchronous) ?? .normal),
-                                logger: Logger(label: "brume"))
+        var options = OutboxOptions(path: config.gateway.dataDir + "/outbox.db", maxBytes: b.maxBytes, maxAgeMillis: b.maxAgeMillis,
+                                    whenFull: WhenFull(rawValue: b.whenFull) ?? .dropOldest, commitInterval: .milliseconds(b.commitIntervalMillis),
+                                    synchronous: SyncLevel(rawValue: b.synchronous) ?? .normal)
+        options.uplinks = config.uplinks.map(\.name)
+        let outbox = try Outbox(options: options, logger: Logger(label: "brume"))
         let n = outbox.purge()
         outbox.close()
         return n

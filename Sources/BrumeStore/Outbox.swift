@@ -38,6 +38,10 @@ public struct OutboxOptions: Sendable {
     public var historicalAfterMillis: Int64
     /// Readings per segment row, at most.
     public var maxSegmentReadings: Int
+    /// The uplinks that read the outbox, each with its own cursor: a reading leaves the outbox
+    /// once every one of them acknowledged it. The first is the primary (it inherits the
+    /// cursor of an outbox written by a single-uplink brume).
+    public var uplinks: [String] = ["cloud"]
 
     public init(path: String, maxBytes: Int64 = 256 << 20, maxAgeMillis: Int64 = 7 * 86_400_000, whenFull: WhenFull = .dropOldest,
                 commitInterval: Duration = .milliseconds(50), synchronous: SyncLevel = .normal, maxPendingReadings: Int = 100_000,
@@ -65,11 +69,14 @@ public struct BatchRecord: Sendable, Hashable {
     public var first: Int64
     public var last: Int64
     public var historical: Bool
+    /// The uplink it belongs to ("" = the primary).
+    public var uplink: String
     public var count: Int { Int(last - first + 1) }
-    public init(first: Int64, last: Int64, historical: Bool) {
+    public init(first: Int64, last: Int64, historical: Bool, uplink: String = "") {
         self.first = first
         self.last = last
         self.historical = historical
+        self.uplink = uplink
     }
 }
 
@@ -365,8 +372,8 @@ public final class Outbox: @unchecked Sendable {
 
     /// Batches recorded but not yet acknowledged, oldest first. After a
     /// restart or reconnect these are resent, unchanged, before new ones.
-    public func unackedBatches() -> [BatchRecord] {
-        dbLock.withLock { _ in store.unackedBatches() }
+    public func unackedBatches(uplink: String = "") -> [BatchRecord] {
+        dbLock.withLock { _ in store.unackedBatches(uplink: store.key(uplink)) }
     }
 
     public enum NextBatch: Sendable {
@@ -378,8 +385,36 @@ public final class Outbox: @unchecked Sendable {
 
     /// Forms and records the next batch after everything already batched:
     /// up to `maxReadings` readings, or fewer once the oldest has waited `maxDelayMillis`.
-    public func nextBatch(maxReadings: Int, maxDelayMillis: Int64) -> NextBatch {
-        dbLock.withLock { _ in store.nextBatch(maxReadings: maxReadings, maxDelayMillis: maxDelayMillis) }
+    public func nextBatch(uplink: String = "", maxReadings: Int, maxDelayMillis: Int64) -> NextBatch {
+        dbLock.withLock { _ in store.nextBatch(uplink: store.key(uplink), maxReadings: maxReadings, maxDelayMillis: maxDelayMillis) }
+    }
+
+    /// Readings of this outbox not yet acknowledged by each uplink.
+    public func backlog() -> [String: Int64] {
+        dbLock.withLock { _ in store.uplinkKeys.reduce(into: [:]) { $0[$1] = max(0, store.nextSeq - 1 - store.cursor[$1, default: store.doneSeq]) } }
+    }
+
+    /// A batch the uplink's endpoint refused for good (an HTTP 4xx other than 401/408/429):
+    /// kept in the dead-letter table (counted, visible, exportable) and acknowledged, so it
+    /// does not block the queue.
+    public func deadLetter(_ batch: BatchRecord, status: Int, response: String, body: [UInt8]) {
+        dbLock.withLock { _ in store.deadLetter(batch, status: status, response: response, body: body) }
+    }
+
+    public struct DeadLetter: Sendable {
+        public var id: Int64
+        public var uplink: String
+        public var first: Int64
+        public var last: Int64
+        public var status: Int
+        public var response: String
+        public var atMillis: Int64
+        public var body: [UInt8]
+    }
+
+    /// The dead letters, oldest first.
+    public func deadLetters(limit: Int = 1000) -> [DeadLetter] {
+        dbLock.withLock { _ in store.deadLetters(limit: limit) }
     }
 
     /// The readings of a recorded batch (nil when it was evicted meanwhile).
@@ -391,6 +426,9 @@ public final class Outbox: @unchecked Sendable {
     public func ack(_ batch: BatchRecord) {
         dbLock.withLock { _ in store.ack(batch) }
     }
+
+    /// The outbox's own name for an uplink ("" and the first configured name are the primary).
+    public func uplinkKey(_ name: String) -> String { dbLock.withLock { _ in store.key(name) } }
 
     /// The newest readings still in the outbox (undelivered), oldest first, at most `limit`.
     public func tailReadings(limit: Int) -> [Reading] {
@@ -428,7 +466,7 @@ public final class Outbox: @unchecked Sendable {
 
 /// Everything that touches SQLite. Used only under `Outbox.dbLock`.
 final class Store {
-    static let schemaVersion: Int64 = 1
+    static let schemaVersion: Int64 = 2
     /// Numbered migrations: index i brings user_version i to i+1.
     static let migrations: [String] = [
         """
@@ -450,6 +488,30 @@ final class Store {
         CREATE TABLE eviction (reason TEXT PRIMARY KEY, readings INTEGER NOT NULL) WITHOUT ROWID;
         INSERT INTO meta(key, value) VALUES ('next_seq', 1), ('done_seq', 0), ('committed', 0), ('delivered', 0);
         """,
+        // 2: several uplinks, each with its own batches and cursor; dead letters.
+        """
+        CREATE TABLE batch2 (
+            uplink    TEXT NOT NULL,
+            first_seq INTEGER NOT NULL,
+            last_seq  INTEGER NOT NULL,
+            hist      INTEGER NOT NULL,
+            acked     INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (uplink, first_seq)
+        ) WITHOUT ROWID;
+        INSERT INTO batch2(uplink, first_seq, last_seq, hist, acked) SELECT '', first_seq, last_seq, hist, acked FROM batch;
+        DROP TABLE batch;
+        ALTER TABLE batch2 RENAME TO batch;
+        CREATE TABLE dead_letter (
+            id        INTEGER PRIMARY KEY,
+            uplink    TEXT NOT NULL,
+            first_seq INTEGER NOT NULL,
+            last_seq  INTEGER NOT NULL,
+            status    INTEGER NOT NULL,
+            response  TEXT NOT NULL,
+            at_ms     INTEGER NOT NULL,
+            body      BLOB NOT NULL
+        );
+        """,
     ]
 
     let db: SQLiteDB
@@ -460,7 +522,12 @@ final class Store {
 
     // cached state (mirrors the database)
     var nextSeq: Int64 = 1
+    /// Every reading up to here is acknowledged by every uplink (or evicted): gone.
     var doneSeq: Int64 = 0
+    /// Per uplink: every reading up to here is acknowledged by it (or evicted).
+    var cursor: [String: Int64] = [:]
+    /// Uplink keys: "" for the primary, the configured name for the others.
+    let uplinkKeys: [String]
     var committed: Int64 = 0
     var delivered: Int64 = 0
     var totalBytes: Int64 = 0
@@ -523,6 +590,7 @@ final class Store {
         self.openedWall = now()
         self.mono = monotonic
         self.openedMono = monotonic()
+        self.uplinkKeys = [""] + options.uplinks.dropFirst().map { $0 }
         db = try SQLiteDB(path: options.path)
         // WAL: readers never block the writer; one fsync per checkpoint in NORMAL mode.
         let mode = try db.prepare("PRAGMA journal_mode=WAL")
@@ -550,8 +618,8 @@ final class Store {
         insertSegmentStmt = try db.prepare("INSERT INTO segment(first_seq, last_seq, count, bytes, created_ms, data) VALUES (?, ?, ?, ?, ?, ?)")
         setMetaStmt = try db.prepare("UPDATE meta SET value = ? WHERE key = ?")
         segmentsAfterStmt = try db.prepare("SELECT first_seq, last_seq, created_ms, data FROM segment WHERE last_seq >= ? ORDER BY first_seq LIMIT ?")
-        insertBatchStmt = try db.prepare("INSERT OR REPLACE INTO batch(first_seq, last_seq, hist, acked) VALUES (?, ?, ?, 0)")
-        ackBatchStmt = try db.prepare("UPDATE batch SET acked = 1 WHERE first_seq = ? AND last_seq = ?")
+        insertBatchStmt = try db.prepare("INSERT OR REPLACE INTO batch(uplink, first_seq, last_seq, hist, acked) VALUES (?, ?, ?, ?, 0)")
+        ackBatchStmt = try db.prepare("UPDATE batch SET acked = 1 WHERE uplink = ? AND first_seq = ? AND last_seq = ?")
         try loadState()
     }
 
@@ -571,6 +639,14 @@ final class Store {
         let e = try db.prepare("SELECT reason, readings FROM eviction")
         defer { e.reset() }
         while try e.step() { evicted[e.text(0)] = e.int(1) }
+        // Cursors: the primary's is done_seq's history; an uplink seen for the first time starts
+        // at what is still buffered (it does not get what left before it existed).
+        cursor = [:]
+        let c = try db.prepare("SELECT key, value FROM meta WHERE key LIKE 'cursor:%'")
+        defer { c.reset() }
+        var stored: [String: Int64] = [:]
+        while try c.step() { stored[String(c.text(0).dropFirst(7))] = c.int(1) }
+        for k in uplinkKeys { cursor[k] = max(doneSeq, stored[k] ?? doneSeq) }
         let s = try db.prepare("SELECT COALESCE(SUM(bytes), 0), COUNT(*), COALESCE(MAX(last_seq), 0) FROM segment")
         defer { s.reset() }
         _ = try s.step()
@@ -586,12 +662,28 @@ final class Store {
         try setMeta("done_seq", floor - 1)
         nextSeq = floor
         doneSeq = floor - 1
+        for k in uplinkKeys { try setCursor(k, floor - 1) }
     }
 
     func close() {
         guard !closed else { return }
         closed = true
         try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+    }
+
+    /// The key of an uplink: "" for the primary (also under its configured name).
+    func key(_ name: String) -> String {
+        if name.isEmpty || name == options.uplinks.first { return "" }
+        return name
+    }
+
+    private func setCursor(_ k: String, _ v: Int64) throws(SQLiteError) {
+        cursor[k] = v
+        if uplinkKeys.count == 1 { return } // one uplink: its cursor is done_seq
+        let st = try db.prepare("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+        st.bind(1, "cursor:" + k)
+        st.bind(2, v)
+        try st.run()
     }
 
     private func setMeta(_ key: String, _ value: Int64) throws(SQLiteError) {
@@ -702,7 +794,9 @@ final class Store {
         straddle.bind(2, through)
         if try straddle.step() { through = straddle.int(0) }
         // Readings in (doneSeq, through] not already acknowledged are evicted.
-        let ackedQ = try db.prepare("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM batch WHERE acked = 1 AND first_seq > ? AND last_seq <= ?")
+        let ackedQ = try db.prepare(uplinkKeys.count == 1
+            ? "SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM batch WHERE acked = 1 AND first_seq > ? AND last_seq <= ?"
+            : "SELECT 0 WHERE ? IS NOT NULL AND ? IS NOT NULL")
         defer { ackedQ.reset() }
         ackedQ.bind(1, doneSeq)
         ackedQ.bind(2, through)
@@ -718,6 +812,7 @@ final class Store {
         try removeSegments(through: through)
         doneSeq = through
         try setMeta("done_seq", doneSeq)
+        for k in uplinkKeys where cursor[k, default: 0] < through { try setCursor(k, through) }
     }
 
     private func removeSegments(through: Int64) throws(SQLiteError) {
@@ -799,12 +894,13 @@ final class Store {
         return out
     }
 
-    func unackedBatches() -> [BatchRecord] {
+    func unackedBatches(uplink: String) -> [BatchRecord] {
         do {
-            let q = try db.prepare("SELECT first_seq, last_seq, hist FROM batch WHERE acked = 0 ORDER BY first_seq")
+            let q = try db.prepare("SELECT first_seq, last_seq, hist FROM batch WHERE uplink = ? AND acked = 0 ORDER BY first_seq")
             defer { q.reset() }
+            q.bind(1, uplink)
             var out: [BatchRecord] = []
-            while try q.step() { out.append(BatchRecord(first: q.int(0), last: q.int(1), historical: q.int(2) != 0)) }
+            while try q.step() { out.append(BatchRecord(first: q.int(0), last: q.int(1), historical: q.int(2) != 0, uplink: uplink)) }
             return out
         } catch {
             logger.error("outbox: cannot list batches", metadata: ["error": "\(error)"])
@@ -813,14 +909,17 @@ final class Store {
     }
 
     /// First sequence number not yet in a recorded batch.
-    private func firstUnbatched() throws(SQLiteError) -> Int64 {
-        let lastBatched = try db.scalarInt("SELECT MAX(last_seq) FROM batch") ?? 0
-        return max(doneSeq, lastBatched) + 1
+    private func firstUnbatched(_ uplink: String) throws(SQLiteError) -> Int64 {
+        let q = try db.prepare("SELECT COALESCE(MAX(last_seq), 0) FROM batch WHERE uplink = ?")
+        defer { q.reset() }
+        q.bind(1, uplink)
+        let lastBatched = try q.step() ? q.int(0) : 0
+        return max(cursor[uplink] ?? doneSeq, doneSeq, lastBatched) + 1
     }
 
-    func nextBatch(maxReadings: Int, maxDelayMillis: Int64) -> Outbox.NextBatch {
+    func nextBatch(uplink: String, maxReadings: Int, maxDelayMillis: Int64) -> Outbox.NextBatch {
         do {
-            let first = try firstUnbatched()
+            let first = try firstUnbatched(uplink)
             let lastCommitted = nextSeq - 1
             if first > lastCommitted { return .empty }
             let available = lastCommitted - first + 1
@@ -842,12 +941,13 @@ final class Store {
                 return .waitUntil(t + maxDelayMillis - ageMillis)
             }
             let last = first + min(Int64(maxReadings), available) - 1
-            let rec = BatchRecord(first: first, last: last, historical: ageMillis > options.historicalAfterMillis)
+            let rec = BatchRecord(first: first, last: last, historical: ageMillis > options.historicalAfterMillis, uplink: uplink)
             // Segments entirely batched no longer need their commit time.
             if committedAtMono.count > 256 { committedAtMono = committedAtMono.filter { $0.key >= segmentFirst } }
-            insertBatchStmt.bind(1, rec.first)
-            insertBatchStmt.bind(2, rec.last)
-            insertBatchStmt.bind(3, rec.historical ? 1 : 0)
+            insertBatchStmt.bind(1, uplink)
+            insertBatchStmt.bind(2, rec.first)
+            insertBatchStmt.bind(3, rec.last)
+            insertBatchStmt.bind(4, rec.historical ? 1 : 0)
             try insertBatchStmt.run()
             return .batch(rec)
         } catch {
@@ -906,7 +1006,11 @@ final class Store {
             let d = try db.prepare("DELETE FROM segment WHERE first_seq = ?")
             d.bind(1, first)
             try d.run()
-            if first <= doneSeq + 1 { doneSeq = last; try setMeta("done_seq", doneSeq) }
+            if first <= doneSeq + 1 {
+                doneSeq = last
+                try setMeta("done_seq", doneSeq)
+                for k in uplinkKeys where cursor[k, default: 0] < last { try setCursor(k, last) }
+            }
             try db.exec("COMMIT")
             try loadState()
         } catch {
@@ -915,34 +1019,44 @@ final class Store {
     }
 
     func ack(_ batch: BatchRecord) {
+        let u = key(batch.uplink)
         do {
             try db.exec("BEGIN IMMEDIATE")
             do {
-                ackBatchStmt.bind(1, batch.first)
-                ackBatchStmt.bind(2, batch.last)
+                ackBatchStmt.bind(1, u)
+                ackBatchStmt.bind(2, batch.first)
+                ackBatchStmt.bind(3, batch.last)
                 try ackBatchStmt.run()
                 if db.changes == 0 {
                     // Unknown batch (evicted meanwhile, or acked twice): nothing to do.
                     try db.exec("COMMIT")
                     return
                 }
-                // Advance done_seq over the contiguous prefix of acknowledged batches.
-                let q = try db.prepare("SELECT first_seq, last_seq, acked FROM batch WHERE first_seq > ? ORDER BY first_seq")
+                // Advance this uplink's cursor over its contiguous prefix of acknowledged batches.
+                let from = cursor[u] ?? doneSeq
+                let q = try db.prepare("SELECT first_seq, last_seq, acked FROM batch WHERE uplink = ? AND first_seq > ? ORDER BY first_seq")
                 defer { q.reset() }
-                q.bind(1, doneSeq)
-                var done = doneSeq
-                var count: Int64 = 0
+                q.bind(1, u)
+                q.bind(2, from)
+                var done = from
                 while try q.step() {
                     guard q.int(2) == 1, q.int(0) == done + 1 else { break }
-                    count += q.int(1) - q.int(0) + 1
                     done = q.int(1)
                 }
                 q.reset()
-                if done > doneSeq {
-                    try db.exec("DELETE FROM batch WHERE last_seq <= \(done)")
-                    try removeSegments(through: done)
-                    delivered += count
-                    doneSeq = done
+                if done > from {
+                    let d = try db.prepare("DELETE FROM batch WHERE uplink = ? AND last_seq <= ?")
+                    d.bind(1, u)
+                    d.bind(2, done)
+                    try d.run()
+                    try setCursor(u, done)
+                }
+                // Readings every uplink has acknowledged leave the outbox.
+                let all = uplinkKeys.map { cursor[$0] ?? doneSeq }.min() ?? done
+                if all > doneSeq {
+                    try removeSegments(through: all)
+                    delivered += all - doneSeq
+                    doneSeq = all
                     try setMeta("done_seq", doneSeq)
                     try setMeta("delivered", delivered)
                 }
@@ -955,6 +1069,35 @@ final class Store {
             try? loadState()
             logger.error("outbox: cannot record an acknowledgement (the batch will be resent)", metadata: ["error": "\(error)"])
         }
+    }
+
+    func deadLetter(_ batch: BatchRecord, status: Int, response: String, body: [UInt8]) {
+        do {
+            let st = try db.prepare("INSERT INTO dead_letter(uplink, first_seq, last_seq, status, response, at_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            st.bind(1, key(batch.uplink).isEmpty ? (options.uplinks.first ?? "") : batch.uplink)
+            st.bind(2, batch.first)
+            st.bind(3, batch.last)
+            st.bind(4, Int64(status))
+            st.bind(5, String(response.prefix(2000)))
+            st.bind(6, now())
+            st.bindBlob(7, body)
+            try st.run()
+            try addEvicted("dead_letter", Int64(batch.count))
+        } catch {
+            logger.error("outbox: cannot store a dead letter (the batch is dropped)", metadata: ["error": "\(error)", "batch.first": "\(batch.first)"])
+        }
+        ack(batch)
+    }
+
+    func deadLetters(limit: Int) -> [Outbox.DeadLetter] {
+        guard let q = try? db.prepare("SELECT id, uplink, first_seq, last_seq, status, response, at_ms, body FROM dead_letter ORDER BY id LIMIT \(max(1, limit))") else { return [] }
+        defer { q.reset() }
+        var out: [Outbox.DeadLetter] = []
+        while (try? q.step()) == true {
+            let body = q.withBlob(7) { Array($0) }
+            out.append(Outbox.DeadLetter(id: q.int(0), uplink: q.text(1), first: q.int(2), last: q.int(3), status: Int(q.int(4)), response: q.text(5), atMillis: q.int(6), body: body))
+        }
+        return out
     }
 
     func stats() -> OutboxStats {
@@ -1034,6 +1177,28 @@ public struct OutboxInspector {
         defer { pc.reset() }
         if try pc.step() { s.fileBytes = pc.int(0) }
         return s
+    }
+
+    public struct DeadLetterRow: Sendable {
+        public var id: Int64
+        public var uplink: String
+        public var first: Int64
+        public var last: Int64
+        public var status: Int
+        public var response: String
+        public var atMillis: Int64
+        public var body: [UInt8]
+    }
+
+    public func deadLetters() throws -> [DeadLetterRow] {
+        let q = try db.prepare("SELECT id, uplink, first_seq, last_seq, status, response, at_ms, body FROM dead_letter ORDER BY id")
+        defer { q.reset() }
+        var out: [DeadLetterRow] = []
+        while try q.step() {
+            out.append(DeadLetterRow(id: q.int(0), uplink: q.text(1), first: q.int(2), last: q.int(3), status: Int(q.int(4)), response: q.text(5),
+                                     atMillis: q.int(6), body: q.withBlob(7) { Array($0) }))
+        }
+        return out
     }
 
     /// Calls `body` with every buffered (undelivered) reading whose time is ≥ `sinceMillis`, oldest first.

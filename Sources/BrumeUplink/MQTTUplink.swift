@@ -23,6 +23,10 @@ public final class UplinkStats: Sendable {
     public let lastAckMillis = Gauge<Int64?>(nil)
     /// Called with every publish → PUBACK latency (metrics histograms).
     public let latencyObserver = Locked<(@Sendable (Duration) -> Void)?>(nil)
+    /// Bytes of the encoded batches before compression (bytesSent is what went on the wire).
+    public let bytesUncompressed = Counter()
+    /// Readings of batches the endpoint refused for good (dead letters).
+    public let deadLettered = Counter()
     public init() {}
 }
 
@@ -33,11 +37,15 @@ public final class UplinkStats: Sendable {
 /// reconnect or a restart the unacknowledged ones are resent first, byte for
 /// byte (same id), then new batches follow. All state changes happen on the
 /// loop's task; the MQTT network thread only posts events and pokes the loop.
-public final class MQTTUplink: Sendable {
+public final class MQTTUplink: Uplink, Sendable {
     public let config: UplinkConfig
     public let gatewayID: String
     public let stats = UplinkStats()
     private let outbox: Outbox
+    /// This uplink's cursor in the outbox.
+    private let key: String
+    private let match: [Glob]
+    private let bandwidth: ByteRateLimiter?
     private let logger: Logger
     private let now: @Sendable () -> Int64
     private let client: MQTTClient
@@ -62,6 +70,9 @@ public final class MQTTUplink: Sendable {
         self.config = config
         self.gatewayID = gatewayID
         self.outbox = outbox
+        self.key = outbox.uplinkKey(config.name)
+        self.match = config.match.compactMap { try? Glob.parse($0).get() }
+        self.bandwidth = config.maxBytesPerSecond.map { ByteRateLimiter(bytesPerSecond: $0) }
         var logger = logger
         logger[metadataKey: "uplink.name"] = "\(config.name)"
         self.logger = logger
@@ -101,7 +112,9 @@ public final class MQTTUplink: Sendable {
             tls: conn.tls.map { MQTTTLS(caFile: $0.caFile, certFile: $0.certFile, keyFile: $0.keyFile, verifyHostname: $0.verifyHostname) },
             will: MQTTWill(topic: statusTopic, payload: WireFormat.encodeStatus(state: "offline", gateway: gatewayID, at: 0), qos: 1, retain: true),
             maxInflight: config.maxInflight + 2)
-        client = MQTTClient(options: options, logger: logger, handlers: handlers)
+        var opts = options
+        opts.alternates = conn.alternates.map { MQTTBrokerAddress(host: $0.host, port: $0.port) }
+        client = MQTTClient(options: opts, logger: logger, handlers: handlers)
     }
 
     public var state: UplinkState {
@@ -139,7 +152,9 @@ public final class MQTTUplink: Sendable {
     }
 
     /// Waits (bounded) for in-flight batches to be acknowledged, then disconnects.
-    public func shutdown(drainTimeout: Duration = .seconds(2)) async {
+    public func shutdown() async { await shutdown(drainTimeout: .seconds(2)) }
+
+    public func shutdown(drainTimeout: Duration) async {
         let deadline = ContinuousClock.now + drainTimeout
         while ContinuousClock.now < deadline, client.isConnected, stats.batchesSent.current - stats.batchesAcked.current > 0 {
             try? await Task.sleep(for: .milliseconds(20))
@@ -183,7 +198,7 @@ public final class MQTTUplink: Sendable {
             // New connection: what was in flight is lost with the old one.
             loop.generation = gen
             loop.inflight.removeAll()
-            loop.resend = gen == nil ? [] : outbox.unackedBatches()
+            loop.resend = gen == nil ? [] : outbox.unackedBatches(uplink: key)
             loop.resendIndex = 0
             if !loop.resend.isEmpty {
                 logger.info("resending unacknowledged batches", metadata: ["batches": "\(loop.resend.count)"])
@@ -191,6 +206,8 @@ public final class MQTTUplink: Sendable {
         }
         guard loop.generation != nil else { return }
         while loop.inflight.count < config.maxInflight {
+            // A metered link: wait (the 50 ms tick pokes again) until the budget allows more.
+            if let bandwidth, !bandwidth.mayTake() { return }
             let rec: BatchRecord
             var isResend = false
             if loop.resendIndex < loop.resend.count {
@@ -198,15 +215,20 @@ public final class MQTTUplink: Sendable {
                 loop.resendIndex += 1
                 isResend = true
             } else {
-                switch outbox.nextBatch(maxReadings: config.batchMaxReadings, maxDelayMillis: config.batchMaxDelayMillis) {
+                switch outbox.nextBatch(uplink: key, maxReadings: config.batchMaxReadings, maxDelayMillis: config.batchMaxDelayMillis) {
                 case .batch(let r): rec = r
                 case .waitUntil, .empty: return
                 }
             }
-            guard let readings = outbox.readings(of: rec) else {
+            guard var readings = outbox.readings(of: rec) else {
                 // Evicted or quarantined meanwhile: nothing left to send for it.
                 outbox.ack(rec)
                 continue
+            }
+            if !match.isEmpty {
+                // Routing: this uplink carries only what its patterns match.
+                readings = readings.filter { r in match.contains { $0.matches("\(r.device)/\(r.metric)") } }
+                if readings.isEmpty { outbox.ack(rec); continue }
             }
             loop.buffer.removeAll(keepingCapacity: true)
             WireFormat.encodeTelemetry(gateway: gatewayID, batchID: WireFormat.batchID(gateway: gatewayID, first: rec.first, last: rec.last),
@@ -221,6 +243,8 @@ public final class MQTTUplink: Sendable {
                 loop.inflight[mid] = (rec, t0)
                 stats.batchesSent.add()
                 stats.bytesSent.add(Int64(loop.buffer.count))
+                stats.bytesUncompressed.add(Int64(loop.buffer.count))
+                bandwidth?.take(loop.buffer.count)
                 if isResend { stats.resends.add() }
             } catch {
                 stats.publishErrors.add(error.isNotConnected ? "not_connected" : "publish_failed")

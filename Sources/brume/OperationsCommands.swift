@@ -290,7 +290,7 @@ struct Reload: ParsableCommand {
 struct Buffer: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Inspect, export or purge the outbox (the readings buffered for the cloud).",
-        subcommands: [BufferStats.self, BufferExport.self, BufferPurge.self])
+        subcommands: [BufferStats.self, BufferExport.self, BufferPurge.self, BufferDeadLetters.self])
 }
 
 struct BufferStats: ParsableCommand {
@@ -434,6 +434,39 @@ func printLine(_ s: String, newline: Bool = true) {
             let w = write(1, b.baseAddress! + off, b.count - off)
             if w <= 0 { return }
             off += w
+        }
+    }
+}
+
+struct BufferDeadLetters: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "dead-letters",
+        abstract: "List the batches an HTTP endpoint refused for good (4xx), or export their bodies (read-only).",
+        discussion: "Each dead letter keeps the HTTP status, the endpoint's answer and the exact body that was sent (gzip if the uplink compresses).")
+    @Option(name: .shortAndLong, help: "The configuration file (for data_dir).") var config: String = defaultConfigPath
+    @Option(help: "Write each body to DIR/<id>-<first>-<last>.body") var export: String?
+
+    func run() throws {
+        let cfg = try loadForTool(config)
+        let path = cfg.gateway.dataDir + "/outbox.db"
+        let letters: [OutboxInspector.DeadLetterRow]
+        do { letters = try OutboxInspector(path: path).deadLetters() } catch {
+            printErr("brume buffer dead-letters: cannot read \(path): \(error)")
+            throw ExitCode(1)
+        }
+        if letters.isEmpty { printLine("no dead letters"); return }
+        let now = Double(wallClockMillis())
+        printLine(table([["ID", "UPLINK", "SEQ", "HTTP", "WHEN", "BYTES", "ANSWER"]] + letters.map {
+            ["\($0.id)", $0.uplink, "\($0.first)-\($0.last)", "\($0.status)", age(Double($0.atMillis), now: now), "\($0.body.count)",
+             String($0.response.prefix(60)).replacingOccurrences("\n", " ")]
+        }))
+        if let dir = export {
+            for l in letters {
+                let file = "\(dir)/\(l.id)-\(l.first)-\(l.last).body"
+                guard let f = fopen(file, "w") else { printErr("cannot write \(file)"); throw ExitCode(1) }
+                _ = l.body.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
+                fclose(f)
+            }
+            printLine("wrote \(letters.count) bodies to \(dir)")
         }
     }
 }

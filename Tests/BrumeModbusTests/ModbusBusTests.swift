@@ -9,12 +9,6 @@ import Testing
 // loopback TCP, and pymodbus (an independent implementation) on a socat pty pair
 // and on TCP. The bus under test is the one the gateway runs.
 
-func fixturesDirectory(filePath: String = #filePath) -> String {
-    var parts = filePath.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-    parts.removeLast(2)
-    return parts.joined(separator: "/") + "/Fixtures"
-}
-
 /// A firmware-sim Modbus slave: RTU on a pty (returns the line's path) or TCP.
 func simSlave(_ dir: String, rtu: Bool, _ args: [String], name: String = "slave", port: Int? = nil) throws -> (Child, ModbusTransport) {
     if rtu {

@@ -147,13 +147,19 @@ public final class Mosquitto: @unchecked Sendable {
     private var child: Child?
     private var starts = 0
 
-    public init(dir: String, name: String = "broker") throws {
+    /// `tls`: the listener speaks TLS with the PKI's server certificate; `requireClientCert`: mTLS.
+    public init(dir: String, name: String = "broker", tls: TestPKI? = nil, requireClientCert: Bool = false) throws {
         self.port = TestKit.freePort()
         self.dir = "\(dir)/\(name)"
         try FileManager.default.createDirectory(atPath: self.dir, withIntermediateDirectories: true)
+        var tlsLines = ""
+        if let tls {
+            tlsLines = "cafile \(tls.ca)\ncertfile \(tls.serverCert)\nkeyfile \(tls.serverKey)\n"
+            if requireClientCert { tlsLines += "require_certificate true\n" }
+        }
         let conf = """
         listener \(port) 127.0.0.1
-        user root
+        \(tlsLines)user root
         allow_anonymous true
         persistence true
         persistence_location \(self.dir)/
@@ -205,6 +211,7 @@ public struct CloudReport: Decodable, Sendable {
     public var missing: Int
     public var out_of_order: Int
     public var non_sequence: Int
+    public var bytes: Int
     public struct Latency: Decodable, Sendable { public var p50: Int; public var p90: Int; public var p99: Int; public var max: Int }
     public var latency_ms: Latency
 

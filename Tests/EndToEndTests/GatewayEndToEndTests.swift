@@ -20,7 +20,8 @@ final class Rig {
     /// The port of the gateway's local API ([api] listen).
     let apiPort: Int
 
-    init(extraBuffer: String = "", extraSources: (String) -> String = { _ in "" }, mqttSource: Bool = true, api: ((Int) -> String)? = nil) throws {
+    init(extraBuffer: String = "", extraSources: (String) -> String = { _ in "" }, mqttSource: Bool = true, api: ((Int) -> String)? = nil,
+         uplinkExtra: String = "") throws {
         field = try Mosquitto(dir: dir, name: "field")
         cloud = try Mosquitto(dir: dir, name: "cloud")
         config = "\(dir)/gateway.toml"
@@ -40,8 +41,9 @@ final class Rig {
         [uplink.cloud]
         kind = "mqtt"
         url = "\(cloud.url)"
-        batch_max_readings = 500
         batch_max_delay = "200ms"
+        \(uplinkExtra.contains("batch_max_readings") ? "" : "batch_max_readings = 500")
+        \(uplinkExtra)
 
         \(mqttSource ? """
         [[source]]

@@ -39,6 +39,13 @@ public struct MQTTWill: Sendable, Hashable {
     }
 }
 
+public struct MQTTBrokerAddress: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public init(host: String, port: Int) { self.host = host; self.port = port }
+    public var description: String { "\(host):\(port)" }
+}
+
 public struct MQTTClientOptions: Sendable {
     public var host: String
     public var port: Int
@@ -55,6 +62,8 @@ public struct MQTTClientOptions: Sendable {
     public var maxInflight: Int
     public var reconnectInitial: Duration
     public var reconnectMax: Duration
+    /// Other brokers of the same cluster, tried in turn after `host:port` fails (failover).
+    public var alternates: [MQTTBrokerAddress] = []
 
     public init(host: String, port: Int, clientID: String, cleanSession: Bool = true, keepAlive: Int = 30,
                 username: String? = nil, password: String? = nil, tls: MQTTTLS? = nil, will: MQTTWill? = nil,
@@ -155,6 +164,8 @@ public final class MQTTClient: @unchecked Sendable {
     /// Number of successful connections (for status and tests).
     public let connects = Counter()
     public let connectFailures = Counter()
+    /// The broker in use or being tried (failover moves it along `alternates`).
+    public let currentBroker = Gauge<MQTTBrokerAddress?>(nil)
 
     public init(options: MQTTClientOptions, logger: Logger, handlers: MQTTHandlers) {
         _ = libraryInit
@@ -233,18 +244,24 @@ public final class MQTTClient: @unchecked Sendable {
 
     private func runLoop() {
         var backoff = Backoff(initial: options.reconnectInitial, maximum: options.reconnectMax)
+        let brokers = [MQTTBrokerAddress(host: options.host, port: options.port)] + options.alternates
+        var index = 0
         while running.load(ordering: .acquiring) {
             guard let h = makeHandle() else {
                 sleepInterruptibly(backoff.next())
                 continue
             }
-            let rc = mosquitto_connect(h, options.host, Int32(options.port), Int32(options.keepAlive))
+            let broker = brokers[index % brokers.count]
+            currentBroker.set(broker)
+            let rc = mosquitto_connect(h, broker.host, Int32(broker.port), Int32(options.keepAlive))
             if rc != 0 {
                 connectFailures.add()
                 let reason = rc == Int32(MOSQ_ERR_ERRNO.rawValue) ? String(cString: strerror(errno)) : String(cString: mosquitto_strerror(rc))
                 logRateLimited("MQTT connect failed", reason: reason)
                 destroyHandle()
                 stateGauge.set(.disconnected)
+                // Failover: the next broker of the cluster, after the (jittered) backoff.
+                if brokers.count > 1 { index += 1 }
                 sleepInterruptibly(backoff.next())
                 continue
             }
@@ -277,11 +294,11 @@ public final class MQTTClient: @unchecked Sendable {
             stateGauge.set(.disconnected)
             if wasConnected {
                 handlers.onDisconnect(gen, reason)
-                logger.warning("MQTT connection lost", metadata: ["mqtt.broker": "\(options.host):\(options.port)", "mqtt.client_id": "\(options.clientID)", "error": "\(reason)"])
+                logger.warning("MQTT connection lost", metadata: ["mqtt.broker": "\(currentBroker.current.map { "\($0)" } ?? "\(options.host):\(options.port)")", "mqtt.client_id": "\(options.clientID)", "error": "\(reason)"])
             } else {
                 logRateLimited("MQTT connection refused or dropped before CONNACK", reason: reason)
             }
-            if connects.current > connectedAtStart { backoff.reset() }
+            if connects.current > connectedAtStart { backoff.reset() } else if brokers.count > 1 { index += 1 }
             sleepInterruptibly(backoff.next())
         }
         stateGauge.set(.stopped)
@@ -331,7 +348,7 @@ public final class MQTTClient: @unchecked Sendable {
 
     private func logRateLimited(_ message: Logger.Message, reason: String) {
         if let suppressed = errorLimiter.admit() {
-            var md: Logger.Metadata = ["mqtt.broker": "\(options.host):\(options.port)", "mqtt.client_id": "\(options.clientID)", "error": "\(reason)"]
+            var md: Logger.Metadata = ["mqtt.broker": "\(currentBroker.current.map { "\($0)" } ?? "\(options.host):\(options.port)")", "mqtt.client_id": "\(options.clientID)", "error": "\(reason)"]
             if suppressed > 0 { md["suppressed"] = "\(suppressed)" }
             logger.warning(message, metadata: md)
         }
@@ -425,7 +442,7 @@ public final class MQTTClient: @unchecked Sendable {
         connectedFlag.store(true, ordering: .releasing)
         connects.add()
         stateGauge.set(.connected)
-        logger.info("MQTT connected", metadata: ["mqtt.broker": "\(options.host):\(options.port)", "mqtt.client_id": "\(options.clientID)", "mqtt.session_present": "\(flags & 1 == 1)"])
+        logger.info("MQTT connected", metadata: ["mqtt.broker": "\(currentBroker.current.map { "\($0)" } ?? "\(options.host):\(options.port)")", "mqtt.client_id": "\(options.clientID)", "mqtt.session_present": "\(flags & 1 == 1)"])
         handlers.onConnect(self, generation, flags & 1 == 1)
     }
 }

@@ -15,14 +15,23 @@ final class MetricsExporter: Sendable {
     let registry = PrometheusCollectorRegistry()
     let factory: PrometheusMetricsFactory
     private let mirrored = Mutex<[String: Int64]>([:])
-    let publishLatency: CoreMetrics.Timer
+    private let timers = Mutex<[String: CoreMetrics.Timer]>([:])
+
+    /// The publish → acknowledgement latency histogram of one uplink.
+    func publishLatency(_ uplink: String) -> CoreMetrics.Timer {
+        timers.withLock { t in
+            if let x = t[uplink] { return x }
+            let x = CoreMetrics.Timer(label: "brume_uplink_publish_latency_seconds", dimensions: [("uplink", uplink)], preferredDisplayUnit: .seconds, factory: factory)
+            t[uplink] = x
+            return x
+        }
+    }
 
     init() {
         var f = PrometheusMetricsFactory(registry: registry)
         f.defaultDurationHistogramBuckets = [.milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
                                              .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10)]
         factory = f
-        publishLatency = CoreMetrics.Timer(label: "brume_uplink_publish_latency_seconds", dimensions: [("uplink", "cloud")], preferredDisplayUnit: .seconds, factory: f)
     }
 
     /// Sets a counter to `total` (counters only go up: a total that went down, e.g.
@@ -65,6 +74,10 @@ final class MetricsExporter: Sendable {
         "brume_uplink_readings_acked_total": "Readings the uplink broker acknowledged.",
         "brume_uplink_bytes_sent_total": "Telemetry bytes published (payloads).",
         "brume_uplink_resends_total": "Batches sent again (same id) after a reconnect or restart.",
+        "brume_uplink_bytes_uncompressed_total": "Telemetry bytes before compression (with bytes_sent: the compression ratio).",
+        "brume_uplink_dead_lettered_total": "Readings in batches the endpoint refused for good (kept as dead letters).",
+        "brume_uplink_errors_total": "Failed deliveries, by reason (network, http_503, http_429, not_connected ...).",
+        "brume_uplink_backlog_readings": "Readings this uplink has not acknowledged yet.",
         "brume_commands": "Commands in the journal, by state.",
         "brume_rule_in_total": "Readings a rule matched.",
         "brume_rule_out_total": "Readings a rule passed on or produced.",
@@ -111,13 +124,19 @@ final class MetricsExporter: Sendable {
         for (reason, n) in ob.evicted { counter("brume_outbox_evicted_total", [("reason", reason)], n) }
         counter("brume_outbox_committed_total", [], ob.committed)
         counter("brume_outbox_commit_failures_total", [], ob.commitFailures)
-        let up = g.uplink
-        let ul = [("uplink", up.config.name)]
-        gauge("brume_uplink_up", ul, up.state == .online ? 1 : 0)
-        counter("brume_uplink_batches_acked_total", ul, up.stats.batchesAcked.current)
-        counter("brume_uplink_readings_acked_total", ul, up.stats.readingsAcked.current)
-        counter("brume_uplink_bytes_sent_total", ul, up.stats.bytesSent.current)
-        counter("brume_uplink_resends_total", ul, up.stats.resends.current)
+        let backlog = g.outbox.backlog()
+        for up in g.uplinks {
+            let ul = [("uplink", up.config.name)]
+            gauge("brume_uplink_up", ul, up.state == .online ? 1 : 0)
+            counter("brume_uplink_batches_acked_total", ul, up.stats.batchesAcked.current)
+            counter("brume_uplink_readings_acked_total", ul, up.stats.readingsAcked.current)
+            counter("brume_uplink_bytes_sent_total", ul, up.stats.bytesSent.current)
+            counter("brume_uplink_bytes_uncompressed_total", ul, up.stats.bytesUncompressed.current)
+            counter("brume_uplink_resends_total", ul, up.stats.resends.current)
+            counter("brume_uplink_dead_lettered_total", ul, up.stats.deadLettered.current)
+            for (reason, n) in up.stats.publishErrors.snapshot { counter("brume_uplink_errors_total", ul + [("reason", reason)], n) }
+            gauge("brume_uplink_backlog_readings", ul, Double(backlog[g.outbox.uplinkKey(up.config.name)] ?? 0))
+        }
         if let commands = g.commands {
             var counts = commands.journal.counts()
             for s in ["accepted", "sent", "done", "failed", "expired", "rejected"] where counts[s] == nil { counts[s] = 0 }

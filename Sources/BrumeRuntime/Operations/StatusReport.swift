@@ -34,22 +34,31 @@ extension Gateway {
                             ("reloads", num(reloads.current)), ("reloads_rejected", num(reloadsRejected.current)), ("last_reload", reloadJSON)])),
         ])
 
-        let up = uplink
-        let upState: String = switch up.state {
-        case .online: "connected"
-        case .connecting: "connecting"
-        case .offline: "disconnected"
-        case .stopped: "stopped"
-        }
-        let uplinks: JSONValue = .array([obj([
-            ("name", .string(up.config.name)), ("kind", .string(up.config.kind.rawValue)), ("state", .string(upState)),
-            ("url", .string(up.config.connection.url.description)),
-            ("batches_acked", num(up.stats.batchesAcked.current)), ("readings_acked", num(up.stats.readingsAcked.current)),
-            ("bytes_sent", num(up.stats.bytesSent.current)), ("resends", num(up.stats.resends.current)),
-            ("last_ack_ms", num(up.stats.lastAckMillis.current)),
-            ("publish_latency_ms", .number(Double(up.stats.lastAckLatencyMicros.current) / 1000)),
-            ("errors", reasons(up.stats.publishErrors.snapshot)),
-        ])])
+        let backlog = outbox.backlog()
+        let uplinks: JSONValue = .array(self.uplinks.map { up in
+            let upState: String = switch up.state {
+            case .online: "connected"
+            case .connecting: "connecting"
+            case .offline: "disconnected"
+            case .stopped: "stopped"
+            }
+            let st = up.stats
+            let acked = st.readingsAcked.current
+            return obj([
+                ("name", .string(up.config.name)), ("kind", .string(up.config.kind.rawValue)), ("state", .string(upState)),
+                ("url", .string(up.config.endpoint)), ("match", .array(up.config.match.map { .string($0) })),
+                ("batches_acked", num(st.batchesAcked.current)), ("readings_acked", num(acked)),
+                ("bytes_sent", num(st.bytesSent.current)), ("bytes_uncompressed", num(st.bytesUncompressed.current)),
+                ("bytes_per_reading", acked > 0 ? .number((Double(st.bytesSent.current) / Double(acked) * 10).rounded() / 10) : .null),
+                ("compression_ratio", st.bytesSent.current > 0 ? .number((Double(st.bytesUncompressed.current) / Double(st.bytesSent.current) * 100).rounded() / 100) : .null),
+                ("resends", num(st.resends.current)), ("dead_lettered", num(st.deadLettered.current)),
+                ("backlog", num(backlog[outbox.uplinkKey(up.config.name)] ?? 0)),
+                ("max_bytes_per_second", num(up.config.maxBytesPerSecond)),
+                ("last_ack_ms", num(st.lastAckMillis.current)),
+                ("publish_latency_ms", .number(Double(st.lastAckLatencyMicros.current) / 1000)),
+                ("errors", reasons(st.publishErrors.snapshot)),
+            ])
+        })
 
         let ob = outbox.stats
         let buffer = obj([
