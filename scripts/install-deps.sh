@@ -3,7 +3,8 @@
 # Idempotent; needs root (or sudo). The Swift 6 toolchain itself is expected
 # on PATH (swift.org toolchain, e.g. /opt/swift/usr/bin).
 set -euo pipefail
-PKGS=(mosquitto mosquitto-clients libmosquitto-dev libsqlite3-dev sqlite3 libserialport-dev libmodbus-dev socat
+PKGS=(mosquitto mosquitto-clients libmosquitto-dev libsqlite3-dev sqlite3 libserialport-dev libmodbus-dev socat openssl
+      influxdb               # a real InfluxDB 1.x for the sink tests (each test starts its own on a free port)
       python3-pymodbus python3-serial python3-serial-asyncio)   # pymodbus: the independent Modbus slave in the tests
 missing=()
 for p in "${PKGS[@]}"; do

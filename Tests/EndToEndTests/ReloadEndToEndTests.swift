@@ -14,14 +14,14 @@ import Glibc
 final class TelemetryCollector: Sendable {
     let client: MQTTClient
     let readings = Locked<[Reading]>([])
-    init(port: Int, persistent: Bool = false) throws {
+    init(port: Int, persistent: Bool = false, topic: String = "brume/+/telemetry") throws {
         let box = readings
         client = MQTTClient(options: MQTTClientOptions(host: "127.0.0.1", port: port, clientID: "telemetry-\(UUID().uuidString.prefix(6))", cleanSession: !persistent),
                             logger: Logger(label: "telemetry"),
                             handlers: MQTTHandlers(onMessage: { _, p, _, _ in
                                 if let b = try? TelemetryBatch.decode(p) { box.withLock { $0.append(contentsOf: b.readings) } }
                             }))
-        client.addSubscription("brume/+/telemetry", qos: 1)
+        client.addSubscription(topic, qos: 1)
         client.start()
         guard TestKit.waitUntil(timeout: 10, { client.isConnected }) else { throw TestError("collector cannot connect") }
         usleep(200_000)

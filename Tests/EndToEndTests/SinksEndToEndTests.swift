@@ -215,6 +215,33 @@ final class Influx {
         #expect(rig.gateway!.stderr.contains("127.0.0.1:\(dead)"), "the dead node was tried (and failed over)")
     }
 
+    /// Routing: a second MQTT uplink carries only what its patterns match; the primary carries
+    /// everything; the outbox empties once both are done.
+    @Test func routingByMatchPatterns() throws {
+        let dir = TestKit.tempDir()
+        let second = try Mosquitto(dir: dir, name: "second")
+        let rig = try Rig(extraSources: { _ in """
+            [uplink.dev1-only]
+            kind = "mqtt"
+            url = "\(second.url)"
+            topic_prefix = "second/{gateway}"
+            match = ["dev1/*", "dev2/seq"]
+            batch_max_delay = "100ms"
+            """ })
+        let collector = try TelemetryCollector(port: second.port, topic: "second/+/telemetry")
+        try rig.startCounter(expect: 3000)
+        try rig.startGateway()
+        let lg = try rig.loadgen(count: 3000, rate: 3000)
+        #expect(lg.wait(timeout: 30) == 0)
+        let r = try rig.report(timeout: 60)
+        #expect(r.unique == 3000, "the primary carries everything")
+        #expect(TestKit.waitUntil(timeout: 10) { ((try? statusJSON(rig))?["buffer"]?["readings"]?.number ?? 1) == 0 })
+        let got = collector.readings.withLock { $0 }
+        #expect(Set(got.map(\.device)) == ["dev1", "dev2"], "\(Set(got.map(\.device)))")
+        // The load generator spreads sequence numbers round robin over dev0...dev9: 300 each.
+        #expect(got.count == 600, "dev1 and dev2, each reading once: \(got.count)")
+    }
+
     /// A metered link: the uplink keeps to its byte budget.
     @Test func bandwidthCapHoldsTheUplinkToItsBudget() throws {
         let rig = try Rig(extraSources: { _ in "" }, uplinkExtra: "max_bytes_per_second = \"16KiB\"\nbatch_max_readings = 100\n")
