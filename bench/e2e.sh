@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
-swift build -c release --product brume >/dev/null
-swift build -c release --product firmware-sim >/dev/null
-exec python3 bench/e2e.py --bin "$(swift build -c release --show-bin-path)" "$@"
+swift build -c release --static-swift-stdlib --product brume >/dev/null
+swift build -c release --static-swift-stdlib --product firmware-sim >/dev/null
+exec python3 bench/e2e.py --bin "$(swift build -c release --static-swift-stdlib --show-bin-path)" "$@"

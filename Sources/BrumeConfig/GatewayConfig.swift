@@ -136,7 +136,7 @@ public struct UplinkConfig: Sendable, Hashable {
     public var endpoint: String {
         switch kind {
         case .mqtt: return ([mqtt!.url] + mqtt!.alternates).map(\.description).joined(separator: ",")
-        case .http: return http!.url
+        case .http: return http!.displayURL
         }
     }
     /// Topic prefix; "{gateway}" is replaced by the gateway id.
@@ -261,6 +261,18 @@ public struct HTTPSinkConfig: Sendable, Hashable {
     public var tls: TLSConfig?
     /// InfluxDB line protocol: what becomes the measurement ("metric" or "device").
     public var influxMeasurement: String
+    /// The URL for logs and status: query parameters that carry credentials (InfluxDB's
+    /// `u`/`p`, `token`, `api_key` ...) are masked.
+    public var displayURL: String {
+        guard let q = url.firstIndex(of: "?") else { return url }
+        let secret: Set<String> = ["p", "u", "password", "pass", "token", "access_token", "api_key", "apikey", "key", "secret", "auth"]
+        let params = url[url.index(after: q)...].split(separator: "&").map { kv -> String in
+            let name = kv.split(separator: "=", maxSplits: 1).first.map(String.init) ?? ""
+            return secret.contains(name.lowercased()) ? "\(name)=***" : String(kv)
+        }
+        return String(url[..<q]) + "?" + params.joined(separator: "&")
+    }
+
     public init(url: String, format: Format = .json, gzip: Bool = true, timeoutMillis: Int64 = 10_000, auth: Auth = .none, tls: TLSConfig? = nil,
                 influxMeasurement: String = "metric") {
         self.url = url

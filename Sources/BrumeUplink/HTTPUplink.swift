@@ -92,7 +92,7 @@ public final class HTTPUplink: Uplink, Sendable {
     }
 
     public func run() async {
-        logger.info("HTTP uplink starting", metadata: ["uplink.url": "\(http.url)", "uplink.format": "\(http.format.rawValue)", "uplink.gzip": "\(http.gzip)"])
+        logger.info("HTTP uplink starting", metadata: ["uplink.url": "\(http.displayURL)", "uplink.format": "\(http.format.rawValue)", "uplink.gzip": "\(http.gzip)"])
         var resend = outbox.unackedBatches(uplink: key)
         if !resend.isEmpty { logger.info("resending unacknowledged batches", metadata: ["batches": "\(resend.count)"]) }
         while !stopping.load(ordering: .acquiring) && !Task.isCancelled {
@@ -171,7 +171,7 @@ public final class HTTPUplink: Uplink, Sendable {
                     if let observe = stats.latencyObserver.withLock({ $0 }) { observe(.nanoseconds(Int64(nanos))) }
                     if stateGauge.current != .online {
                         stats.lastConnectMillis.set(wallClockMillis())
-                        logger.info("HTTP uplink delivering", metadata: ["uplink.url": "\(http.url)"])
+                        logger.info("HTTP uplink delivering", metadata: ["uplink.url": "\(http.displayURL)"])
                     }
                     stateGauge.set(.online)
                     return
@@ -203,7 +203,7 @@ public final class HTTPUplink: Uplink, Sendable {
     private func failed(_ reason: String, _ message: Logger.Message, _ detail: String) {
         stats.publishErrors.add(reason)
         if let n = limiter.admit() {
-            logger.warning(message, metadata: ["uplink.url": "\(http.url)", "reason": "\(reason)", "error": "\(detail)", "suppressed": "\(n)"])
+            logger.warning(message, metadata: ["uplink.url": "\(http.displayURL)", "reason": "\(reason)", "error": "\(detail)", "suppressed": "\(n)"])
         }
     }
 

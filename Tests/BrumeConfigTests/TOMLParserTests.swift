@@ -910,3 +910,11 @@ private let tomllibCases: [(String, String?)] = [
         #expect(actual == want, "\(text.debugDescription)")
     }
 }
+
+@Suite struct SecretRedactionTests {
+    @Test func credentialsInAnHTTPURLQueryAreMasked() {
+        let c = HTTPSinkConfig(url: "http://127.0.0.1:8086/write?db=brume&u=gw&p=hunter2&precision=ms")
+        #expect(c.displayURL == "http://127.0.0.1:8086/write?db=brume&u=***&p=***&precision=ms")
+        #expect(HTTPSinkConfig(url: "https://x.example/in").displayURL == "https://x.example/in")
+    }
+}
