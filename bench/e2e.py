@@ -74,7 +74,7 @@ def ceiling(tmp, n):
     finally:
         bp.terminate(); bp.wait()
 
-def brume_run(tmp, n, soak):
+def brume_run(tmp, n, soak, commit_interval=None):
     field, fport = broker(tmp, f"field-{time.monotonic_ns()}")
     cloud, cport = broker(tmp, f"cloud-{time.monotonic_ns()}")
     data = os.path.join(tmp, f"var-{time.monotonic_ns()}")
@@ -83,6 +83,7 @@ def brume_run(tmp, n, soak):
         f.write(f"""[gateway]
 id = "gw-bench"
 data_dir = "{data}"
+{f'[buffer]{chr(10)}commit_interval = "{commit_interval}"' if commit_interval else ''}
 [uplink.cloud]
 kind = "mqtt"
 url = "mqtt://127.0.0.1:{cport}"
@@ -141,6 +142,7 @@ def main():
     ap.add_argument("--readings", type=int, default=200_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--soak", type=float, default=0)
+    ap.add_argument("--commit-interval", help='[buffer] commit_interval for brume (default "50ms")')
     ap.add_argument("--bin", required=True)
     a = ap.parse_args()
     BIN = a.bin
@@ -148,7 +150,7 @@ def main():
     ceilings, runs = [], []
     for i in range(a.runs):
         ceilings.append(ceiling(tmp, a.readings))
-        runs.append(brume_run(tmp, a.readings, a.soak if i == a.runs - 1 else 0))
+        runs.append(brume_run(tmp, a.readings, a.soak if i == a.runs - 1 else 0, a.commit_interval))
         r = runs[-1]
         print(f"run {i+1}: ceiling {ceilings[-1]:,.0f}/s  brume {r['rate']:,.0f}/s  (lost {r['report']['missing']}, dup {r['report']['duplicates']})", flush=True)
     med = lambda k: statistics.median(r[k] for r in runs)
