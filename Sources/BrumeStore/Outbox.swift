@@ -467,6 +467,8 @@ public final class Outbox: @unchecked Sendable {
 /// Everything that touches SQLite. Used only under `Outbox.dbLock`.
 final class Store {
     static let schemaVersion: Int64 = 2
+    /// Dead letters kept, at most (the newest).
+    static let maxDeadLetters = 1000
     /// Numbered migrations: index i brings user_version i to i+1.
     static let migrations: [String] = [
         """
@@ -854,6 +856,7 @@ final class Store {
     func evictByAge() {
         guard options.maxAgeMillis > 0 else { return }
         let cutoff = ageNow() - options.maxAgeMillis
+        try? db.exec("DELETE FROM dead_letter WHERE at_ms < \(cutoff)")
         do {
             let q = try db.prepare("SELECT MAX(last_seq) FROM segment WHERE created_ms < ? AND last_seq > ?")
             defer { q.reset() }
@@ -1082,6 +1085,8 @@ final class Store {
             st.bind(6, now())
             st.bindBlob(7, body)
             try st.run()
+            // Bounded: the newest 1,000 are kept (and none older than max_age, see evictByAge).
+            try db.exec("DELETE FROM dead_letter WHERE id <= (SELECT MAX(id) - \(Store.maxDeadLetters) FROM dead_letter)")
             try addEvicted("dead_letter", Int64(batch.count))
         } catch {
             logger.error("outbox: cannot store a dead letter (the batch is dropped)", metadata: ["error": "\(error)", "batch.first": "\(batch.first)"])

@@ -82,6 +82,21 @@ import Testing
         #expect(rows.count == 1 && rows[0].response == "bad point")
     }
 
+    @Test func deadLettersAreBounded() throws {
+        let dir = TestKit.tempDir()
+        let b = try box(dir, uplinks: ["cloud"])
+        b.append(readings(1...1010))
+        b.flush()
+        for _ in 0..<1010 {
+            guard let r = batch(b, "cloud", max: 1) else { Issue.record("no batch"); return }
+            b.deadLetter(r, status: 400, response: "no", body: [1])
+        }
+        let dl = b.deadLetters(limit: 5000)
+        #expect(dl.count == 1000, "the newest 1,000 are kept")
+        #expect(dl.first?.first == 11 && dl.last?.first == 1010)
+        #expect(b.stats.evicted["dead_letter"] == 1010, "every one is counted")
+    }
+
     /// An outbox written by the single-uplink version (schema 1) opens, migrates, and keeps its
     /// recorded batches: they are resent unchanged by the primary uplink.
     @Test func aVersionOneOutboxMigrates() throws {
