@@ -31,11 +31,17 @@ struct LoadGen: ParsableCommand {
         let t0 = monotonicNanos()
         var payload: [UInt8] = []
         let topics = (0..<devices).map { "\(prefix)/dev\($0)/seq" }
+        // A device never stamps two readings with the same millisecond (as real ones do not;
+        // time-series stores such as InfluxDB would merge them), even when the generator bursts.
+        var lastTs = [Int64](repeating: 0, count: devices)
         for i in 0..<count {
             let seq = start + i
+            let d = seq % devices
+            let ts = max(wallClockMillis(), lastTs[d] + 1)
+            lastTs[d] = ts
             payload.removeAll(keepingCapacity: true)
-            payload.append(contentsOf: "{\"v\":\(seq),\"ts\":\(wallClockMillis())}".utf8)
-            pub.publish(topic: topics[seq % devices], payload: payload, qos: qos, sent: &sent)
+            payload.append(contentsOf: "{\"v\":\(seq),\"ts\":\(ts)}".utf8)
+            pub.publish(topic: topics[d], payload: payload, qos: qos, sent: &sent)
             if rate > 0 {
                 let due = t0 + UInt64(Double(i + 1) / rate * 1e9)
                 let now = monotonicNanos()
