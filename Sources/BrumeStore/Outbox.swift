@@ -790,11 +790,12 @@ final class Store {
         guard requested > doneSeq else { return }
         var through = requested
         // A recorded batch must stay whole: extend to its end.
-        let straddle = try db.prepare("SELECT last_seq FROM batch WHERE first_seq <= ? AND last_seq > ?")
+        // (With several uplinks, the longest straddling batch of any of them.)
+        let straddle = try db.prepare("SELECT MAX(last_seq) FROM batch WHERE first_seq <= ? AND last_seq > ?")
         defer { straddle.reset() }
         straddle.bind(1, through)
         straddle.bind(2, through)
-        if try straddle.step() { through = straddle.int(0) }
+        if try straddle.step(), !straddle.isNull(0) { through = max(through, straddle.int(0)) }
         // Readings in (doneSeq, through] not already acknowledged are evicted.
         let ackedQ = try db.prepare(uplinkKeys.count == 1
             ? "SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM batch WHERE acked = 1 AND first_seq > ? AND last_seq <= ?"
