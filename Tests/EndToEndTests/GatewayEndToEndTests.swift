@@ -76,6 +76,11 @@ final class Rig {
         guard TestKit.waitUntil(timeout: 20, { g.stderr.contains("uplink.name=cloud") && g.stderr.contains(ready) }) else {
             throw TestError("gateway did not connect: \(g.stderr)")
         }
+        // The local API binds in its own task: wait for it too (tests and the CLI talk to it).
+        guard TestKit.waitUntil(timeout: 20, { g.stderr.contains("local API listening") || g.stderr.contains("local API disabled") }),
+              !g.stderr.contains("local API disabled") else {
+            throw TestError("the gateway's local API did not come up: \(g.stderr.suffix(1500))")
+        }
     }
 
     func loadgen(count: Int, rate: Int = 0, start: Int = 1, name: String = "loadgen") throws -> Child {
