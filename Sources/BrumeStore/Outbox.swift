@@ -427,6 +427,11 @@ public final class Outbox: @unchecked Sendable {
         dbLock.withLock { _ in store.ack(batch) }
     }
 
+    /// Test hook: evicts through `seq` as the size limit would (counted as "max_bytes").
+    func dbLockedEvict(through seq: Int64) {
+        dbLock.withLock { _ in store.evictForTest(through: seq) }
+    }
+
     /// The outbox's own name for an uplink ("" and the first configured name are the primary).
     public func uplinkKey(_ name: String) -> String { dbLock.withLock { _ in store.key(name) } }
 
@@ -553,7 +558,37 @@ final class Store {
     /// batch delays and ages are measured with it, so a wall-clock jump (NTP correcting a
     /// board without RTC) neither stalls batches nor evicts a young backlog. Segments of
     /// earlier runs are not in it: they are old by definition.
-    var committedAtMono: [Int64: UInt64] = [:]
+    var monoFirsts: [Int64] = []
+    var monoTimes: [UInt64] = []
+    var monoHead = 0
+
+    func recordCommit(first: Int64, at t: UInt64) {
+        monoFirsts.append(first)
+        monoTimes.append(t)
+    }
+
+    func committedMono(_ first: Int64) -> UInt64? {
+        var lo = monoHead, hi = monoFirsts.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if monoFirsts[mid] < first { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < monoFirsts.count && monoFirsts[lo] == first ? monoTimes[lo] : nil
+    }
+
+    /// Segments up to `through` are gone: their commit times too.
+    func forgetCommits(through: Int64) {
+        while monoHead < monoFirsts.count {
+            let nextFirst = monoHead + 1 < monoFirsts.count ? monoFirsts[monoHead + 1] : nextSeq
+            guard nextFirst - 1 <= through else { break }
+            monoHead += 1
+        }
+        if monoHead > 1024 && monoHead * 2 > monoFirsts.count {
+            monoFirsts.removeFirst(monoHead)
+            monoTimes.removeFirst(monoHead)
+            monoHead = 0
+        }
+    }
     /// The wall clock and the monotonic clock when this run opened the outbox.
     let openedWall: Int64
     let mono: @Sendable () -> UInt64
@@ -592,7 +627,7 @@ final class Store {
         self.openedWall = now()
         self.mono = monotonic
         self.openedMono = monotonic()
-        self.uplinkKeys = [""] + options.uplinks.dropFirst().map { $0 }
+        self.uplinkKeys = options.uplinks.isEmpty ? ["cloud"] : options.uplinks
         db = try SQLiteDB(path: options.path)
         // WAL: readers never block the writer; one fsync per checkpoint in NORMAL mode.
         let mode = try db.prepare("PRAGMA journal_mode=WAL")
@@ -617,6 +652,15 @@ final class Store {
             try db.exec("PRAGMA user_version=\(Store.schemaVersion)")
             try db.exec("COMMIT")
         }
+        // Batches are keyed by uplink name. Rows of an outbox written by a single-uplink brume
+        // (migrated with an empty name) belong to the first configured uplink; batches and
+        // cursors of uplinks no longer configured are forgotten (an uplink renamed or added
+        // later starts with what is still buffered).
+        func quote(_ n: String) -> String { "'" + n.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''") + "'" }
+        let names = uplinkKeys.map(quote).joined(separator: ",")
+        try db.exec("UPDATE batch SET uplink = \(quote(uplinkKeys[0])) WHERE uplink = ''")
+        try db.exec("DELETE FROM batch WHERE uplink NOT IN (\(names))")
+        try db.exec("DELETE FROM meta WHERE key LIKE 'cursor:%' AND substr(key, 8) NOT IN (\(names))")
         insertSegmentStmt = try db.prepare("INSERT INTO segment(first_seq, last_seq, count, bytes, created_ms, data) VALUES (?, ?, ?, ?, ?, ?)")
         setMetaStmt = try db.prepare("UPDATE meta SET value = ? WHERE key = ?")
         segmentsAfterStmt = try db.prepare("SELECT first_seq, last_seq, created_ms, data FROM segment WHERE last_seq >= ? ORDER BY first_seq LIMIT ?")
@@ -675,8 +719,7 @@ final class Store {
 
     /// The key of an uplink: "" for the primary (also under its configured name).
     func key(_ name: String) -> String {
-        if name.isEmpty || name == options.uplinks.first { return "" }
-        return name
+        name.isEmpty ? uplinkKeys[0] : name
     }
 
     private func setCursor(_ k: String, _ v: Int64) throws(SQLiteError) {
@@ -735,7 +778,7 @@ final class Store {
                     try evictOldest(needing: totalBytes + bytes - options.dataBudget, reason: "max_bytes")
                 }
                 try db.exec("COMMIT")
-                committedAtMono[first] = mono()
+                recordCommit(first: first, at: mono())
                 nextSeq = first + n
                 committed += n
                 totalBytes += bytes
@@ -795,7 +838,14 @@ final class Store {
         defer { straddle.reset() }
         straddle.bind(1, through)
         straddle.bind(2, through)
-        if try straddle.step(), !straddle.isNull(0) { through = max(through, straddle.int(0)) }
+        // Repeat: extending the cut may make it cross another uplink's batch.
+        while true {
+            straddle.bind(1, through)
+            straddle.bind(2, through)
+            guard try straddle.step(), !straddle.isNull(0), straddle.int(0) > through else { break }
+            through = straddle.int(0)
+            straddle.reset()
+        }
         // Readings in (doneSeq, through] not already acknowledged are evicted.
         let ackedQ = try db.prepare(uplinkKeys.count == 1
             ? "SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM batch WHERE acked = 1 AND first_seq > ? AND last_seq <= ?"
@@ -831,7 +881,13 @@ final class Store {
         try d.run()
         totalBytes -= b
         segmentCount -= c
+        forgetCommits(through: through)
         if let cached = cache, cached.first <= through { cache = nil }
+    }
+
+    func evictForTest(through seq: Int64) {
+        try? db.exec("BEGIN IMMEDIATE")
+        do { try evict(through: seq, reason: "max_bytes"); try db.exec("COMMIT") } catch { try? db.exec("ROLLBACK") }
     }
 
     func purge() -> Int64 {
@@ -936,7 +992,7 @@ final class Store {
             let t = now()
             // Its age: monotonic for segments of this run (immune to wall-clock jumps), wall for older ones.
             let ageMillis: Int64
-            if let mono = committedAtMono[segmentFirst] {
+            if let mono = committedMono(segmentFirst) {
                 ageMillis = Int64((self.mono() - mono) / 1_000_000)
             } else {
                 ageMillis = max(t - q.int(1), maxDelayMillis)
@@ -946,8 +1002,6 @@ final class Store {
             }
             let last = first + min(Int64(maxReadings), available) - 1
             let rec = BatchRecord(first: first, last: last, historical: ageMillis > options.historicalAfterMillis, uplink: uplink)
-            // Segments entirely batched no longer need their commit time.
-            if committedAtMono.count > 256 { committedAtMono = committedAtMono.filter { $0.key >= segmentFirst } }
             insertBatchStmt.bind(1, uplink)
             insertBatchStmt.bind(2, rec.first)
             insertBatchStmt.bind(3, rec.last)
@@ -979,9 +1033,14 @@ final class Store {
                 segmentsAfterStmt.bind(1, seq)
                 segmentsAfterStmt.bind(2, 1)
                 defer { segmentsAfterStmt.reset() }
-                guard try segmentsAfterStmt.step() else { return nil }
+                guard try segmentsAfterStmt.step() else { break }
                 let f = segmentsAfterStmt.int(0)
-                if f > seq { return nil } // a gap: evicted meanwhile
+                if f > last { break }
+                if f > seq {
+                    // A gap (a quarantined segment): send what is left of the batch.
+                    seq = f
+                    continue
+                }
                 let decoded: [Reading]
                 do {
                     decoded = try segmentsAfterStmt.withBlob(3) { try SegmentCodec.decode($0) }
@@ -993,7 +1052,7 @@ final class Store {
                 }
                 cache = (f, decoded)
             }
-            return out
+            return out.isEmpty ? nil : out
         } catch {
             logger.error("outbox: cannot read readings", metadata: ["error": "\(error)"])
             return nil
@@ -1078,7 +1137,7 @@ final class Store {
     func deadLetter(_ batch: BatchRecord, status: Int, response: String, body: [UInt8]) {
         do {
             let st = try db.prepare("INSERT INTO dead_letter(uplink, first_seq, last_seq, status, response, at_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?)")
-            st.bind(1, key(batch.uplink).isEmpty ? (options.uplinks.first ?? "") : batch.uplink)
+            st.bind(1, key(batch.uplink))
             st.bind(2, batch.first)
             st.bind(3, batch.last)
             st.bind(4, Int64(status))

@@ -23,13 +23,13 @@ import Testing
         // Each uplink has its own cursor: both get batch 1-100 first.
         let c1 = try #require(batch(b, "cloud"))
         let i1 = try #require(batch(b, "influx"))
-        #expect(c1.first == 1 && i1.first == 1 && c1.uplink == "" && i1.uplink == "influx")
+        #expect(c1.first == 1 && i1.first == 1 && c1.uplink == "cloud" && i1.uplink == "influx")
         let c2 = try #require(batch(b, "cloud"))
         #expect(c2.first == 101)
         b.ack(c1)
         b.ack(c2)
         #expect(b.stats.bufferedReadings == 300, "influx has acknowledged nothing yet: nothing may leave")
-        #expect(b.backlog()["influx"] == 300 && b.backlog()[""] == 100)
+        #expect(b.backlog()["influx"] == 300 && b.backlog()["cloud"] == 100)
         b.ack(i1)
         #expect(b.stats.bufferedReadings == 200, "1-100 acknowledged by both")
         #expect(b.stats.delivered == 100)
@@ -82,6 +82,46 @@ import Testing
         #expect(rows.count == 1 && rows[0].response == "bad point")
     }
 
+    /// Reordering or renaming uplinks must not hand one uplink's cursor to another.
+    @Test func cursorsFollowTheUplinkNamesNotTheirOrder() throws {
+        let dir = TestKit.tempDir()
+        let b = try box(dir, uplinks: ["a", "b"])
+        b.append(readings(1...300))
+        b.flush()
+        let a1 = try #require(batch(b, "a"))
+        let a2 = try #require(batch(b, "a"))
+        b.ack(a1)
+        b.ack(a2)
+        let b1 = try #require(batch(b, "b"))
+        #expect(b1.first == 1)
+        let swapped = try box(dir, uplinks: ["b", "a"])
+        #expect(swapped.unackedBatches(uplink: "b") == [b1], "b keeps its own unacknowledged batch")
+        #expect(batch(swapped, "a")?.first == 201, "a continues after what it acknowledged")
+        // A removed uplink is forgotten; the remaining one alone decides what leaves.
+        let alone = try box(dir, uplinks: ["a"])
+        #expect(alone.unackedBatches(uplink: "b").isEmpty)
+    }
+
+    /// Eviction extends its cut over the batches it crosses, of every uplink, until stable.
+    @Test func evictionNeverCutsAnotherUplinksBatch() throws {
+        let dir = TestKit.tempDir()
+        let b = try box(dir, uplinks: ["a", "b"])
+        b.append(readings(1...50))
+        b.flush()
+        let a1 = try #require(batch(b, "a", max: 10))   // 1-10
+        _ = try #require(batch(b, "a", max: 20))        // 11-30
+        let b1 = try #require(batch(b, "b", max: 25))   // 1-25
+        _ = a1
+        b.append(readings(51...60))
+        b.flush()
+        // Drop the oldest with a purge-like cut at 5 through the store: every crossing batch goes whole.
+        b.dbLockedEvict(through: 5)
+        #expect(b.unackedBatches(uplink: "a").isEmpty && b.unackedBatches(uplink: "b").isEmpty)
+        #expect(batch(b, "a")?.first == 31, "a's cut moved past its batch 11-30 (crossed after extending over b's 1-25)")
+        #expect(batch(b, "b")?.first == 31)
+        _ = b1
+    }
+
     @Test func deadLettersAreBounded() throws {
         let dir = TestKit.tempDir()
         let b = try box(dir, uplinks: ["cloud"])
@@ -110,7 +150,7 @@ import Testing
             try db.exec("PRAGMA user_version=1")
         }
         let b = try box(dir, uplinks: ["cloud", "influx"])
-        #expect(b.unackedBatches(uplink: "cloud") == [BatchRecord(first: 1, last: 10, historical: false, uplink: "")])
+        #expect(b.unackedBatches(uplink: "cloud") == [BatchRecord(first: 1, last: 10, historical: false, uplink: "cloud")])
         #expect(b.unackedBatches(uplink: "influx").isEmpty)
         #expect(try SQLiteDB(path: path).scalarInt("PRAGMA user_version") == 2)
     }
