@@ -1048,7 +1048,8 @@ final class Store {
                     let l = segmentsAfterStmt.int(1)
                     segmentsAfterStmt.reset()
                     quarantine(first: f, last: l, error: "\(error)")
-                    return nil
+                    seq = l + 1 // the rest of the batch still goes
+                    continue
                 }
                 cache = (f, decoded)
             }
@@ -1155,12 +1156,17 @@ final class Store {
     }
 
     func deadLetters(limit: Int) -> [Outbox.DeadLetter] {
-        guard let q = try? db.prepare("SELECT id, uplink, first_seq, last_seq, status, response, at_ms, body FROM dead_letter ORDER BY id LIMIT \(max(1, limit))") else { return [] }
+        (try? Store.readDeadLetters(db, limit: limit)) ?? []
+    }
+
+    /// The dead letters, oldest first (the gateway's outbox and the read-only inspector alike).
+    static func readDeadLetters(_ db: SQLiteDB, limit: Int) throws -> [Outbox.DeadLetter] {
+        let q = try db.prepare("SELECT id, uplink, first_seq, last_seq, status, response, at_ms, body FROM dead_letter ORDER BY id LIMIT \(max(1, limit))")
         defer { q.reset() }
         var out: [Outbox.DeadLetter] = []
-        while (try? q.step()) == true {
-            let body = q.withBlob(7) { Array($0) }
-            out.append(Outbox.DeadLetter(id: q.int(0), uplink: q.text(1), first: q.int(2), last: q.int(3), status: Int(q.int(4)), response: q.text(5), atMillis: q.int(6), body: body))
+        while try q.step() {
+            out.append(Outbox.DeadLetter(id: q.int(0), uplink: q.text(1), first: q.int(2), last: q.int(3), status: Int(q.int(4)), response: q.text(5),
+                                         atMillis: q.int(6), body: q.withBlob(7) { Array($0) }))
         }
         return out
     }
@@ -1244,26 +1250,8 @@ public struct OutboxInspector {
         return s
     }
 
-    public struct DeadLetterRow: Sendable {
-        public var id: Int64
-        public var uplink: String
-        public var first: Int64
-        public var last: Int64
-        public var status: Int
-        public var response: String
-        public var atMillis: Int64
-        public var body: [UInt8]
-    }
-
-    public func deadLetters() throws -> [DeadLetterRow] {
-        let q = try db.prepare("SELECT id, uplink, first_seq, last_seq, status, response, at_ms, body FROM dead_letter ORDER BY id")
-        defer { q.reset() }
-        var out: [DeadLetterRow] = []
-        while try q.step() {
-            out.append(DeadLetterRow(id: q.int(0), uplink: q.text(1), first: q.int(2), last: q.int(3), status: Int(q.int(4)), response: q.text(5),
-                                     atMillis: q.int(6), body: q.withBlob(7) { Array($0) }))
-        }
-        return out
+    public func deadLetters() throws -> [Outbox.DeadLetter] {
+        try Store.readDeadLetters(db, limit: Store.maxDeadLetters)
     }
 
     /// Calls `body` with every buffered (undelivered) reading whose time is ≥ `sinceMillis`, oldest first.

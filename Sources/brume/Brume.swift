@@ -117,18 +117,9 @@ struct Ports: ParsableCommand {
         let ports = PortDiscovery.list()
         var claims: [(name: String, spec: PortSpec)] = []
         if let config {
-            switch ConfigLoader.load(path: config) {
-            case .success(let (cfg, _)):
-                for s in cfg.sources {
-                    if case .serial(let c) = s.kind { claims.append((s.name, c.port)) }
-                    if case .modbus(let m) = s.kind, case .rtu(let port, _, _, _, _, _) = m.transport { claims.append((s.name, port)) }
-                }
-            case .failure(.unreadable(let path, let reason)):
-                printErr("\(path): cannot read: \(reason)")
-                throw ExitCode(ExitStatus.unreadableConfig)
-            case .failure(.invalid(let diags)):
-                for d in diags { printErr("\(d)") }
-                throw ExitCode(ExitStatus.invalidConfig)
+            for s in try loadForTool(config).sources {
+                if case .serial(let c) = s.kind { claims.append((s.name, c.port)) }
+                if case .modbus(let m) = s.kind, case .rtu(let port, _, _, _, _, _) = m.transport { claims.append((s.name, port)) }
             }
         }
         func claimedBy(_ p: PortInfo) -> [String] { claims.filter { p.matches($0.spec) }.map(\.name) }

@@ -448,7 +448,7 @@ struct BufferDeadLetters: ParsableCommand {
     func run() throws {
         let cfg = try loadForTool(config)
         let path = cfg.gateway.dataDir + "/outbox.db"
-        let letters: [OutboxInspector.DeadLetterRow]
+        let letters: [Outbox.DeadLetter]
         do { letters = try OutboxInspector(path: path).deadLetters() } catch {
             printErr("brume buffer dead-letters: cannot read \(path): \(error)")
             throw ExitCode(1)
