@@ -53,7 +53,7 @@ let package = Package(
         .target(name: "BrumeModbus", dependencies: ["BrumeCore", "CModbus", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Northbound: the sync loops outbox -> batches -> acks: MQTT and HTTP(S) (JSON or InfluxDB line protocol).
         .target(name: "BrumeUplink", dependencies: [
-            "BrumeCore", "BrumeConfig", "BrumeMQTT", "BrumeStore", .product(name: "Logging", package: "swift-log"),
+            "BrumeCore", "BrumeMQTT", "BrumeStore", .product(name: "Logging", package: "swift-log"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "CompressNIO", package: "compress-nio"),
         ], swiftSettings: strict),
@@ -86,6 +86,7 @@ let package = Package(
         .testTarget(name: "BrumeRulesTests", dependencies: ["BrumeRules", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "BrumeSerialTests", dependencies: ["BrumeSerial", "BrumeCore", "BrumeTestKit", "firmware-sim"]),
         .testTarget(name: "BrumeModbusTests", dependencies: ["BrumeModbus", "BrumeCore", "BrumeTestKit", "firmware-sim"]),
+        .testTarget(name: "BrumeUplinkTests", dependencies: ["BrumeUplink", "BrumeStore", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "BrumeRuntimeTests", dependencies: ["BrumeRuntime", "BrumeCore", "BrumeStore", "BrumeTestKit"]),
         .testTarget(name: "BrumeMQTTTests", dependencies: ["BrumeMQTT", "BrumeCore", "BrumeConfig", "BrumeTestKit"]),
         .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore", "BrumeSerial", "BrumeTestKit"]),

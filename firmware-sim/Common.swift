@@ -48,7 +48,7 @@ final class WindowedPublisher: Sendable {
         let box = PublisherCounters()
         client = MQTTClient(options: MQTTClientOptions(host: host, port: port, clientID: clientID, cleanSession: true, maxInflight: window),
                             logger: simLogger("firmware-sim"),
-                            handlers: MQTTHandlers(onPublished: { _, _ in box.acked.add(1, ordering: .relaxed) }))
+                            handlers: MQTTHandlers(onPublished: { _, _, _ in box.acked.add(1, ordering: .relaxed) }))
         counters = box
     }
     let counters: PublisherCounters

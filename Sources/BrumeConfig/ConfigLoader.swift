@@ -74,6 +74,7 @@ final class TableReader {
     private func note(_ key: String) { known.append(key) }
 
     func error(_ pos: SourcePosition, _ msg: String) { sink.error(pos, context.isEmpty ? msg : "\(context): \(msg)") }
+    func warning(_ pos: SourcePosition, _ msg: String) { sink.warning(pos, context.isEmpty ? msg : "\(context): \(msg)") }
 
     func node(_ key: String) -> TOMLNode? {
         note(key)
@@ -859,14 +860,17 @@ struct Builder {
         }
         var cap: Int64?
         if let c = r.size("max_bytes_per_second", min: 1024) { cap = c }
+        let maxBytes = r.size("batch_max_bytes", min: 1024).map { Int(min($0, 256 << 20)) }
         if kindName == "http" {
             guard let http = buildHTTPSink(r) else { return nil }
             var up = UplinkConfig(name: name, kind: .http, mqtt: nil, http: http, topicPrefix: "", batchMaxReadings: Int(maxReadings),
                                   batchMaxDelayMillis: maxDelay, maxInflight: 1, historicalAfterMillis: hist)
             up.match = match
             up.maxBytesPerSecond = cap
+            up.batchMaxBytes = maxBytes
             return up
         }
+        let version = r.oneOf("mqtt_version", ["auto", "5", "3.1.1"]) ?? "auto"
         let conn = connection(r, defaultClientID: "brume-\(gateway)-\(name)", allowSeveral: true)
         let prefix = r.string("topic_prefix") ?? "brume/{gateway}"
         if prefix.contains("+") || prefix.contains("#") || prefix.isEmpty { r.error(r.position(of: "topic_prefix"), "\"topic_prefix\" must be a non-empty topic without wildcards") }
@@ -875,6 +879,8 @@ struct Builder {
                               batchMaxReadings: Int(maxReadings), batchMaxDelayMillis: maxDelay, maxInflight: Int(inflight), historicalAfterMillis: hist)
         up.match = match
         up.maxBytesPerSecond = cap
+        up.batchMaxBytes = maxBytes
+        up.mqttVersion = version
         return up
     }
 
@@ -916,6 +922,19 @@ struct Builder {
             }
             t.finish()
             if !lower.hasPrefix("https://") { r.error(r.position(of: "url"), "a tls table needs an https:// url, got \"\(url)\""); ok = false }
+        }
+        if format == .influx, let p = HTTPSinkConfig.queryValue("precision", in: url) {
+            // Brume stamps readings with millisecond times, several per millisecond in a burst;
+            // InfluxDB keeps one point per series and timestamp.
+            switch p {
+            case "u", "us", "n", "ns": break
+            case "ms":
+                r.warning(r.position(of: "url"), "precision=ms: readings of one series stamped in the same millisecond (a burst) overwrite each other in InfluxDB; leave precision out (brume writes microseconds) or use precision=u")
+            case "s", "m", "h":
+                r.error(r.position(of: "url"), "precision=\(p) cannot hold the readings' millisecond times: readings of a series within one \(p == "s" ? "second" : p == "m" ? "minute" : "hour") would overwrite each other; leave precision out (brume writes microseconds)"); ok = false
+            default:
+                r.error(r.position(of: "url"), "unknown precision=\(p) (InfluxDB takes n, u, ms, s; 2.x ns, us, ms, s)"); ok = false
+            }
         }
         guard ok else { return nil }
         return HTTPSinkConfig(url: url, format: format, gzip: gzip, timeoutMillis: timeout, auth: auth, tls: tls, influxMeasurement: measurement)

@@ -146,6 +146,10 @@ public struct UplinkConfig: Sendable, Hashable {
     /// Batches published and not yet acknowledged, at most.
     public var maxInflight: Int
     public var historicalAfterMillis: Int64
+    /// `batch_max_bytes`: no batch larger than this (encoded, before compression); nil: none.
+    public var batchMaxBytes: Int?
+    /// `mqtt_version`: "auto" (MQTT 5 where the broker speaks it), "5" or "3.1.1".
+    public var mqttVersion: String = "auto"
 }
 
 public struct SourceConfig: Sendable, Hashable {
@@ -271,6 +275,16 @@ public struct HTTPSinkConfig: Sendable, Hashable {
             return secret.contains(name.lowercased()) ? "\(name)=***" : String(kv)
         }
         return String(url[..<q]) + "?" + params.joined(separator: "&")
+    }
+
+    /// The value of `name=` in a URL's query string, if any.
+    public static func queryValue(_ name: String, in url: String) -> String? {
+        guard let q = url.firstIndex(of: "?") else { return nil }
+        for kv in url[url.index(after: q)...].split(separator: "&") {
+            let parts = kv.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            if parts.first == Substring(name) { return parts.count > 1 ? String(parts[1]) : "" }
+        }
+        return nil
     }
 
     public init(url: String, format: Format = .json, gzip: Bool = true, timeoutMillis: Int64 = 10_000, auth: Auth = .none, tls: TLSConfig? = nil,

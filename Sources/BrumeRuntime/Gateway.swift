@@ -125,9 +125,9 @@ public final class Gateway: Service, Sendable {
     private let reloadLock = Mutex<Void>(())
     public let outbox: Outbox
     /// Every uplink, each with its own cursor over the outbox; the first is the primary.
-    public let uplinks: [any Uplink]
+    public let uplinks: [RunningUplink]
     /// The primary uplink (the first configured).
-    public var uplink: any Uplink { uplinks[0] }
+    public var uplink: RunningUplink { uplinks[0] }
     private let sourceList: Locked<[any Source]>
     /// The running sources (a reload may replace some).
     public var sources: [any Source] { sourceList.withLock { $0 } }
@@ -161,21 +161,8 @@ public final class Gateway: Service, Sendable {
             throw StartupError("cannot open the outbox at \(options.path): \(error)")
         }
         guard !config.uplinks.isEmpty else { throw StartupError("no uplink configured") }
-        var made: [any Uplink] = []
-        for u in config.uplinks {
-            switch u.kind {
-            case .mqtt:
-                made.append(MQTTUplink(config: u, gatewayID: config.gateway.id, password: try Gateway.secret(u.connection.passwordFile, logger: logger),
-                                       outbox: outbox, logger: logger))
-            case .http:
-                do {
-                    made.append(try HTTPUplink(config: u, gatewayID: config.gateway.id, outbox: outbox, secret: { try Gateway.secret($0, logger: logger) }, logger: logger))
-                } catch {
-                    throw StartupError("uplink \(u.name): \(error)")
-                }
-            }
-        }
-        uplinks = made
+        let outbox = self.outbox
+        uplinks = try config.uplinks.map { try UplinkKinds.make($0, gatewayID: config.gateway.id, outbox: outbox, logger: logger) }
         // Commands and their results travel over the first MQTT uplink's broker.
         let up = config.uplinks.first { $0.kind == .mqtt } ?? config.uplinks[0]
         let engine = config.rules.compiled.map { RulesEngine(rules: $0, clock: wallClockMillis) }

@@ -71,13 +71,19 @@ public struct BatchRecord: Sendable, Hashable {
     public var historical: Bool
     /// The uplink it belongs to ("" = the primary).
     public var uplink: String
+    /// The outbox run that formed it (see `WireFormat.batchID`); 0 for batches recorded
+    /// before runs existed.
+    public var run: UInt64
     public var count: Int { Int(last - first + 1) }
-    public init(first: Int64, last: Int64, historical: Bool, uplink: String = "") {
+    public init(first: Int64, last: Int64, historical: Bool, uplink: String = "", run: UInt64 = 0) {
         self.first = first
         self.last = last
         self.historical = historical
         self.uplink = uplink
+        self.run = run
     }
+    /// The id the cloud sees: unique for the life of the gateway id.
+    public func id(gateway: String) -> String { WireFormat.batchID(gateway: gateway, run: run, first: first, last: last) }
 }
 
 public struct OutboxStats: Sendable, Hashable {
@@ -423,6 +429,13 @@ public final class Outbox: @unchecked Sendable {
     }
 
     /// The uplink acknowledged this batch: its readings leave the outbox.
+    /// Replaces a recorded, unacknowledged batch by two: its first `firstCount` readings and
+    /// the rest, both formed by this run (new ids: the old one was never accepted). Used when
+    /// the endpoint finds a batch too large. nil if the batch is no longer recorded.
+    public func split(_ batch: BatchRecord, firstCount: Int) -> (BatchRecord, BatchRecord)? {
+        dbLock.withLock { _ in store.split(batch, firstCount: firstCount) }
+    }
+
     public func ack(_ batch: BatchRecord) {
         dbLock.withLock { _ in store.ack(batch) }
     }
@@ -471,7 +484,7 @@ public final class Outbox: @unchecked Sendable {
 
 /// Everything that touches SQLite. Used only under `Outbox.dbLock`.
 final class Store {
-    static let schemaVersion: Int64 = 2
+    static let schemaVersion: Int64 = 3
     /// Dead letters kept, at most (the newest).
     static let maxDeadLetters = 1000
     /// Numbered migrations: index i brings user_version i to i+1.
@@ -519,11 +532,19 @@ final class Store {
             body      BLOB NOT NULL
         );
         """,
+        // 3: the run that formed a batch is part of its id (ids never repeat, even when
+        // sequence numbers do after a power cut, a wiped folder or a restored backup).
+        """
+        ALTER TABLE batch ADD COLUMN run INTEGER NOT NULL DEFAULT 0;
+        """,
     ]
 
     let db: SQLiteDB
     let options: OutboxOptions
     let logger: Logger
+    /// This run's incarnation, drawn at random when the outbox is opened: part of the id of
+    /// every batch formed in this run (`WireFormat.batchID`). Never 0.
+    let run = UInt64.random(in: 1...UInt64.max)
     let now: @Sendable () -> Int64
     var recoveredFrom: String?
 
@@ -664,7 +685,7 @@ final class Store {
         insertSegmentStmt = try db.prepare("INSERT INTO segment(first_seq, last_seq, count, bytes, created_ms, data) VALUES (?, ?, ?, ?, ?, ?)")
         setMetaStmt = try db.prepare("UPDATE meta SET value = ? WHERE key = ?")
         segmentsAfterStmt = try db.prepare("SELECT first_seq, last_seq, created_ms, data FROM segment WHERE last_seq >= ? ORDER BY first_seq LIMIT ?")
-        insertBatchStmt = try db.prepare("INSERT OR REPLACE INTO batch(uplink, first_seq, last_seq, hist, acked) VALUES (?, ?, ?, ?, 0)")
+        insertBatchStmt = try db.prepare("INSERT OR REPLACE INTO batch(uplink, first_seq, last_seq, hist, acked, run) VALUES (?, ?, ?, ?, 0, ?)")
         ackBatchStmt = try db.prepare("UPDATE batch SET acked = 1 WHERE uplink = ? AND first_seq = ? AND last_seq = ?")
         try loadState()
     }
@@ -956,11 +977,13 @@ final class Store {
 
     func unackedBatches(uplink: String) -> [BatchRecord] {
         do {
-            let q = try db.prepare("SELECT first_seq, last_seq, hist FROM batch WHERE uplink = ? AND acked = 0 ORDER BY first_seq")
+            let q = try db.prepare("SELECT first_seq, last_seq, hist, run FROM batch WHERE uplink = ? AND acked = 0 ORDER BY first_seq")
             defer { q.reset() }
             q.bind(1, uplink)
             var out: [BatchRecord] = []
-            while try q.step() { out.append(BatchRecord(first: q.int(0), last: q.int(1), historical: q.int(2) != 0, uplink: uplink)) }
+            while try q.step() {
+                out.append(BatchRecord(first: q.int(0), last: q.int(1), historical: q.int(2) != 0, uplink: uplink, run: UInt64(bitPattern: q.int(3))))
+            }
             return out
         } catch {
             logger.error("outbox: cannot list batches", metadata: ["error": "\(error)"])
@@ -1001,11 +1024,12 @@ final class Store {
                 return .waitUntil(t + maxDelayMillis - ageMillis)
             }
             let last = first + min(Int64(maxReadings), available) - 1
-            let rec = BatchRecord(first: first, last: last, historical: ageMillis > options.historicalAfterMillis, uplink: uplink)
+            let rec = BatchRecord(first: first, last: last, historical: ageMillis > options.historicalAfterMillis, uplink: uplink, run: run)
             insertBatchStmt.bind(1, uplink)
             insertBatchStmt.bind(2, rec.first)
             insertBatchStmt.bind(3, rec.last)
             insertBatchStmt.bind(4, rec.historical ? 1 : 0)
+            insertBatchStmt.bind(5, Int64(bitPattern: run))
             try insertBatchStmt.run()
             return .batch(rec)
         } catch {
@@ -1079,6 +1103,47 @@ final class Store {
             try loadState()
         } catch {
             try? db.exec("ROLLBACK")
+        }
+    }
+
+    func split(_ batch: BatchRecord, firstCount: Int) -> (BatchRecord, BatchRecord)? {
+        guard firstCount >= 1, firstCount < batch.count else { return nil }
+        let u = key(batch.uplink)
+        var a = batch, b = batch
+        a.last = batch.first + Int64(firstCount) - 1
+        b.first = a.last + 1
+        a.run = run
+        b.run = run
+        do {
+            try db.exec("BEGIN IMMEDIATE")
+            do {
+                let d = try db.prepare("DELETE FROM batch WHERE uplink = ? AND first_seq = ? AND last_seq = ? AND acked = 0")
+                defer { d.reset() }
+                d.bind(1, u)
+                d.bind(2, batch.first)
+                d.bind(3, batch.last)
+                try d.run()
+                guard db.changes == 1 else {
+                    try db.exec("COMMIT")
+                    return nil
+                }
+                for r in [a, b] {
+                    insertBatchStmt.bind(1, u)
+                    insertBatchStmt.bind(2, r.first)
+                    insertBatchStmt.bind(3, r.last)
+                    insertBatchStmt.bind(4, r.historical ? 1 : 0)
+                    insertBatchStmt.bind(5, Int64(bitPattern: run))
+                    try insertBatchStmt.run()
+                }
+                try db.exec("COMMIT")
+                return (a, b)
+            } catch {
+                try? db.exec("ROLLBACK")
+                throw error
+            }
+        } catch {
+            logger.error("outbox: cannot split a batch", metadata: ["error": "\(error)"])
+            return nil
         }
     }
 

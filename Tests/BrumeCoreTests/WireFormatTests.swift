@@ -20,9 +20,14 @@ import Testing
     }
 
     @Test func batchID() {
-        #expect(WireFormat.batchID(gateway: "gw-demo-01", first: 1200, last: 1699) == "gw-demo-01:000000001200-000000001699")
-        #expect(WireFormat.batchID(gateway: "g", first: 0, last: 1_234_567_890_123) == "g:000000000000-1234567890123")
-        #expect(WireFormat.batchID(gateway: "g", first: -5, last: Int64.max) == "g:-000000000005-9223372036854775807")
+        // Run 0: batches recorded before runs existed keep their old id.
+        #expect(WireFormat.batchID(gateway: "gw-demo-01", run: 0, first: 1200, last: 1699) == "gw-demo-01:000000001200-000000001699")
+        #expect(WireFormat.batchID(gateway: "g", run: 0, first: 0, last: 1_234_567_890_123) == "g:000000000000-1234567890123")
+        #expect(WireFormat.batchID(gateway: "g", run: 0, first: -5, last: Int64.max) == "g:-000000000005-9223372036854775807")
+        #expect(WireFormat.batchID(gateway: "gw-demo-01", run: 0x5f3a9c0e12ab44d1, first: 1200, last: 1699)
+                == "gw-demo-01:5f3a9c0e12ab44d1:000000001200-000000001699")
+        #expect(WireFormat.batchID(gateway: "g", run: 1, first: 1, last: 2) == "g:0000000000000001:000000000001-000000000002")
+        #expect(WireFormat.batchID(gateway: "g", run: UInt64.max, first: 1, last: 2) == "g:ffffffffffffffff:000000000001-000000000002")
     }
 
     @Test func exactTelemetryBytes() {
@@ -94,7 +99,7 @@ import Testing
                         time: Int64(rng.next() % (1 << 53)) - (1 << 52), value: Self.randomValue(&rng))
             }
             let gw = Self.randomString(&rng)
-            let id = WireFormat.batchID(gateway: gw, first: Int64(round) * 100, last: Int64(round) * 100 + 99)
+            let id = WireFormat.batchID(gateway: gw, run: rng.next(), first: Int64(round) * 100, last: Int64(round) * 100 + 99)
             let batch = TelemetryBatch(gateway: gw, batchID: id, historical: round % 2 == 0, readings: readings)
             let bytes = batch.encoded()
             let decoded = try TelemetryBatch.decode(bytes)

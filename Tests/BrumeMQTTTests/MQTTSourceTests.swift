@@ -14,7 +14,7 @@ final class TestPublisher: Sendable {
     init(port: Int) throws {
         let box = Box()
         client = MQTTClient(options: MQTTClientOptions(host: "127.0.0.1", port: port, clientID: "test-pub-\(UUID().uuidString.prefix(6))"),
-                            logger: Logger(label: "pub"), handlers: MQTTHandlers(onPublished: { _, _ in box.n.add(1, ordering: .relaxed) }))
+                            logger: Logger(label: "pub"), handlers: MQTTHandlers(onPublished: { _, _, _ in box.n.add(1, ordering: .relaxed) }))
         self.box = box
         client.start()
         guard TestKit.waitUntil(timeout: 10, { client.isConnected }) else { throw TestError("publisher cannot connect") }

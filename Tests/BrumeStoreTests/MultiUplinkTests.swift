@@ -152,6 +152,6 @@ import Testing
         let b = try box(dir, uplinks: ["cloud", "influx"])
         #expect(b.unackedBatches(uplink: "cloud") == [BatchRecord(first: 1, last: 10, historical: false, uplink: "cloud")])
         #expect(b.unackedBatches(uplink: "influx").isEmpty)
-        #expect(try SQLiteDB(path: path).scalarInt("PRAGMA user_version") == 2)
+        #expect(try SQLiteDB(path: path).scalarInt("PRAGMA user_version") == Store.schemaVersion)
     }
 }

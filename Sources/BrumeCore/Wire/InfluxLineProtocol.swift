@@ -1,14 +1,36 @@
 /// InfluxDB line protocol (1.x `/write`, 2.x `/api/v2/write`): one line per reading,
 ///   `temperature,device=boiler,gw=gw-01 value=71.5 1764169999000`
 /// with the metric (or the device) as the measurement, `device`/`metric` and `gw` as tags,
-/// one field `value` (float, boolean or string) and the reading's time in milliseconds
-/// (write with `precision=ms`). Points of one device and metric at the same millisecond
-/// overwrite each other in InfluxDB, as its series semantics say.
+/// one field `value` (float, boolean or string) and the reading's time in the write's
+/// precision.
+///
+/// InfluxDB keeps one point per series and timestamp, and Brume stamps readings on receipt
+/// with millisecond resolution, so a burst puts several readings of one series in one
+/// millisecond. At microsecond or nanosecond precision the digits below the millisecond
+/// carry the reading's outbox sequence number modulo 1,000 (a resend writes the same
+/// timestamps: InfluxDB overwrites, no duplicates) and such readings stay distinct points.
+/// At millisecond precision they overwrite each other; `brume check` says so.
 public enum InfluxLineProtocol {
     public enum Measurement: Sendable { case metric, device }
+    public enum Precision: String, Sendable, CaseIterable {
+        case seconds = "s", milliseconds = "ms", microseconds = "u", nanoseconds = "n"
+        /// InfluxDB's `precision=` names (1.x: n, u, ms, s; 2.x: ns, us, ms, s); nil for
+        /// coarser ones (m, h) or unknown ones.
+        public init?(urlValue v: String) {
+            switch v {
+            case "s": self = .seconds
+            case "ms": self = .milliseconds
+            case "u", "us", "µ": self = .microseconds
+            case "n", "ns": self = .nanoseconds
+            default: return nil
+            }
+        }
+    }
 
-    public static func encode(_ readings: some Sequence<Reading>, gateway: String, measurement: Measurement = .metric, into out: inout [UInt8]) {
-        for r in readings {
+    /// `seq(i)`: the outbox sequence number of the i-th reading (the sub-millisecond digits).
+    public static func encode(_ readings: some Sequence<Reading>, gateway: String, measurement: Measurement = .metric,
+                              precision: Precision = .milliseconds, seq: (Int) -> Int64 = { Int64($0) }, into out: inout [UInt8]) {
+        for (i, r) in readings.enumerated() {
             switch measurement {
             case .metric:
                 escape(r.metric, into: &out, measurement: true)
@@ -35,8 +57,23 @@ public enum InfluxLineProtocol {
                 out.append(UInt8(ascii: "\""))
             }
             out.append(UInt8(ascii: " "))
-            WireFormat.appendInteger(r.time, to: &out)
+            WireFormat.appendInteger(timestamp(r.time, precision: precision, seq: seq(i)), to: &out)
             out.append(10)
+        }
+    }
+
+    /// A reading's time (ms) in `precision`, saturating (a payload may carry any Int64).
+    static func timestamp(_ ms: Int64, precision: Precision, seq: Int64) -> Int64 {
+        let sub = seq % 1000 < 0 ? seq % 1000 + 1000 : seq % 1000
+        switch precision {
+        case .seconds: return ms / 1000
+        case .milliseconds: return ms
+        case .microseconds, .nanoseconds:
+            let scale: Int64 = precision == .microseconds ? 1000 : 1_000_000
+            let (t, o1) = ms.multipliedReportingOverflow(by: scale)
+            let (u, o2) = t.addingReportingOverflow(sub * (scale / 1000))
+            if o1 || o2 { return ms < 0 ? Int64.min : Int64.max }
+            return u
         }
     }
 

@@ -114,15 +114,27 @@ public enum WireFormat {
         if n > runStart { out.append(contentsOf: UnsafeBufferPointer(rebasing: b[runStart..<n])) }
     }
 
-    /// The stable id of a batch of outbox sequence numbers `first...last`:
-    /// `"\(gateway):\(first, 12 digits zero-padded)-\(last, 12 digits zero-padded)"`,
-    /// e.g. `gw-demo-01:000000001200-000000001699`. Longer numbers keep all their digits;
-    /// a negative number gets a "-" before its padded digits.
-    public static func batchID(gateway: String, first: Int64, last: Int64) -> String {
+    /// The id of a batch of outbox sequence numbers `first...last` formed by outbox run `run`:
+    /// `"\(gateway):\(run, 16 hex digits):\(first, 12 digits zero-padded)-\(last, 12 digits)"`,
+    /// e.g. `gw-demo-01:5f3a9c0e12ab44d1:000000001200-000000001699`.
+    ///
+    /// The run is a random 64-bit number drawn each time the outbox is opened and stored with
+    /// every batch it forms: sequence numbers may repeat after a power cut (unsynced writes
+    /// lost), a wiped data folder or a restored backup, but a run never does, so an id names one
+    /// batch for the life of a gateway id. A recorded batch keeps its run: resent after a crash
+    /// it is byte for byte the same. Run 0 (batches recorded by brume before runs existed) keeps
+    /// the old form `gateway:first-last`. Longer numbers keep all their digits; a negative
+    /// number gets a "-" before its padded digits.
+    public static func batchID(gateway: String, run: UInt64, first: Int64, last: Int64) -> String {
         var out: [UInt8] = []
-        out.reserveCapacity(gateway.utf8.count + 26)
+        out.reserveCapacity(gateway.utf8.count + 43)
         out.append(contentsOf: gateway.utf8)
         out.append(UInt8(ascii: ":"))
+        if run != 0 {
+            let hex = hexDigits.utf8Start
+            for shift in stride(from: 60, through: 0, by: -4) { out.append(hex[Int((run >> UInt64(shift)) & 0xF)]) }
+            out.append(UInt8(ascii: ":"))
+        }
         appendPadded(first, to: &out)
         out.append(UInt8(ascii: "-"))
         appendPadded(last, to: &out)

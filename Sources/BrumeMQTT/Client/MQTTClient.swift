@@ -46,6 +46,35 @@ public struct MQTTBrokerAddress: Sendable, Hashable, CustomStringConvertible {
     public var description: String { "\(host):\(port)" }
 }
 
+/// Which MQTT version to speak.
+public enum MQTTProtocolVersion: String, Sendable, CaseIterable {
+    /// MQTT 5 where the broker speaks it, else 3.1.1 (decided at each connect).
+    case auto
+    case v5
+    case v311 = "v3.1.1"
+}
+
+/// MQTT 5 properties of a publish (ignored on a 3.1.1 connection).
+public struct MQTTPublishProperties: Sendable, Hashable {
+    public var contentType: String?
+    public var userProperties: [(String, String)] = []
+    public var messageExpirySeconds: UInt32?
+    public init(contentType: String? = nil, userProperties: [(String, String)] = [], messageExpirySeconds: UInt32? = nil) {
+        self.contentType = contentType
+        self.userProperties = userProperties
+        self.messageExpirySeconds = messageExpirySeconds
+    }
+    public static func == (a: Self, b: Self) -> Bool {
+        a.contentType == b.contentType && a.messageExpirySeconds == b.messageExpirySeconds
+            && a.userProperties.map { [$0.0, $0.1] } == b.userProperties.map { [$0.0, $0.1] }
+    }
+    public func hash(into h: inout Hasher) {
+        h.combine(contentType)
+        h.combine(messageExpirySeconds)
+        for (k, v) in userProperties { h.combine(k); h.combine(v) }
+    }
+}
+
 public struct MQTTClientOptions: Sendable {
     public var host: String
     public var port: Int
@@ -64,6 +93,9 @@ public struct MQTTClientOptions: Sendable {
     public var reconnectMax: Duration
     /// Other brokers of the same cluster, tried in turn after `host:port` fails (failover).
     public var alternates: [MQTTBrokerAddress] = []
+    /// 3.1.1 by default; `.auto` tries MQTT 5 first (PUBACK reason codes: a broker that drops a
+    /// publish, e.g. denied by an ACL or over its size limit, says so instead of acknowledging).
+    public var protocolVersion: MQTTProtocolVersion = .v311
 
     public init(host: String, port: Int, clientID: String, cleanSession: Bool = true, keepAlive: Int = 30,
                 username: String? = nil, password: String? = nil, tls: MQTTTLS? = nil, will: MQTTWill? = nil,
@@ -96,8 +128,10 @@ public struct MQTTHandlers: Sendable {
     public var onDisconnect: @Sendable (_ generation: UInt64, _ reason: String) -> Void
     /// A message arrived. The pointers are valid only during the call.
     public var onMessage: @Sendable (_ topic: UnsafePointer<CChar>, _ payload: UnsafeRawBufferPointer, _ qos: Int32, _ retained: Bool) -> Void
-    /// A QoS1 publish was acknowledged (PUBACK) by the broker.
-    public var onPublished: @Sendable (_ generation: UInt64, _ mid: Int32) -> Void
+    /// A QoS1 publish was answered (PUBACK) by the broker. `reasonCode` is the MQTT 5 reason
+    /// code (0x00 success, 0x10 no matching subscribers, >= 0x80 refused: not delivered); on an
+    /// MQTT 3.1.1 connection it is always 0, which does not prove the broker kept the message.
+    public var onPublished: @Sendable (_ generation: UInt64, _ mid: Int32, _ reasonCode: Int32) -> Void
     /// When set, acknowledgements of received QoS1 messages are held back until
     /// this returns: the client reads a burst of messages, calls the gate (which
     /// waits until their readings are committed to the outbox), and only then
@@ -108,7 +142,7 @@ public struct MQTTHandlers: Sendable {
     public init(onConnect: @escaping @Sendable (MQTTClient, UInt64, Bool) -> Void = { _, _, _ in },
                 onDisconnect: @escaping @Sendable (UInt64, String) -> Void = { _, _ in },
                 onMessage: @escaping @Sendable (UnsafePointer<CChar>, UnsafeRawBufferPointer, Int32, Bool) -> Void = { _, _, _, _ in },
-                onPublished: @escaping @Sendable (UInt64, Int32) -> Void = { _, _ in },
+                onPublished: @escaping @Sendable (UInt64, Int32, Int32) -> Void = { _, _, _ in },
                 ackGate: (@Sendable () -> Void)? = nil) {
         self.ackGate = ackGate
         self.onConnect = onConnect
@@ -125,13 +159,15 @@ public struct MQTTError: Error, Sendable, CustomStringConvertible {
         "\(operation): \(String(cString: mosquitto_strerror(code)))"
     }
     public var isNotConnected: Bool { code == Int32(MOSQ_ERR_NO_CONN.rawValue) || code == Int32(MOSQ_ERR_CONN_LOST.rawValue) }
+    /// The message is larger than the broker's Maximum Packet Size (MQTT 5 CONNACK).
+    public var isOversize: Bool { code == Int32(MOSQ_ERR_OVERSIZE_PACKET.rawValue) }
 }
 
 private let libraryInit: Void = {
     _ = mosquitto_lib_init()
 }()
 
-/// A small MQTT 3.1.1 client over libmosquitto.
+/// A small MQTT 5 / 3.1.1 client over libmosquitto.
 ///
 /// One network thread per client runs `mosquitto_loop` and does its own
 /// reconnection with jittered exponential backoff (libmosquitto's built-in
@@ -166,6 +202,12 @@ public final class MQTTClient: @unchecked Sendable {
     public let connectFailures = Counter()
     /// The broker in use or being tried (failover moves it along `alternates`).
     public let currentBroker = Gauge<MQTTBrokerAddress?>(nil)
+    /// The protocol of the current (or last) connection: 5 or 4 (3.1.1).
+    public let negotiatedVersion = Atomic<Int32>(0)
+    /// The broker's Maximum Packet Size (MQTT 5 CONNACK), 0 when it set none.
+    public let brokerMaxPacketSize = Atomic<Int>(0)
+    /// `.auto`: the broker refused MQTT 5, so speak 3.1.1 from now on.
+    private let fellBack = Atomic<Bool>(false)
 
     public init(options: MQTTClientOptions, logger: Logger, handlers: MQTTHandlers) {
         _ = libraryInit
@@ -214,11 +256,21 @@ public final class MQTTClient: @unchecked Sendable {
     /// Publishes a message. Returns the message id, which `onPublished`
     /// reports with the same generation when the broker acknowledges it.
     @discardableResult
-    public func publish(topic: String, payload: UnsafeRawBufferPointer, qos: Int32, retain: Bool = false) throws(MQTTError) -> (generation: UInt64, mid: Int32) {
+    public func publish(topic: String, payload: UnsafeRawBufferPointer, qos: Int32, retain: Bool = false,
+                        properties: MQTTPublishProperties? = nil) throws(MQTTError) -> (generation: UInt64, mid: Int32) {
         var mid: Int32 = 0
         let (gen, rc): (UInt64, Int32) = lock.withLock { _ in
             guard let h = handle, connectedFlag.load(ordering: .acquiring) else {
                 return (generation, Int32(MOSQ_ERR_NO_CONN.rawValue))
+            }
+            guard payload.count <= Int(Int32.max) else { return (generation, Int32(MOSQ_ERR_PAYLOAD_SIZE.rawValue)) }
+            if let properties, negotiatedVersion.load(ordering: .relaxed) == MQTT_PROTOCOL_V5 {
+                var props: OpaquePointer? = nil
+                if let ct = properties.contentType { _ = mosquitto_property_add_string(&props, Int32(MQTT_PROP_CONTENT_TYPE.rawValue), ct) }
+                if let e = properties.messageExpirySeconds { _ = mosquitto_property_add_int32(&props, Int32(MQTT_PROP_MESSAGE_EXPIRY_INTERVAL.rawValue), e) }
+                for (k, v) in properties.userProperties { _ = mosquitto_property_add_string_pair(&props, Int32(MQTT_PROP_USER_PROPERTY.rawValue), k, v) }
+                defer { mosquitto_property_free_all(&props) }
+                return (generation, mosquitto_publish_v5(h, &mid, topic, Int32(payload.count), payload.baseAddress, qos, retain, props))
             }
             return (generation, mosquitto_publish(h, &mid, topic, Int32(payload.count), payload.baseAddress, qos, retain))
         }
@@ -231,10 +283,11 @@ public final class MQTTClient: @unchecked Sendable {
     }
 
     @discardableResult
-    public func publish(topic: String, payload: [UInt8], qos: Int32, retain: Bool = false) throws(MQTTError) -> (generation: UInt64, mid: Int32) {
+    public func publish(topic: String, payload: [UInt8], qos: Int32, retain: Bool = false,
+                        properties: MQTTPublishProperties? = nil) throws(MQTTError) -> (generation: UInt64, mid: Int32) {
         var result: Result<(generation: UInt64, mid: Int32), MQTTError> = .failure(MQTTError(code: 0, operation: ""))
         payload.withUnsafeBytes { buf in
-            do throws(MQTTError) { result = .success(try publish(topic: topic, payload: buf, qos: qos, retain: retain)) }
+            do throws(MQTTError) { result = .success(try publish(topic: topic, payload: buf, qos: qos, retain: retain, properties: properties)) }
             catch { result = .failure(error) }
         }
         return try result.get()
@@ -370,7 +423,9 @@ public final class MQTTClient: @unchecked Sendable {
             return nil
         }
         mosquitto_threaded_set(h, true)
-        _ = mosquitto_int_option(h, MOSQ_OPT_PROTOCOL_VERSION, Int32(MQTT_PROTOCOL_V311))
+        let v5 = options.protocolVersion == .v5 || (options.protocolVersion == .auto && !fellBack.load(ordering: .relaxed))
+        _ = mosquitto_int_option(h, MOSQ_OPT_PROTOCOL_VERSION, v5 ? MQTT_PROTOCOL_V5 : Int32(MQTT_PROTOCOL_V311))
+        negotiatedVersion.store(v5 ? MQTT_PROTOCOL_V5 : Int32(MQTT_PROTOCOL_V311), ordering: .relaxed)
         // No Nagle: small packets (PUBACKs, command acknowledgements) must not
         // wait 40 ms for a delayed TCP ACK.
         _ = mosquitto_int_option(h, MOSQ_OPT_TCP_NODELAY, 1)
@@ -391,8 +446,10 @@ public final class MQTTClient: @unchecked Sendable {
             }
             _ = mosquitto_tls_insecure_set(h, !tls.verifyHostname)
         }
-        mosquitto_connect_with_flags_callback_set(h) { _, obj, rc, flags in
-            Unmanaged<MQTTClient>.fromOpaque(obj!).takeUnretainedValue().didConnect(rc: rc, flags: flags)
+        mosquitto_connect_v5_callback_set(h) { _, obj, rc, flags, props in
+            var maxPacket: UInt32 = 0
+            if let props { _ = mosquitto_property_read_int32(props, Int32(MQTT_PROP_MAXIMUM_PACKET_SIZE.rawValue), &maxPacket, false) }
+            Unmanaged<MQTTClient>.fromOpaque(obj!).takeUnretainedValue().didConnect(rc: rc, flags: flags, maxPacket: Int(maxPacket))
         }
         mosquitto_message_callback_set(h) { _, obj, msg in
             guard let msg else { return }
@@ -402,9 +459,9 @@ public final class MQTTClient: @unchecked Sendable {
             let payload = UnsafeRawBufferPointer(start: m.payload, count: Int(m.payloadlen))
             client.handlers.onMessage(UnsafePointer(m.topic), payload, m.qos, m.retain)
         }
-        mosquitto_publish_callback_set(h) { _, obj, mid in
+        mosquitto_publish_v5_callback_set(h) { _, obj, mid, reason, _ in
             let client = Unmanaged<MQTTClient>.fromOpaque(obj!).takeUnretainedValue()
-            client.handlers.onPublished(client.generation, mid)
+            client.handlers.onPublished(client.generation, mid, reason)
         }
         lock.withLock { _ in
             handle = h
@@ -422,13 +479,24 @@ public final class MQTTClient: @unchecked Sendable {
         if let h { mosquitto_destroy(h) }
     }
 
-    private func didConnect(rc: Int32, flags: Int32) {
+    private func didConnect(rc: Int32, flags: Int32, maxPacket: Int) {
         guard rc == 0, let h = handle else {
             connectFailures.add()
-            let reason = String(cString: mosquitto_connack_string(rc))
+            // A 3.1.1 broker answers an MQTT 5 CONNECT with "unacceptable protocol version" (1);
+            // an MQTT 5 broker that is configured for 3.1.1 only, with reason code 132.
+            if options.protocolVersion == .auto, negotiatedVersion.load(ordering: .relaxed) == MQTT_PROTOCOL_V5,
+               rc == 1 || rc == Int32(MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION.rawValue) {
+                fellBack.store(true, ordering: .relaxed)
+                logger.notice("MQTT broker does not speak MQTT 5: falling back to 3.1.1 (a PUBACK then does not prove the broker kept a message)",
+                              metadata: ["mqtt.broker": "\(currentBroker.current.map { "\($0)" } ?? "\(options.host):\(options.port)")"])
+                return
+            }
+            let reason = negotiatedVersion.load(ordering: .relaxed) == MQTT_PROTOCOL_V5
+                ? String(cString: mosquitto_reason_string(rc)) : String(cString: mosquitto_connack_string(rc))
             logRateLimited("MQTT broker refused the connection", reason: reason)
             return
         }
+        brokerMaxPacketSize.store(maxPacket, ordering: .relaxed)
         // With a persistent session the broker kept our subscriptions; subscribing
         // again would make it resend every retained message (duplicate readings).
         let sessionPresent = flags & 1 == 1
@@ -442,7 +510,7 @@ public final class MQTTClient: @unchecked Sendable {
         connectedFlag.store(true, ordering: .releasing)
         connects.add()
         stateGauge.set(.connected)
-        logger.info("MQTT connected", metadata: ["mqtt.broker": "\(currentBroker.current.map { "\($0)" } ?? "\(options.host):\(options.port)")", "mqtt.client_id": "\(options.clientID)", "mqtt.session_present": "\(flags & 1 == 1)"])
+        logger.info("MQTT connected", metadata: ["mqtt.broker": "\(currentBroker.current.map { "\($0)" } ?? "\(options.host):\(options.port)")", "mqtt.client_id": "\(options.clientID)", "mqtt.session_present": "\(flags & 1 == 1)", "mqtt.version": "\(negotiatedVersion.load(ordering: .relaxed) == MQTT_PROTOCOL_V5 ? "5" : "3.1.1")"])
         handlers.onConnect(self, generation, flags & 1 == 1)
     }
 }

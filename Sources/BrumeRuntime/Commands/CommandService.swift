@@ -87,7 +87,7 @@ final class CommandService: Sendable {
                     poke.yield()
                 },
                 onMessage: { _, payload, _, _ in box.service?.intake(payload) },
-                onPublished: { gen, mid in
+                onPublished: { gen, mid, _ in
                     events.withLock { $0.acks.append((gen, mid)) }
                     poke.yield()
                 }))

@@ -1,0 +1,175 @@
+import BrumeCore
+import BrumeMQTT
+import BrumeStore
+import Logging
+import Synchronization
+
+/// What an MQTT uplink needs (the Runtime maps `[uplink.*] kind = "mqtt"` to it).
+public struct MQTTSinkOptions: Sendable {
+    /// The broker connection; `protocolVersion` is `.auto` by default for uplinks.
+    public var client: MQTTClientOptions
+    /// `brume/{gateway}` already resolved: telemetry goes to `{prefix}/telemetry`, the retained
+    /// status to `{prefix}/status`.
+    public var topicPrefix: String
+    /// Batches published and not yet acknowledged, at most.
+    public var window: Int
+    public init(client: MQTTClientOptions, topicPrefix: String, window: Int) {
+        self.client = client
+        self.topicPrefix = topicPrefix
+        self.window = window
+    }
+}
+
+/// An MQTT uplink: v1 JSON batches published at QoS1; the broker's PUBACK is the outcome.
+///
+/// On an MQTT 5 connection the PUBACK carries a reason code: a broker that drops a publish
+/// (an ACL denying the topic, a message over `message_size_limit`) says so, and the batch is
+/// not acknowledged. Batches carry the batch and gateway ids as user properties and their
+/// content type. On a 3.1.1 connection (a broker without MQTT 5) a PUBACK is all there is.
+public final class MQTTSink: BatchSink, Sendable {
+    public let options: MQTTSinkOptions
+    public let client: MQTTClient
+    public let gatewayID: String
+    private let telemetryTopic: String
+    private let statusTopic: String
+    private let now: @Sendable () -> Int64
+    private let connected = AtomicBox() // generation of the current connection, 0 = none
+    /// Publishes waiting for their PUBACK, and PUBACKs that beat the registration (the network
+    /// thread may answer before `publish` returns; no lock is held across the publish).
+    struct Pending {
+        var waiting: [Int32: @Sendable (DeliveryOutcome) -> Void] = [:]
+        /// mid → (reason code, publishes started when it arrived): a mid is reused after 65,535
+        /// publishes, so an entry counts only for a publish started before it arrived.
+        var early: [Int32: (reason: Int32, epoch: UInt64)] = [:]
+        var epoch: UInt64 = 0
+        mutating func clear() { waiting.removeAll(); early.removeAll() }
+    }
+    private let pending = Locked(Pending())
+    private let pokeBox = Locked<(@Sendable () -> Void)?>(nil)
+
+    final class AtomicBox: Sendable {
+        let value = Atomic<UInt64>(0)
+        func load(ordering: AtomicLoadOrdering) -> UInt64 { value.load(ordering: .acquiring) }
+        func store(_ v: UInt64, ordering: AtomicStoreOrdering) { value.store(v, ordering: .releasing) }
+    }
+
+    public init(options: MQTTSinkOptions, gatewayID: String, logger: Logger, now: @escaping @Sendable () -> Int64 = wallClockMillis) {
+        self.options = options
+        self.gatewayID = gatewayID
+        self.now = now
+        telemetryTopic = "\(options.topicPrefix)/telemetry"
+        statusTopic = "\(options.topicPrefix)/status"
+        var opts = options.client
+        opts.will = MQTTWill(topic: statusTopic, payload: WireFormat.encodeStatus(state: "offline", gateway: gatewayID, at: 0), qos: 1, retain: true)
+        opts.maxInflight = options.window + 2
+        let statusTopic = self.statusTopic
+        let connected = self.connected
+        let pending = self.pending
+        let pokeBox = self.pokeBox
+        let gw = gatewayID
+        let handlers = MQTTHandlers(
+            onConnect: { client, gen, _ in
+                let status = WireFormat.encodeStatus(state: "online", gateway: gw, at: now())
+                _ = try? client.publish(topic: statusTopic, payload: status, qos: 1, retain: true)
+                pending.withLock { $0.clear() }
+                connected.store(gen, ordering: .releasing)
+                pokeBox.withLock { $0 }?()
+            },
+            onDisconnect: { _, _ in
+                connected.store(0, ordering: .releasing)
+                // What was in flight is gone with the connection: the loop resends it.
+                pending.withLock { $0.clear() }
+                pokeBox.withLock { $0 }?()
+            },
+            onPublished: { gen, mid, reason in
+                guard connected.load(ordering: .acquiring) == gen else { return }
+                let done = pending.withLock { p -> (@Sendable (DeliveryOutcome) -> Void)? in
+                    if let d = p.waiting.removeValue(forKey: mid) { return d }
+                    p.early[mid] = (reason, p.epoch)
+                    return nil
+                }
+                done?(MQTTSink.outcome(reason: reason))
+            })
+        client = MQTTClient(options: opts, logger: logger, handlers: handlers)
+    }
+
+    public var kind: String { "mqtt" }
+    public var endpoint: String {
+        ([MQTTBrokerAddress(host: options.client.host, port: options.client.port)] + options.client.alternates).map(\.description).joined(separator: ",")
+    }
+    public var window: Int { options.window }
+    public var connection: UInt64? {
+        let g = connected.load(ordering: .acquiring)
+        return g == 0 ? nil : g
+    }
+    public var state: UplinkState {
+        switch client.state {
+        case .connected: return .online
+        case .connecting: return .connecting
+        case .disconnected: return .offline
+        case .stopped: return .stopped
+        }
+    }
+    /// The broker's Maximum Packet Size less the PUBLISH overhead (fixed header, topic, packet
+    /// id, properties), when it set one.
+    public var maxBodyBytes: Int? {
+        let m = client.brokerMaxPacketSize.load(ordering: .relaxed)
+        return m > 0 ? max(64, m - telemetryTopic.utf8.count - gatewayID.utf8.count * 2 - 200) : nil
+    }
+
+    public func start(poke: @escaping @Sendable () -> Void) {
+        pokeBox.withLock { $0 = poke }
+        client.start()
+    }
+
+    public func stop(drain: Duration) async {
+        if client.isConnected {
+            _ = try? client.publish(topic: statusTopic, payload: WireFormat.encodeStatus(state: "offline", gateway: gatewayID, at: now()), qos: 1, retain: true)
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        client.stop()
+    }
+
+    public func encode(_ batch: BatchRecord, id: String, readings: [Reading], seqs: [Int64]?, into body: inout [UInt8]) -> Int {
+        WireFormat.encodeTelemetry(gateway: gatewayID, batchID: id, historical: batch.historical, readings: readings, into: &body)
+        return body.count
+    }
+
+    public func deliver(_ batch: EncodedBatch, done: @escaping @Sendable (DeliveryOutcome) -> Void) {
+        let props = MQTTPublishProperties(contentType: "application/json", userProperties: [("batch", batch.id), ("gw", gatewayID)])
+        let epoch = pending.withLock { p -> UInt64 in
+            p.epoch += 1
+            return p.epoch
+        }
+        do throws(MQTTError) {
+            let (gen, mid) = try client.publish(topic: telemetryTopic, payload: batch.body, qos: 1, properties: props)
+            guard gen == connected.load(ordering: .acquiring) else { return } // reconnected meanwhile: resent
+            let early = pending.withLock { p -> Int32? in
+                if let e = p.early.removeValue(forKey: mid), e.epoch >= epoch { return e.reason }
+                p.waiting[mid] = done
+                return nil
+            }
+            if let early { done(MQTTSink.outcome(reason: early)) }
+        } catch {
+            if error.isOversize {
+                done(.tooLarge(detail: "\(batch.body.count) bytes is over the broker's Maximum Packet Size (\(client.brokerMaxPacketSize.load(ordering: .relaxed)))"))
+            } else {
+                done(.retry(reason: error.isNotConnected ? "not_connected" : "publish_failed", detail: "\(error)", after: nil))
+            }
+        }
+    }
+
+    /// MQTT 5 PUBACK reason codes (3.1.1: always 0).
+    static func outcome(reason: Int32) -> DeliveryOutcome {
+        switch reason {
+        case 0x00, 0x10: return .accepted // success; "no matching subscribers" is accepted too
+        case 0x87: return .misconfigured(reason: "not_authorized", detail: "the broker refuses our publishes to the telemetry topic (not authorized: check its ACL for this client)")
+        case 0x90: return .misconfigured(reason: "topic_invalid", detail: "the broker refuses the telemetry topic name (check topic_prefix)")
+        case 0x95: return .tooLarge(detail: "the broker refused the batch as too large (message_size_limit)")
+        case 0x97: return .retry(reason: "quota_exceeded", detail: "the broker's quota is exceeded", after: nil)
+        case 0x99: return .rejected(reason: "payload_format_invalid", status: Int(reason), detail: "the broker refused the payload format")
+        default:
+            return .misconfigured(reason: "puback_\(reason)", detail: "the broker refused the batch (MQTT reason code \(reason))")
+        }
+    }
+}
