@@ -148,7 +148,10 @@ public final class Mosquitto: @unchecked Sendable {
     private var starts = 0
 
     /// `tls`: the listener speaks TLS with the PKI's server certificate; `requireClientCert`: mTLS.
-    public init(dir: String, name: String = "broker", tls: TestPKI? = nil, requireClientCert: Bool = false) throws {
+    private var confBase = ""
+
+    /// `extra`: more mosquitto.conf lines (an acl_file, message_size_limit ...).
+    public init(dir: String, name: String = "broker", tls: TestPKI? = nil, requireClientCert: Bool = false, extra: String = "") throws {
         self.port = TestKit.freePort()
         self.dir = "\(dir)/\(name)"
         try FileManager.default.createDirectory(atPath: self.dir, withIntermediateDirectories: true)
@@ -169,7 +172,15 @@ public final class Mosquitto: @unchecked Sendable {
         max_inflight_messages 0
         set_tcp_nodelay true
         """
-        try conf.write(toFile: "\(self.dir)/mosquitto.conf", atomically: true, encoding: .utf8)
+        confBase = conf
+        try (conf + "\n" + extra + "\n").write(toFile: "\(self.dir)/mosquitto.conf", atomically: true, encoding: .utf8)
+        try start()
+    }
+
+    /// Restarts the broker with other extra lines (e.g. the ACL fixed).
+    public func reconfigure(extra: String) throws {
+        stop()
+        try (confBase + "\n" + extra + "\n").write(toFile: "\(dir)/mosquitto.conf", atomically: true, encoding: .utf8)
         try start()
     }
 

@@ -26,6 +26,7 @@ extension JSONValue {
     var number: Double? { if case .number(let d) = self { return d } else { return nil } }
     var elements: [JSONValue] { if case .array(let a) = self { return a } else { return [] } }
     var string: String? { if case .string(let s) = self { return s } else { return nil } }
+    var bool: Bool? { if case .bool(let b) = self { return b } else { return nil } }
 }
 
 func source(_ status: JSONValue, _ name: String) -> JSONValue? {

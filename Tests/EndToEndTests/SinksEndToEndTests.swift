@@ -59,7 +59,7 @@ final class Influx {
         let rig = try Rig(extraSources: { _ in """
             [uplink.influx]
             kind = "http"
-            url = "http://127.0.0.1:\(influx.port)/write?db=brume&precision=ms"
+            url = "http://127.0.0.1:\(influx.port)/write?db=brume"
             format = "influx"
             batch_max_readings = 1000
             batch_max_delay = "200ms"

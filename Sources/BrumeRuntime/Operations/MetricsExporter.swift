@@ -135,6 +135,9 @@ final class MetricsExporter: Sendable {
             counter("brume_uplink_resends_total", ul, up.stats.resends.current)
             counter("brume_uplink_dead_lettered_total", ul, up.stats.deadLettered.current)
             for (reason, n) in up.stats.publishErrors.snapshot { counter("brume_uplink_errors_total", ul + [("reason", reason)], n) }
+            // 1 while the uplink holds its backlog because of an endpoint or configuration fault.
+            gauge("brume_uplink_held", ul, up.stats.fault.current?.misconfigured == true ? 1 : 0)
+            counter("brume_uplink_splits_total", ul, up.stats.splits.current)
             gauge("brume_uplink_backlog_readings", ul, Double(backlog[g.outbox.uplinkKey(up.config.name)] ?? 0))
         }
         if let commands = g.commands {

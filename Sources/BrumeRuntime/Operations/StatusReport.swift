@@ -57,6 +57,11 @@ extension Gateway {
                 ("last_ack_ms", num(st.lastAckMillis.current)),
                 ("publish_latency_ms", .number(Double(st.lastAckLatencyMicros.current) / 1000)),
                 ("errors", reasons(st.publishErrors.snapshot)),
+                ("splits", num(st.splits.current)),
+                ("fault", st.fault.current.map { f in
+                    obj([("reason", .string(f.reason)), ("detail", .string(f.detail)), ("misconfigured", .bool(f.misconfigured)),
+                         ("since_ms", .number(Double(f.sinceMillis)))])
+                } ?? .null),
             ])
         })
 

@@ -23,6 +23,8 @@
 #include <sqlite3.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -123,6 +125,9 @@ static sqlite3 *copen(const char *path, int flags) {
 #define RO (SQLITE_OPEN_READONLY)
 
 static void child_register(const char *leak, int discard) {
+    char sb[32];
+    snprintf(sb, sizeof sb, "%llu", (unsigned long long)rng_state);
+    setenv("BRUME_POWERCUT_SEED", sb, 1);   /* reproducible leaks for a given test seed */
     if (leak) setenv("BRUME_POWERCUT_LEAK", leak, 1); else unsetenv("BRUME_POWERCUT_LEAK");
     if (discard) setenv("BRUME_POWERCUT_DISCARD_ON_CLOSE", "1", 1); else unsetenv("BRUME_POWERCUT_DISCARD_ON_CLOSE");
     if (brume_powercut_register(1) != SQLITE_OK) child_fail("register failed");
@@ -258,6 +263,61 @@ static void child_random(const char *path, const char *journal, const char *leak
         send_rec(0, durable, c, NULL);
     }
     cut();
+}
+
+/* Threads: one writer connection and three reader connections, each used by
+ * its own thread (like Brume: SQLITE_OPEN_NOMUTEX, one connection per
+ * thread), all sharing the overlay. Readers check that what they see never
+ * goes backwards and never runs ahead of the writer. The writer cuts. */
+static _Atomic long long th_done_floor;   /* rows whose COMMIT has returned */
+static _Atomic long long th_ceiling;      /* rows whose COMMIT has started */
+static _Atomic int th_stop;
+static const char *th_path;
+
+static void *reader_thread(void *arg) {
+    (void)arg;
+    sqlite3 *rd = copen(th_path, RO | SQLITE_OPEN_NOMUTEX);
+    long long prev = 0;
+    while (!atomic_load(&th_stop)) {
+        long long floor = atomic_load(&th_done_floor);
+        long long v = cq1(rd, "SELECT count(*) FROM t");
+        long long ceil = atomic_load(&th_ceiling);
+        if (v < prev || v < floor || v > ceil)
+            child_fail("reader saw %lld rows (prev %lld, floor %lld, ceiling %lld)", v, prev, floor, ceil);
+        prev = v;
+    }
+    sqlite3_close(rd);
+    return NULL;
+}
+
+static void child_threads(const char *path, uint64_t seed) {
+    rng_state = seed;
+    child_register(NULL, 0);
+    sqlite3 *db = create_db(path, "WAL");
+    sqlite3_close(db);
+    db = copen(path, RW | SQLITE_OPEN_NOMUTEX);
+    xexec(db, "PRAGMA wal_autocheckpoint=0");
+    th_path = path;
+    pthread_t th[3];
+    for (int k = 0; k < 3; k++) pthread_create(&th[k], NULL, reader_thread, NULL);
+    long long c = 0, durable = 0;
+    send_rec(0, 0, 0, NULL);
+    int ntx = 1 + rndn(300);
+    for (int k = 0; k < ntx; k++) {
+        int full = rndn(5) == 0, rows = 1 + rndn(4);
+        xexec(db, full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+        atomic_store(&th_ceiling, c + rows);
+        c = insert_tx(db, c, rows);
+        atomic_store(&th_done_floor, c);
+        if (full) durable = c;
+        if (rndn(30) == 0) {
+            int nLog = -1, nCkpt = -1;
+            int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nLog, &nCkpt);
+            if (rc == SQLITE_OK && nLog == nCkpt) durable = c;
+        }
+        send_rec(0, durable, c, NULL);
+    }
+    cut();   /* readers are still running */
 }
 
 /* ------------------------------------------------------------------------ */
@@ -508,6 +568,8 @@ static void fn_rand(const char *p, const void *a) {
     child_random(p, ra->journal, ra->leak, ra->seed);
 }
 
+static void fn_threads(const char *p, const void *a) { child_threads(p, *(const uint64_t *)a); }
+
 static void series(const char *journal, const char *leak, int n, Expect ex, uint64_t *seed) {
     char path[600], name[200];
     snprintf(path, sizeof path, "%s/rand.db", g_dir);
@@ -582,6 +644,19 @@ int main(int argc, char **argv) {
     /* 3. random cuts */
     series("WAL", NULL, n, EXPECT_DURABLE, &seed);
     series("WAL", "0.5", n, EXPECT_RANGE, &seed);
+    {
+        int nt = n / 5 > 0 ? n / 5 : 1, f0 = g_failures;
+        char tpath[600], name[100];
+        snprintf(tpath, sizeof tpath, "%s/threads.db", g_dir);
+        long long committed = 0, found = 0;
+        for (int k = 0; k < nt; k++) {
+            uint64_t s1 = seed++;
+            snprintf(name, sizeof name, "threads #%d (seed %llu)", k, (unsigned long long)s1);
+            if (run_cut(name, tpath, EXPECT_DURABLE, &oc, fn_threads, &s1)) { committed += oc.committed; found += oc.found; }
+        }
+        printf("  %-8s leak=%-4s %3d cuts, %d failures; rows committed %lld, survived %lld "
+               "(1 writer + 3 reader threads)\n", "WAL", "0", nt, g_failures - f0, committed, found);
+    }
     series("DELETE", "0.5", n / 5 > 0 ? n / 5 : 1, EXPECT_COMMITTED, &seed);
     series("TRUNCATE", "0.5", n / 5 > 0 ? n / 5 : 1, EXPECT_DURABLE, &seed);
     series("PERSIST", "0.5", n / 5 > 0 ? n / 5 : 1, EXPECT_COMMITTED, &seed);

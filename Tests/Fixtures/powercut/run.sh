@@ -10,5 +10,5 @@ trap 'rm -f "$out"' EXIT
 ${CC:-gcc} -std=c11 -Wall -Wextra -Werror -O2 -g \
     -I "$root/Sources/CPowerCut/include" \
     "$root/Sources/CPowerCut/powercut.c" "$here/powercut_selftest.c" \
-    -o "$out" -lsqlite3 -lpthread
+    -o "$out" -lsqlite3 -pthread
 "$out" "$@"

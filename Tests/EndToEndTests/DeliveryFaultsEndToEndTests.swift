@@ -1,0 +1,176 @@
+import BrumeCore
+import BrumeMQTT
+import BrumeTestKit
+import Foundation
+import Logging
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Collects the telemetry batches a broker receives: reading values (the "v" of load/devN/seq
+/// payloads), batch ids with their bodies, and the largest body.
+final class BatchCollector: Sendable {
+    let client: MQTTClient
+    let state = Locked<(values: [Int], ids: [String: [Int]], conflicts: Int, maxBytes: Int)>(([], [:], 0, 0))
+    init(port: Int) throws {
+        let state = self.state
+        client = MQTTClient(options: MQTTClientOptions(host: "127.0.0.1", port: port, clientID: "collector-\(UUID().uuidString.prefix(6))"),
+                            logger: Logger(label: "collector"),
+                            handlers: MQTTHandlers(onMessage: { _, payload, _, _ in
+                                guard let b = try? TelemetryBatch.decode(payload) else { return }
+                                let vals = b.readings.compactMap { r -> Int? in if case .number(let d) = r.value { Int(d) } else { nil } }
+                                state.withLock { s in
+                                    if let prev = s.ids[b.batchID] {
+                                        if prev != vals { s.conflicts += 1 }
+                                        return // a resend: same id, same readings
+                                    }
+                                    s.ids[b.batchID] = vals
+                                    s.values += vals
+                                    s.maxBytes = max(s.maxBytes, payload.count)
+                                }
+                            }))
+        client.addSubscription("brume/+/telemetry", qos: 1)
+        client.start()
+        guard TestKit.waitUntil(timeout: 10, { client.isConnected }) else { throw TestError("collector cannot connect") }
+    }
+    var values: [Int] { state.withLock { $0.values } }
+    deinit { client.stop() }
+}
+
+func uplinkStatus(_ rig: Rig, _ name: String) -> JSONValue? {
+    (try? statusJSON(rig))?["uplinks"]?.elements.first { $0["name"]?.string == name }
+}
+
+/// "Never acknowledge what the endpoint did not accept", against real peers: a Mosquitto whose
+/// ACL denies the telemetry topic, one with a small message_size_limit, an HTTP endpoint that
+/// redirects, and InfluxDB with readings stamped in the same millisecond.
+@Suite(.serialized) struct DeliveryFaultsEndToEndTests {
+    @Test func aclDenialHoldsTheBacklogAndSizeLimitsSplitBatches() throws {
+        let dir = TestKit.tempDir()
+        let acl = "\(dir)/acl"
+        try """
+        topic readwrite brume/gw-e2e/status
+        topic read brume/#
+        """.write(toFile: acl, atomically: true, encoding: .utf8)
+        let denied = try Mosquitto(dir: dir, name: "denied", extra: "acl_file \(acl)")
+        let small = try Mosquitto(dir: dir, name: "small", extra: "message_size_limit 3000")
+        let rig = try Rig(extraSources: { _ in """
+            [uplink.denied]
+            kind = "mqtt"
+            url = "\(denied.url)"
+            batch_max_delay = "200ms"
+            [uplink.small]
+            kind = "mqtt"
+            url = "\(small.url)"
+            batch_max_delay = "200ms"
+            """ })
+        let deniedSeen = try BatchCollector(port: denied.port)
+        let smallSeen = try BatchCollector(port: small.port)
+        try rig.startGateway()
+        let n = 2000
+        let field = try MQTTClient.testPublisher(port: rig.field.port)
+        for i in 1...n {
+            try field.publish(topic: "load/dev\(i % 5)/seq", payload: Array(#"{"v":\#(i),"ts":\#(1_764_000_000_000 + i)}"#.utf8), qos: 1)
+            if i % 200 == 0 { usleep(50_000) }
+        }
+        // The size-limited broker gets every reading, in batches it accepts; none dead-lettered.
+        #expect(TestKit.waitUntil(timeout: 60) { smallSeen.values.count >= n }, "small: \(smallSeen.values.count) of \(n)")
+        #expect(smallSeen.values.sorted() == Array(1...n))
+        #expect(smallSeen.state.withLock { $0.maxBytes } <= 3000)
+        #expect(smallSeen.state.withLock { $0.conflicts } == 0)
+        let sm = uplinkStatus(rig, "small")
+        #expect((sm?["splits"]?.number ?? 0) > 0 && sm?["dead_lettered"]?.number == 0, "\(sm ?? .null)")
+        // The denied broker acknowledged nothing that it dropped: nothing left the outbox for it,
+        // and the status says why.
+        #expect(TestKit.waitUntil(timeout: 30) { uplinkStatus(rig, "denied")?["fault"]?["reason"]?.string == "not_authorized" },
+                "\(uplinkStatus(rig, "denied") ?? .null)")
+        let d = uplinkStatus(rig, "denied")
+        #expect(d?["readings_acked"]?.number == 0)
+        #expect(d?["backlog"]?.number == Double(n))
+        #expect(d?["dead_lettered"]?.number == 0)
+        #expect(deniedSeen.values.isEmpty)
+        let metrics = try TestHTTP.request(port: rig.apiPort, path: "/metrics").body
+        #expect(metrics.contains(#"brume_uplink_held{uplink="denied"} 1"#))
+        #expect(rig.gateway!.stderr.contains("not authorized"))
+        // The ACL fixed: the held backlog goes, each reading once.
+        try denied.reconfigure(extra: "")
+        #expect(TestKit.waitUntil(timeout: 90) { deniedSeen.values.count >= n }, "denied after the fix: \(deniedSeen.values.count) of \(n)")
+        #expect(deniedSeen.values.sorted() == Array(1...n))
+        #expect(TestKit.waitUntil(timeout: 20) { uplinkStatus(rig, "denied")?["fault"] == .null })
+        #expect(TestKit.waitUntil(timeout: 20) { ((try? statusJSON(rig))?["buffer"]?["readings"]?.number ?? 1) == 0 })
+    }
+
+    @Test func aRedirectIsNotDelivery() throws {
+        let dir = TestKit.tempDir()
+        let port = TestKit.freePort()
+        try "302".write(toFile: "\(dir)/redirect", atomically: true, encoding: .utf8)
+        let server = try Child("/usr/bin/python3", [fixturesDirectory() + "/redirect_ingest.py", "--port", "\(port)", "--redirect-file", "\(dir)/redirect",
+                                                    "--log", "\(dir)/ingest.log", "--stats", "\(dir)/stats.json"], dir: dir, name: "redirect")
+        defer { server.terminate() }
+        #expect(TestKit.waitUntil(timeout: 10) { TestKit.canConnect(port: port) })
+        let rig = try Rig(extraSources: { _ in """
+            [uplink.ingest]
+            kind = "http"
+            url = "http://127.0.0.1:\(port)/ingest"
+            batch_max_delay = "200ms"
+            """ })
+        try rig.startGateway()
+        let n = 1000
+        let field = try MQTTClient.testPublisher(port: rig.field.port)
+        for i in 1...n { try field.publish(topic: "load/dev\(i % 5)/seq", payload: Array(#"{"v":\#(i),"ts":\#(1_764_000_000_000 + i)}"#.utf8), qos: 1) }
+        func stats() -> JSONValue { (try? JSONParser.parse(Array(((try? String(contentsOfFile: "\(dir)/stats.json", encoding: .utf8)) ?? "{}").utf8))) ?? .null }
+        #expect(TestKit.waitUntil(timeout: 30) { uplinkStatus(rig, "ingest")?["fault"]?["reason"]?.string == "http_302" }, "\(uplinkStatus(rig, "ingest") ?? .null)")
+        let held = uplinkStatus(rig, "ingest")
+        #expect(held?["readings_acked"]?.number == 0 && held?["dead_lettered"]?.number == 0 && held?["backlog"]?.number == Double(n), "\(held ?? .null)")
+        #expect(held?["fault"]?["misconfigured"]?.bool == true)
+        #expect(stats()["get_moved"]?.number ?? 0 == 0 && stats()["post_moved"]?.number ?? 0 == 0, "redirects are not followed: \(stats())")
+        // 307/308 are held the same way (a re-POST elsewhere is not what was configured).
+        try "308".write(toFile: "\(dir)/redirect", atomically: true, encoding: .utf8)
+        #expect(TestKit.waitUntil(timeout: 120) { uplinkStatus(rig, "ingest")?["fault"]?["reason"]?.string == "http_308" })
+        #expect(uplinkStatus(rig, "ingest")?["readings_acked"]?.number == 0)
+        // The endpoint fixed: everything goes, once.
+        unlink("\(dir)/redirect")
+        func accepted() -> [Int] {
+            executedValues("\(dir)/ingest.log").flatMap { line -> [Int] in
+                (try? JSONParser.parse(Array(line.utf8)))?["values"]?.elements.compactMap { $0.number.map(Int.init) } ?? []
+            }
+        }
+        #expect(TestKit.waitUntil(timeout: 120) { accepted().count >= n }, "accepted \(accepted().count) of \(n); \(stats())")
+        #expect(accepted().sorted() == Array(1...n))
+        #expect(TestKit.waitUntil(timeout: 10) { uplinkStatus(rig, "ingest")?["fault"] == .null })
+    }
+
+    /// 5,000 readings from 10 devices in a burst, stamped by Brume on receipt (no timestamp in
+    /// the payload): InfluxDB keeps all 5,000 (microsecond writes, sequence digits).
+    @Test func influxKeepsReadingsStampedInTheSameMillisecond() throws {
+        let dir = TestKit.tempDir()
+        let influx = try Influx(dir: dir)
+        let rig = try Rig(extraSources: { _ in """
+            [uplink.influx]
+            kind = "http"
+            url = "http://127.0.0.1:\(influx.port)/write?db=brume"
+            format = "influx"
+            batch_max_readings = 1000
+            batch_max_delay = "200ms"
+
+            [[source]]
+            name = "burst"
+            kind = "mqtt"
+            url = "FIELD_URL"
+            subscribe = ["burst/+/+"]
+            device = "{1}"
+            metric = "{2}"
+            payload = "number"
+            """ })
+        try rig.startGateway()
+        let n = 5000
+        let field = try MQTTClient.testPublisher(port: rig.field.port)
+        for i in 1...n { try field.publish(topic: "burst/dev\(i % 10)/level", payload: Array("\(i)".utf8), qos: 0) }
+        #expect(TestKit.waitUntil(timeout: 60) { influx.count("level") >= n }, "influx has \(influx.count("level")) of \(n)")
+        #expect(influx.count("level") == n)
+        #expect(influx.distinctValues("level") == n)
+    }
+}
