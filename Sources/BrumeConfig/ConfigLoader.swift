@@ -823,7 +823,11 @@ struct Builder {
         let username = r.string("username")
         let passwordFile = r.string("password_file")
         if passwordFile != nil && username == nil { r.error(r.position(of: "password_file"), "\"password_file\" needs \"username\" too") }
-        let keepAlive = r.duration("keepalive", min: 5000) ?? 30_000
+        var keepAlive = r.duration("keepalive", min: 5000) ?? 30_000
+        if keepAlive > 65_535_000 {
+            r.error(r.position(of: "keepalive"), "\"keepalive\" is at most 65535 s (18h12m15s), the MQTT limit")
+            keepAlive = 65_535_000
+        }
         var tls: TLSConfig?
         if let t = r.subtable("tls", context: "\(r.context) tls") {
             tls = TLSConfig(caFile: t.string("ca_file"), certFile: t.string("cert_file"), keyFile: t.string("key_file"), verifyHostname: t.bool("verify_hostname") ?? true)

@@ -389,7 +389,10 @@ struct EngineState: Sendable {
             if !send { return nil }
         }
         if stage <= .rateLimit, let interval = rule.spec.minIntervalMillis {
-            if let last = rules[i].streams[key]!.lastPass, r.time - last < interval {
+            // Times come from payloads: subtract without trapping (a reading far before the last
+            // one is "too soon", far after it is not).
+            if let last = rules[i].streams[key]!.lastPass,
+               case let (gap, overflow) = r.time.subtractingReportingOverflow(last), overflow ? r.time < last : gap < interval {
                 rules[i].stats.suppressed += 1
                 return nil
             }

@@ -313,7 +313,7 @@ public final class Gateway: Service, Sendable {
                     // if the writer is stuck, systemd restarts the gateway.
                     while !Task.isCancelled {
                         try? await Task.sleep(for: interval)
-                        let stalled = monotonicNanos() - outbox.writerHeartbeat.load(ordering: .relaxed)
+                        let stalled = outbox.writerStalledNanos()
                         if stalled < 10_000_000_000 {
                             SystemdNotify.send("WATCHDOG=1")
                         } else {
@@ -442,7 +442,7 @@ public final class Gateway: Service, Sendable {
     /// `/readyz`: running, and the outbox writer alive.
     func readiness() -> (Bool, String) {
         guard running.load(ordering: .acquiring) else { return (false, "not ready: starting or stopping") }
-        let stalled = monotonicNanos() - outbox.writerHeartbeat.load(ordering: .relaxed)
+        let stalled = outbox.writerStalledNanos()
         guard stalled < 10_000_000_000 else { return (false, "not ready: the outbox writer has stalled for \(stalled / 1_000_000_000) s (disk?)") }
         let ups = uplinks.map { "\($0.config.name) \($0.state.rawValue)" }.joined(separator: ", ")
         return (true, "ready: uplink \(ups), \(sources.filter { $0.state == .connected }.count)/\(sources.count) sources connected")

@@ -157,6 +157,14 @@ public final class Outbox: @unchecked Sendable {
     /// Monotonic time of the writer thread's last loop (the watchdog checks it).
     public let writerHeartbeat = Atomic<UInt64>(monotonicNanos())
 
+    /// How long the writer has not looked in. The heartbeat is read before the clock: the
+    /// writer may store a newer one between the two reads, never a later one than "now".
+    public func writerStalledNanos() -> UInt64 {
+        let beat = writerHeartbeat.load(ordering: .acquiring)
+        let now = monotonicNanos()
+        return now > beat ? now - beat : 0
+    }
+
     /// `now`: the wall clock (ms); `monotonic`: a clock that never jumps (ns). Tests pass
     /// both, advancing together, or only the first to simulate a wall-clock jump.
     public init(options: OutboxOptions, logger: Logger, now: @escaping @Sendable () -> Int64 = wallClockMillis,
@@ -662,6 +670,10 @@ final class Store {
         try db.exec("PRAGMA wal_autocheckpoint=\(max(16, min(1000, options.walLimit / 4096 / 2)))")
         // Schema version and numbered migrations.
         let version = try db.scalarInt("PRAGMA user_version") ?? 0
+        if version < 0 {
+            // Not something this brume (or any) wrote: treat as corrupt (moved aside at open).
+            throw SQLiteError(code: SQLITE_CORRUPT, message: "negative schema version \(version)", context: "outbox \(options.path)")
+        }
         if version > Store.schemaVersion {
             throw OutboxError(description: "outbox \(options.path) has schema version \(version), newer than this brume (\(Store.schemaVersion)); refusing to touch it")
         }

@@ -91,6 +91,7 @@ struct LocalAPIClient {
         }
 
         func bytes(_ n: Int) -> [UInt8]? {
+            guard n >= 0 else { return nil } // a negative Content-Length or chunk size
             while buf.count - pos < n { if !fill() { return nil } }
             let out = Array(buf[pos..<(pos + n)])
             pos += n

@@ -112,6 +112,11 @@ private func ptr(_ s: String) -> JSONPointer { try! JSONPointer(s) }
         #expect(reason(format, "{\"v\":\"" + String(repeating: "a", count: 256) + "\"}") == nil)
         #expect(reason(format, "{\"v\":1,\"ts\":\"yesterday\"}") == .badTimestamp)
         #expect(reason(format, "{\"v\":1,\"ts\":true}") == .badTimestamp)
+        // Far beyond any clock (found by the field-proof review: ±9e24 overflowed a rule's
+        // min_interval arithmetic): rejected, never a reading.
+        #expect(reason(format, "{\"v\":1,\"ts\":9e24}") == .badTimestamp)
+        #expect(reason(format, "{\"v\":1,\"ts\":-9e24}") == .badTimestamp)
+        #expect(reason(format, "{\"v\":1,\"ts\":1e300}") == .badTimestamp)
         #expect(reason(format, "{\"v\":1,\"ts\":\"2026-02-30T00:00:00Z\"}") == .badTimestamp)
         #expect(reason(format, "{\"v\":1}", maxBytes: 6) == .tooLarge)
     }

@@ -102,6 +102,14 @@ struct PipelineTests {
         #expect(e.stats()["rl"]?.suppressed == 22)
     }
 
+    /// Reading times at the ends of Int64 (a source's own timestamps) never trap a rule.
+    @Test func minIntervalSurvivesExtremeTimes() throws {
+        let e = try engine(rules: [RuleSpec(name: "rl", match: ["x/*"], minIntervalMillis: 1_000)], clock: ManualClock(0))
+        let times: [Int64] = [Int64.min, Int64.max, Int64.min + 1, 0, Int64.max - 1, -1]
+        let out = e.process(times.map { r("x", "y", $0, 1) }).readings.map(\.time)
+        #expect(out == [Int64.min, Int64.max]) // the rest is earlier than the last one passed: too soon, as any out-of-order reading
+    }
+
     @Test func derivedDewPoint() throws {
         #expect(abs(dewPoint(celsius: 20, humidity: 50) - 9.26) < 0.05)
         #expect(abs(dewPoint(celsius: 25, humidity: 60) - 16.69) < 0.05)

@@ -40,8 +40,9 @@ final class ScriptedSink: BatchSink, @unchecked Sendable {
             let vals = decoded.readings.map { r -> Int in if case .number(let d) = r.value { Int(d) } else { -1 } }
             lock.withLock { _ in delivered.append((batch.id, vals, batch.body.count)) }
         }
-        // Answer from another thread, as real sinks do.
-        Task { done(outcome) }
+        // Answered at once (allowed: "possibly before deliver returns"); the tests run the loop
+        // on a dedicated thread, where an unstructured Task would not follow.
+        done(outcome)
     }
     var snapshot: [(id: String, values: [Int], bytes: Int)] { lock.withLock { _ in delivered } }
     var totalAttempts: Int { lock.withLock { _ in attempts.values.reduce(0, +) } }
@@ -86,91 +87,103 @@ func checkExactlyOnce(_ sink: ScriptedSink, _ n: Int, skipping: Set<Int> = []) {
 
 @Suite struct SyncLoopTests {
     @Test func acceptedBatchesLeaveTheOutboxInOrder() async throws {
-        let box = try makeBox(1000)
-        let sink = ScriptedSink { _, _ in .accepted }
-        let loop = SyncLoop(options: options(), sink: sink, gatewayID: "gw", outbox: box, logger: Logger(label: "t"))
-        #expect(await run(loop) { box.stats.doneSeq == 1000 })
-        checkExactlyOnce(sink, 1000)
-        #expect(loop.stats.readingsAcked.current == 1000)
-        #expect(loop.stats.fault.current == nil)
+        try await onDedicatedThread {
+            let box = try makeBox(1000)
+            let sink = ScriptedSink { _, _ in .accepted }
+            let loop = SyncLoop(options: options(), sink: sink, gatewayID: "gw", outbox: box, logger: Logger(label: "t"))
+            #expect(await run(loop) { box.stats.doneSeq == 1000 })
+            checkExactlyOnce(sink, 1000)
+            #expect(loop.stats.readingsAcked.current == 1000)
+            #expect(loop.stats.fault.current == nil)
+        }
     }
 
     /// A misconfigured endpoint (a redirect, 401/403/404, an MQTT ACL) holds the whole backlog:
     /// nothing acknowledged, nothing dead-lettered, the fault shown; fixed, everything goes.
     @Test func aMisconfiguredEndpointHoldsTheBacklogThenDeliversAll() async throws {
-        let box = try makeBox(1000)
-        let fixed = Atomic<Bool>(false)
-        let sink = ScriptedSink { _, _ in
-            fixed.load(ordering: .relaxed) ? .accepted : .misconfigured(reason: "http_301", detail: "redirects")
+        try await onDedicatedThread {
+            let box = try makeBox(1000)
+            let fixed = Atomic<Bool>(false)
+            let sink = ScriptedSink { _, _ in
+                fixed.load(ordering: .relaxed) ? .accepted : .misconfigured(reason: "http_301", detail: "redirects")
+            }
+            let loop = SyncLoop(options: options(), sink: sink, gatewayID: "gw", outbox: box, logger: Logger(label: "t"))
+            await withTaskGroup(of: Void.self) { g in
+                g.addTask { await loop.run() }
+                let held = ContinuousClock.now + .seconds(20)
+                while sink.totalAttempts < 3 && ContinuousClock.now < held { try? await Task.sleep(for: .milliseconds(10)) }
+                #expect(box.stats.doneSeq == 0)
+                #expect(loop.stats.deadLettered.current == 0)
+                #expect(loop.stats.fault.current?.reason == "http_301")
+                #expect(loop.stats.fault.current?.misconfigured == true)
+                #expect(sink.totalAttempts >= 3) // tried again, slowly
+                fixed.store(true, ordering: .relaxed)
+                let deadline = ContinuousClock.now + .seconds(20)
+                while box.stats.doneSeq < 1000 && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
+                await loop.shutdown(drainTimeout: .milliseconds(10))
+                g.cancelAll()
+            }
+            #expect(box.stats.doneSeq == 1000)
+            checkExactlyOnce(sink, 1000)
+            #expect(loop.stats.fault.current == nil)
         }
-        let loop = SyncLoop(options: options(), sink: sink, gatewayID: "gw", outbox: box, logger: Logger(label: "t"))
-        await withTaskGroup(of: Void.self) { g in
-            g.addTask { await loop.run() }
-            let held = ContinuousClock.now + .seconds(20)
-            while sink.totalAttempts < 3 && ContinuousClock.now < held { try? await Task.sleep(for: .milliseconds(10)) }
-            #expect(box.stats.doneSeq == 0)
-            #expect(loop.stats.deadLettered.current == 0)
-            #expect(loop.stats.fault.current?.reason == "http_301")
-            #expect(loop.stats.fault.current?.misconfigured == true)
-            #expect(sink.totalAttempts >= 3) // tried again, slowly
-            fixed.store(true, ordering: .relaxed)
-            let deadline = ContinuousClock.now + .seconds(20)
-            while box.stats.doneSeq < 1000 && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
-            await loop.shutdown(drainTimeout: .milliseconds(10))
-            g.cancelAll()
-        }
-        #expect(box.stats.doneSeq == 1000)
-        checkExactlyOnce(sink, 1000)
-        #expect(loop.stats.fault.current == nil)
     }
 
     /// A bad batch is dead-lettered alone; the rest is delivered.
     @Test func aRejectedBatchIsDeadLetteredAndTheQueueMovesOn() async throws {
-        let box = try makeBox(1000)
-        let sink = ScriptedSink { b, _ in
-            b.record.first == 301 ? .rejected(reason: "http_422", status: 422, detail: "bad") : .accepted
+        try await onDedicatedThread {
+            let box = try makeBox(1000)
+            let sink = ScriptedSink { b, _ in
+                b.record.first == 301 ? .rejected(reason: "http_422", status: 422, detail: "bad") : .accepted
+            }
+            let loop = SyncLoop(options: options(), sink: sink, gatewayID: "gw", outbox: box, logger: Logger(label: "t"))
+            #expect(await run(loop) { box.stats.doneSeq == 1000 })
+            checkExactlyOnce(sink, 1000, skipping: Set(301...400))
+            #expect(loop.stats.deadLettered.current == 100)
+            let dead = box.deadLetters()
+            #expect(dead.count == 1 && dead[0].first == 301 && dead[0].last == 400 && dead[0].status == 422)
         }
-        let loop = SyncLoop(options: options(), sink: sink, gatewayID: "gw", outbox: box, logger: Logger(label: "t"))
-        #expect(await run(loop) { box.stats.doneSeq == 1000 })
-        checkExactlyOnce(sink, 1000, skipping: Set(301...400))
-        #expect(loop.stats.deadLettered.current == 100)
-        let dead = box.deadLetters()
-        #expect(dead.count == 1 && dead[0].first == 301 && dead[0].last == 400 && dead[0].status == 422)
     }
 
     /// Transient failures: resent in order with the same id until accepted.
     @Test func retriesResendTheSameBatchesInOrder() async throws {
-        let box = try makeBox(500)
-        let sink = ScriptedSink { _, attempt in
-            attempt < 3 ? .retry(reason: "http_503", detail: "busy", after: .milliseconds(5)) : .accepted
+        try await onDedicatedThread {
+            let box = try makeBox(500)
+            let sink = ScriptedSink { _, attempt in
+                attempt < 3 ? .retry(reason: "http_503", detail: "busy", after: .milliseconds(5)) : .accepted
+            }
+            let loop = SyncLoop(options: options(), sink: sink, gatewayID: "gw", outbox: box, logger: Logger(label: "t"))
+            #expect(await run(loop) { box.stats.doneSeq == 500 })
+            checkExactlyOnce(sink, 500)
+            #expect(loop.stats.resends.current >= 5)
         }
-        let loop = SyncLoop(options: options(), sink: sink, gatewayID: "gw", outbox: box, logger: Logger(label: "t"))
-        #expect(await run(loop) { box.stats.doneSeq == 500 })
-        checkExactlyOnce(sink, 500)
-        #expect(loop.stats.resends.current >= 5)
     }
 
     /// An endpoint that finds batches too large gets them split until they fit; nothing lost.
     @Test func tooLargeBatchesAreSplitUntilTheyFit() async throws {
-        let box = try makeBox(1000)
-        let sink = ScriptedSink { b, _ in b.body.count > 1500 ? .tooLarge(detail: "max 1500") : .accepted }
-        let loop = SyncLoop(options: options(), sink: sink, gatewayID: "gw", outbox: box, logger: Logger(label: "t"))
-        #expect(await run(loop) { box.stats.doneSeq == 1000 })
-        checkExactlyOnce(sink, 1000)
-        #expect(sink.snapshot.allSatisfy { $0.bytes <= 1500 })
-        #expect(loop.stats.splits.current > 0)
-        #expect(loop.stats.deadLettered.current == 0)
+        try await onDedicatedThread {
+            let box = try makeBox(1000)
+            let sink = ScriptedSink { b, _ in b.body.count > 1500 ? .tooLarge(detail: "max 1500") : .accepted }
+            let loop = SyncLoop(options: options(), sink: sink, gatewayID: "gw", outbox: box, logger: Logger(label: "t"))
+            #expect(await run(loop) { box.stats.doneSeq == 1000 })
+            checkExactlyOnce(sink, 1000)
+            #expect(sink.snapshot.allSatisfy { $0.bytes <= 1500 })
+            #expect(loop.stats.splits.current > 0)
+            #expect(loop.stats.deadLettered.current == 0)
+        }
     }
 
     /// `batch_max_bytes`: no batch goes out larger, not even once.
     @Test func batchMaxBytesIsNeverExceeded() async throws {
-        let box = try makeBox(1000)
-        let sink = ScriptedSink { _, _ in .accepted }
-        let loop = SyncLoop(options: options { $0.batchMaxBytes = 2000 }, sink: sink, gatewayID: "gw", outbox: box, logger: Logger(label: "t"))
-        #expect(await run(loop) { box.stats.doneSeq == 1000 })
-        checkExactlyOnce(sink, 1000)
-        #expect(sink.distinctAttempted == sink.snapshot.count) // each id sent once: split before sending
-        #expect(sink.snapshot.allSatisfy { $0.bytes <= 2000 })
+        try await onDedicatedThread {
+            let box = try makeBox(1000)
+            let sink = ScriptedSink { _, _ in .accepted }
+            let loop = SyncLoop(options: options { $0.batchMaxBytes = 2000 }, sink: sink, gatewayID: "gw", outbox: box, logger: Logger(label: "t"))
+            #expect(await run(loop) { box.stats.doneSeq == 1000 })
+            checkExactlyOnce(sink, 1000)
+            #expect(sink.distinctAttempted == sink.snapshot.count) // each id sent once: split before sending
+            #expect(sink.snapshot.allSatisfy { $0.bytes <= 2000 })
+        }
     }
 
     @Test func httpStatusesAreClassifiedByWhatToDo() {

@@ -356,7 +356,9 @@ private func timestampFromDouble(_ d: Double) -> Int64? {
     let ms: Double
     if mag < 1e11 { ms = d * 1000 } else if mag < 1e14 { ms = d } else if mag < 1e17 { ms = d / 1000 } else { ms = d / 1e6 }
     let r = ms.rounded(.toNearestOrAwayFromZero)
-    guard r > -9.2e18 && r < 9.2e18 else { return nil }
+    // Integers land within ±1e14 ms (year ±5138) by construction; doubles are held to the same
+    // bound, so that no later arithmetic on reading times (rules, windows) can overflow.
+    guard r > -1e14 && r < 1e14 else { return nil }
     return Int64(r)
 }
 

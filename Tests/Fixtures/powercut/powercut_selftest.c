@@ -54,21 +54,27 @@ static char g_dir[512];
 typedef struct Rec {
     int kind;                 /* 0 progress, 1 error */
     long long durable;        /* rows that must survive the cut */
+    long long upper;          /* without leaks, at most this many survive (last event that may have synced) */
     long long committed;      /* rows committed so far */
     char msg[200];
 } Rec;
 
 static int g_pipe = -1;
 
-static void send_rec(int kind, long long durable, long long committed, const char *msg) {
+static void send_rec3(int kind, long long durable, long long upper, long long committed, const char *msg) {
     Rec r;
     memset(&r, 0, sizeof r);
     r.kind = kind;
     r.durable = durable;
+    r.upper = upper;
     r.committed = committed;
     if (msg) snprintf(r.msg, sizeof r.msg, "%s", msg);
     ssize_t w = write(g_pipe, &r, sizeof r);
     (void)w;
+}
+
+static void send_rec(int kind, long long durable, long long committed, const char *msg) {
+    send_rec3(kind, durable, durable, committed, msg);
 }
 
 static void child_fail(const char *fmt, ...) {
@@ -300,7 +306,7 @@ static void child_threads(const char *path, uint64_t seed) {
     th_path = path;
     pthread_t th[3];
     for (int k = 0; k < 3; k++) pthread_create(&th[k], NULL, reader_thread, NULL);
-    long long c = 0, durable = 0;
+    long long c = 0, durable = 0, upper = 0;
     send_rec(0, 0, 0, NULL);
     int ntx = 1 + rndn(300);
     for (int k = 0; k < ntx; k++) {
@@ -309,13 +315,17 @@ static void child_threads(const char *path, uint64_t seed) {
         atomic_store(&th_ceiling, c + rows);
         c = insert_tx(db, c, rows);
         atomic_store(&th_done_floor, c);
-        if (full) durable = c;
+        if (full) durable = upper = c;
         if (rndn(30) == 0) {
+            /* With readers holding snapshots the checkpoint may stop early:
+             * it still syncs the whole WAL if it backfilled anything, which
+             * the API does not tell. Complete: exact; partial: a range. */
             int nLog = -1, nCkpt = -1;
             int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nLog, &nCkpt);
+            upper = c;
             if (rc == SQLITE_OK && nLog == nCkpt) durable = c;
         }
-        send_rec(0, durable, c, NULL);
+        send_rec3(0, durable, upper, c, NULL);
     }
     cut();   /* readers are still running */
 }
@@ -530,11 +540,11 @@ static int run_cut(const char *name, const char *path, Expect ex, Outcome *oc,
             else if (!fail && (mn != 1 || mx != cnt)) { fail = 1; snprintf(why, sizeof why, "rows are not a prefix: count %lld min %lld max %lld", cnt, mn, mx); }
             else if (!fail) {
                 long long lo = ex == EXPECT_COMMITTED ? last.committed : last.durable;
-                long long hi = ex == EXPECT_DURABLE ? last.durable : last.committed;
+                long long hi = ex == EXPECT_DURABLE ? last.upper : last.committed;
                 if (cnt < lo || cnt > hi) {
                     fail = 1;
-                    snprintf(why, sizeof why, "%lld rows, want %s%lld..%lld (durable %lld, committed %lld)",
-                             cnt, "", lo, hi, last.durable, last.committed);
+                    snprintf(why, sizeof why, "%lld rows, want %lld..%lld (durable %lld, committed %lld)",
+                             cnt, lo, hi, last.durable, last.committed);
                 }
             }
             if (!fail) {   /* the recovered database takes new writes */
