@@ -36,6 +36,9 @@ let package = Package(
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CSerialPort", pkgConfig: "libserialport", providers: [.apt(["libserialport-dev"])]),
         .systemLibrary(name: "CModbus", pkgConfig: "libmodbus", providers: [.apt(["libmodbus-dev"])]),
+        // Fault injection only: an SQLite VFS that keeps unsynced writes in memory, so that a
+        // kill -9 is a power cut (bench/chaos.sh power-cut, BRUME_FAULT_POWERCUT=1).
+        .target(name: "CPowerCut", dependencies: ["CSQLite"]),
 
         // Vocabulary: readings, values, payload parsing, wire format. No C, no I/O.
         .target(name: "BrumeCore", dependencies: [.product(name: "Logging", package: "swift-log")], swiftSettings: strict),
@@ -69,7 +72,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ], exclude: ["API/status.html"], swiftSettings: strict),
         .executableTarget(name: "brume", dependencies: [
-            "BrumeRuntime", "BrumeConfig", "BrumeCore", "BrumeStore", "BrumeSerial",
+            "BrumeRuntime", "BrumeConfig", "BrumeCore", "BrumeStore", "BrumeSerial", "CPowerCut",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),

@@ -222,7 +222,7 @@ struct Builder {
         }
 
         // [buffer]
-        var buffer = BufferSection(maxBytes: 256 << 20, maxAgeMillis: 7 * 86_400_000, whenFull: "drop_oldest", commitIntervalMillis: 50, synchronous: "normal")
+        var buffer = BufferSection(maxBytes: 256 << 20, maxAgeMillis: 7 * 86_400_000, whenFull: "drop_oldest", commitIntervalMillis: 50, synchronous: "full")
         if let b = top.subtable("buffer", context: "[buffer]") {
             if let v = b.size("max_bytes", min: 64 << 10) { buffer.maxBytes = v }
             if let v = b.duration("max_age", min: 1000) { buffer.maxAgeMillis = v }

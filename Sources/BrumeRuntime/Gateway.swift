@@ -15,6 +15,12 @@ import UnixSignals
 import Glibc
 #endif
 
+/// The gateway stopped because of a storage fault that only a restart clears (exit status 4).
+public struct StorageFaultExit: Error, CustomStringConvertible {
+    public var fault: StorageFault
+    public var description: String { "outbox storage fault \(fault.kind.rawValue): \(fault.detail)" }
+}
+
 public struct StartupError: Error, CustomStringConvertible {
     public var description: String
     public init(_ d: String) { description = d }
@@ -138,6 +144,8 @@ public final class Gateway: Service, Sendable {
     var broadcaster: ReadingBroadcaster { pipeline.broadcaster }
     let startedMillis = wallClockMillis()
     private let running = Atomic<Bool>(false)
+    /// Set when the gateway stops because of a storage fault (run() then throws).
+    let faultExit = Locked<StorageFault?>(nil)
     private let lockFD: Int32
     private let logger: Logger
 
@@ -152,7 +160,7 @@ public final class Gateway: Service, Sendable {
         var options = OutboxOptions(
             path: config.gateway.dataDir + "/outbox.db", maxBytes: b.maxBytes, maxAgeMillis: b.maxAgeMillis,
             whenFull: WhenFull(rawValue: b.whenFull) ?? .dropOldest, commitInterval: .milliseconds(b.commitIntervalMillis),
-            synchronous: SyncLevel(rawValue: b.synchronous) ?? .normal,
+            synchronous: SyncLevel(rawValue: b.synchronous) ?? .full,
             historicalAfterMillis: config.uplinks.first?.historicalAfterMillis ?? 10_000)
         options.uplinks = config.uplinks.map(\.name)
         do {
@@ -314,7 +322,12 @@ public final class Gateway: Service, Sendable {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: interval)
                         let stalled = outbox.writerStalledNanos()
-                        if stalled < 10_000_000_000 {
+                        if let fault = outbox.storageFault, fault.needsRestart, fault.age() >= Gateway.storageFaultRestartAfter {
+                            // Only a restart clears it: let systemd restart us (the corrupt-file
+                            // recovery runs at start, a replaced data folder is opened anew).
+                            logger.critical("outbox storage fault: not pinging the systemd watchdog",
+                                            metadata: ["fault": "\(fault.kind.rawValue)", "detail": "\(fault.detail)"])
+                        } else if stalled < 10_000_000_000 {
                             SystemdNotify.send("WATCHDOG=1")
                         } else {
                             logger.critical("outbox writer stalled: not pinging the systemd watchdog", metadata: ["stalled_s": "\(stalled / 1_000_000_000)"])
@@ -322,8 +335,29 @@ public final class Gateway: Service, Sendable {
                     }
                 }
             }
-            // Until SIGTERM/SIGINT.
-            try? await gracefulShutdown()
+            // Until SIGTERM/SIGINT, or a storage fault that only a restart clears.
+            let outbox = self.outbox
+            let faultExit = self.faultExit
+            let logger = self.logger
+            await withTaskGroup(of: Void.self) { wait in
+                wait.addTask { try? await gracefulShutdown() }
+                wait.addTask {
+                    // Without a watchdog (or if it did not act), exit by ourselves a little later:
+                    // Restart=on-failure (or any supervisor) starts a gateway on a sound file.
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .seconds(1))
+                        if let fault = outbox.storageFault, fault.needsRestart,
+                           fault.age() >= Gateway.storageFaultRestartAfter + Gateway.storageFaultExitGrace {
+                            logger.critical("outbox storage fault: exiting so that the service restarts",
+                                            metadata: ["fault": "\(fault.kind.rawValue)", "detail": "\(fault.detail)"])
+                            faultExit.withLock { $0 = fault }
+                            return
+                        }
+                    }
+                }
+                await wait.next()
+                wait.cancelAll()
+            }
             running.store(false, ordering: .releasing)
             broadcaster.finishAll() // live streams end, so the HTTP server can stop
             SystemdNotify.send("STOPPING=1")
@@ -342,7 +376,14 @@ public final class Gateway: Service, Sendable {
         outbox.close()
         let end = outbox.stats
         logger.info("brume stopped", metadata: ["outbox.buffered": "\(end.bufferedReadings)", "outbox.delivered": "\(end.delivered)"])
+        if let fault = faultExit.withLock({ $0 }) { throw StorageFaultExit(fault: fault) }
     }
+
+    /// A storage fault that only a restart clears is waited out this long (it may be a
+    /// passing I/O error) before the watchdog stops being fed...
+    static let storageFaultRestartAfter: Duration = .seconds(30)
+    /// ... and this much longer before the gateway exits by itself.
+    static let storageFaultExitGrace: Duration = .seconds(15)
 
     /// SIGHUP, `brume reload` and `POST /api/v1/reload`: re-reads the configuration.
     ///
@@ -444,6 +485,9 @@ public final class Gateway: Service, Sendable {
         guard running.load(ordering: .acquiring) else { return (false, "not ready: starting or stopping") }
         let stalled = outbox.writerStalledNanos()
         guard stalled < 10_000_000_000 else { return (false, "not ready: the outbox writer has stalled for \(stalled / 1_000_000_000) s (disk?)") }
+        if let f = outbox.storageFault {
+            return (false, "not ready: outbox storage fault \(f.kind.rawValue) for \(f.age().components.seconds) s: \(f.detail)")
+        }
         let ups = uplinks.map { "\($0.config.name) \($0.state.rawValue)" }.joined(separator: ", ")
         return (true, "ready: uplink \(ups), \(sources.filter { $0.state == .connected }.count)/\(sources.count) sources connected")
     }
@@ -603,7 +647,7 @@ public enum OfflineMaintenance {
         let b = config.buffer
         var options = OutboxOptions(path: config.gateway.dataDir + "/outbox.db", maxBytes: b.maxBytes, maxAgeMillis: b.maxAgeMillis,
                                     whenFull: WhenFull(rawValue: b.whenFull) ?? .dropOldest, commitInterval: .milliseconds(b.commitIntervalMillis),
-                                    synchronous: SyncLevel(rawValue: b.synchronous) ?? .normal)
+                                    synchronous: SyncLevel(rawValue: b.synchronous) ?? .full)
         options.uplinks = config.uplinks.map(\.name)
         let outbox = try Outbox(options: options, logger: Logger(label: "brume"))
         let n = outbox.purge()

@@ -16,10 +16,12 @@ public enum WhenFull: String, Sendable, CaseIterable {
 
 /// SQLite `synchronous` level for the outbox database (WAL mode).
 public enum SyncLevel: String, Sendable, CaseIterable {
-    /// Committed data survives a crash of the gateway (kill -9); the last
-    /// commits before a power cut may be lost. Far fewer fsyncs (SD cards).
+    /// Committed readings survive a crash of the gateway (kill -9); the commits since the
+    /// last checkpoint may be lost in a power cut, although QoS1 sources were acknowledged.
     case normal
-    /// Every commit is fsynced: survives a power cut, costs an fsync per commit.
+    /// Every group commit of readings is fsynced before anything is acknowledged to a source:
+    /// a power cut loses nothing committed. Batch records and uplink acknowledgements are not
+    /// fsynced (losing one only makes a batch go again: same id, or a new run's id).
     case full
 }
 
@@ -44,7 +46,7 @@ public struct OutboxOptions: Sendable {
     public var uplinks: [String] = ["cloud"]
 
     public init(path: String, maxBytes: Int64 = 256 << 20, maxAgeMillis: Int64 = 7 * 86_400_000, whenFull: WhenFull = .dropOldest,
-                commitInterval: Duration = .milliseconds(50), synchronous: SyncLevel = .normal, maxPendingReadings: Int = 100_000,
+                commitInterval: Duration = .milliseconds(50), synchronous: SyncLevel = .full, maxPendingReadings: Int = 100_000,
                 historicalAfterMillis: Int64 = 10_000, maxSegmentReadings: Int = 8192) {
         self.path = path
         self.maxBytes = maxBytes
@@ -130,8 +132,12 @@ public struct OutboxError: Error, Sendable, CustomStringConvertible {
 public final class Outbox: @unchecked Sendable {
     // @unchecked: mutable state is guarded by `pendingLock` (pending*) or `dbLock` (everything in `store`).
     public let options: OutboxOptions
-    private let logger: Logger
+    let logger: Logger
     private let now: @Sendable () -> Int64
+    /// Storage faults seen while running (see StorageFault).
+    let faults = Locked<(commit: StorageFault?, folder: StorageFault?)>((nil, nil))
+    /// The outbox file as opened (deleted or replaced under us: a fault).
+    let openedIdentity: FileIdentity?
 
     private let pendingLock = ConditionLock()
     private var pending: [Reading] = []
@@ -180,6 +186,7 @@ public final class Outbox: @unchecked Sendable {
         } catch {
             throw OutboxError(description: "\(error)")
         }
+        openedIdentity = FileIdentity.of(options.path)
     }
 
     // MARK: - lifecycle
@@ -339,6 +346,7 @@ public final class Outbox: @unchecked Sendable {
             if monotonicNanos() >= lastMaintenance + 1_000_000_000 {
                 lastMaintenance = monotonicNanos()
                 dbLock.withLock { _ in store.evictByAge() }
+                checkDataFolder()
             }
             if stopNow { return }
         }
@@ -373,9 +381,13 @@ public final class Outbox: @unchecked Sendable {
         while start < readings.count {
             let end = min(readings.count, start + options.maxSegmentReadings)
             switch dbLock.withLock({ _ in store.insertSegment(readings[start..<end]) }) {
-            case .stored: commitSignal.yield()
-            case .refused: break
-            case .failed: return start
+            case .stored:
+                noteCommit(nil)
+                commitSignal.yield()
+            case .refused: noteCommit(nil)
+            case .failed(let error):
+                noteCommit(error)
+                return start
             }
             start = end
         }
@@ -480,6 +492,17 @@ public final class Outbox: @unchecked Sendable {
         dbLock.withLock { _ in store.evictByAge() }
     }
 
+    /// SQLite virtual-machine steps and full-scan steps since the last call (tests).
+    func takeSQLSteps() -> (vm: Int64, fullScan: Int64) {
+        dbLock.withLock { _ in
+            defer { store.db.vmSteps = 0; store.db.fullScanSteps = 0 }
+            return (store.db.vmSteps, store.db.fullScanSteps)
+        }
+    }
+
+    /// Bytes of the database file in use (pages less free pages).
+    func usedFileBytes() -> Int64 { dbLock.withLock { _ in (try? store.usedFileBytes()) ?? 0 } }
+
     public var stats: OutboxStats {
         let p = pendingLock.withLock { pending.count }
         var s = dbLock.withLock { _ in store.stats() }
@@ -580,6 +603,11 @@ final class Store {
     let segmentsAfterStmt: Statement
     let insertBatchStmt: Statement
     let ackBatchStmt: Statement
+    let oldestStmt: Statement?
+    let segmentAtStmt: Statement
+    let pageCountStmt: Statement
+    let freelistStmt: Statement
+    let pageSize: Int64
 
     /// Decoded segment cache: the uplink reads one segment in many batches.
     var cache: (first: Int64, readings: [Reading])?
@@ -664,7 +692,9 @@ final class Store {
         let got = mode.text(0)
         mode.reset()
         guard got == "wal" else { throw OutboxError(description: "cannot enable WAL on \(options.path) (got \(got))") }
-        try db.exec("PRAGMA synchronous=\(options.synchronous == .full ? "FULL" : "NORMAL")")
+        // NORMAL for the connection; a group commit of readings switches to FULL around its
+        // transaction when configured (see SyncLevel).
+        try db.exec("PRAGMA synchronous=NORMAL")
         try db.exec("PRAGMA journal_size_limit=\(options.walLimit)")
         // Checkpoint often enough that the WAL stays within its share of max_bytes.
         try db.exec("PRAGMA wal_autocheckpoint=\(max(16, min(1000, options.walLimit / 4096 / 2)))")
@@ -696,7 +726,22 @@ final class Store {
         try db.exec("DELETE FROM meta WHERE key LIKE 'cursor:%' AND substr(key, 8) NOT IN (\(names))")
         insertSegmentStmt = try db.prepare("INSERT INTO segment(first_seq, last_seq, count, bytes, created_ms, data) VALUES (?, ?, ?, ?, ?, ?)")
         setMetaStmt = try db.prepare("UPDATE meta SET value = ? WHERE key = ?")
-        segmentsAfterStmt = try db.prepare("SELECT first_seq, last_seq, created_ms, data FROM segment WHERE last_seq >= ? ORDER BY first_seq LIMIT ?")
+        // The segment holding ?1 (or the next one after a gap), found through the primary key:
+        // `WHERE last_seq >= ?` alone walks the table from its start.
+        segmentsAfterStmt = try db.prepare("""
+            SELECT first_seq, last_seq, created_ms, data FROM segment
+            WHERE first_seq >= COALESCE((SELECT MAX(first_seq) FROM segment WHERE first_seq <= ?1), ?1) AND last_seq >= ?1
+            ORDER BY first_seq LIMIT ?2
+            """)
+        segmentAtStmt = try db.prepare("""
+            SELECT first_seq, created_ms FROM segment
+            WHERE first_seq >= COALESCE((SELECT MAX(first_seq) FROM segment WHERE first_seq <= ?1), ?1) AND last_seq >= ?1
+            ORDER BY first_seq LIMIT 1
+            """)
+        oldestStmt = try? db.prepare("SELECT created_ms FROM segment ORDER BY first_seq LIMIT 1")
+        pageCountStmt = try db.prepare("PRAGMA page_count")
+        freelistStmt = try db.prepare("PRAGMA freelist_count")
+        pageSize = try db.scalarInt("PRAGMA page_size") ?? 4096
         insertBatchStmt = try db.prepare("INSERT OR REPLACE INTO batch(uplink, first_seq, last_seq, hist, acked, run) VALUES (?, ?, ?, ?, 0, ?)")
         ackBatchStmt = try db.prepare("UPDATE batch SET acked = 1 WHERE uplink = ? AND first_seq = ? AND last_seq = ?")
         try loadState()
@@ -779,7 +824,7 @@ final class Store {
         try s.run()
     }
 
-    enum InsertResult { case stored, refused, failed }
+    enum InsertResult { case stored, refused, failed(SQLiteError) }
 
     /// Stores one segment (one transaction). `refused`: dropped by when_full =
     /// drop_newest (counted); `failed`: SQLite error (disk full, I/O): nothing
@@ -788,10 +833,20 @@ final class Store {
         let blob = SegmentCodec.encode(readings)
         let bytes = Int64(blob.count)
         let n = Int64(readings.count)
+        let durable = options.synchronous == .full
+        if durable { try? db.exec("PRAGMA synchronous=FULL") }
+        defer { if durable { try? db.exec("PRAGMA synchronous=NORMAL") } }
         do {
             try db.exec("BEGIN IMMEDIATE")
             do {
-                if options.whenFull == .dropNewest && totalBytes + bytes > options.dataBudget {
+                // What the segments really take in the file: with one-reading segments (field
+                // rates) row and page overhead is several times the blob, so the blob bytes
+                // alone would let the file grow well past max_bytes.
+                let onDisk = try usedFileBytes()
+                let ratio = totalBytes > 0 ? max(1.0, Double(onDisk) / Double(totalBytes)) : 1.0
+                let projected = Double(onDisk) + Double(bytes) * ratio
+                let excess = projected - Double(options.dataBudget)
+                if options.whenFull == .dropNewest && excess > 0 {
                     try addEvicted("buffer_full", n)
                     try db.exec("COMMIT")
                     logFull(n)
@@ -807,8 +862,9 @@ final class Store {
                 try insertSegmentStmt.run()
                 try setMeta("next_seq", first + n)
                 try setMeta("committed", committed + n)
-                if options.whenFull == .dropOldest {
-                    try evictOldest(needing: totalBytes + bytes - options.dataBudget, reason: "max_bytes")
+                if options.whenFull == .dropOldest && excess > 0 {
+                    // In blob bytes, as the segments count them.
+                    try evictOldest(needing: Int64(excess / ratio) + 1, reason: "max_bytes")
                 }
                 try db.exec("COMMIT")
                 recordCommit(first: first, at: mono())
@@ -826,12 +882,26 @@ final class Store {
             // Reload cached counters: the transaction was rolled back.
             try? loadState()
             commitFailures += 1
+            let sqlError = error as? SQLiteError ?? SQLiteError(code: SQLITE_IOERR, message: "\(error)", context: "commit")
             if let suppressed = corruptLimiter.admit() {
                 logger.error("outbox commit failed: readings kept in memory, retrying (MQTT acknowledgements are held meanwhile)",
                              metadata: ["outbox.path": "\(options.path)", "readings": "\(n)", "error": "\(error)", "suppressed": "\(suppressed)"])
             }
-            return .failed
+            return .failed(sqlError)
         }
+    }
+
+    /// Bytes of the database file in use: pages less free pages (both read from the header).
+    func usedFileBytes() throws(SQLiteError) -> Int64 {
+        pageCountStmt.reset()
+        guard try pageCountStmt.step() else { return 0 }
+        let pages = pageCountStmt.int(0)
+        pageCountStmt.reset()
+        freelistStmt.reset()
+        guard try freelistStmt.step() else { return 0 }
+        let free = freelistStmt.int(0)
+        freelistStmt.reset()
+        return max(0, pages - free) * pageSize
     }
 
     private func logFull(_ n: Int64) {
@@ -902,14 +972,15 @@ final class Store {
     }
 
     private func removeSegments(through: Int64) throws(SQLiteError) {
-        let q = try db.prepare("SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM segment WHERE last_seq <= ?")
+        // A range of the primary key (segments never overlap), not a scan of the table.
+        let q = try db.prepare("SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM segment WHERE first_seq <= ?1 AND last_seq <= ?1")
         defer { q.reset() }
         q.bind(1, through)
         _ = try q.step()
         let b = q.int(0)
         let c = q.int(1)
         guard c > 0 else { return }
-        let d = try db.prepare("DELETE FROM segment WHERE last_seq <= ?")
+        let d = try db.prepare("DELETE FROM segment WHERE first_seq <= ?1 AND last_seq <= ?1")
         d.bind(1, through)
         try d.run()
         totalBytes -= b
@@ -948,12 +1019,17 @@ final class Store {
         let cutoff = ageNow() - options.maxAgeMillis
         try? db.exec("DELETE FROM dead_letter WHERE at_ms < \(cutoff)")
         do {
-            let q = try db.prepare("SELECT MAX(last_seq) FROM segment WHERE created_ms < ? AND last_seq > ?")
+            // From the oldest segment on, in key order, while they are older than the cutoff:
+            // a walk over what is evicted (usually nothing: one row read per second).
+            let q = try db.prepare("SELECT last_seq, created_ms FROM segment ORDER BY first_seq")
             defer { q.reset() }
-            q.bind(1, cutoff)
-            q.bind(2, doneSeq)
-            guard try q.step(), !q.isNull(0) else { return }
-            let through = q.int(0)
+            var through: Int64?
+            while try q.step() {
+                guard q.int(1) < cutoff else { break }
+                through = q.int(0)
+            }
+            q.reset()
+            guard let through, through > doneSeq else { return }
             try db.exec("BEGIN IMMEDIATE")
             do {
                 try evict(through: through, reason: "max_age")
@@ -1005,7 +1081,7 @@ final class Store {
 
     /// First sequence number not yet in a recorded batch.
     private func firstUnbatched(_ uplink: String) throws(SQLiteError) -> Int64 {
-        let q = try db.prepare("SELECT COALESCE(MAX(last_seq), 0) FROM batch WHERE uplink = ?")
+        let q = try db.prepare("SELECT last_seq FROM batch WHERE uplink = ? ORDER BY first_seq DESC LIMIT 1")
         defer { q.reset() }
         q.bind(1, uplink)
         let lastBatched = try q.step() ? q.int(0) : 0
@@ -1019,7 +1095,7 @@ final class Store {
             if first > lastCommitted { return .empty }
             let available = lastCommitted - first + 1
             // Commit time of the segment that holds `first`.
-            let q = try db.prepare("SELECT first_seq, created_ms FROM segment WHERE last_seq >= ? ORDER BY first_seq LIMIT 1")
+            let q = segmentAtStmt
             defer { q.reset() }
             q.bind(1, first)
             guard try q.step() else { return .empty }
@@ -1261,9 +1337,11 @@ final class Store {
         s.doneSeq = doneSeq
         s.recoveredFrom = recoveredFrom
         s.commitFailures = commitFailures
-        if let q = try? db.prepare("SELECT MIN(created_ms) FROM segment WHERE last_seq > ?") {
-            q.bind(1, doneSeq)
-            if (try? q.step()) == true, !q.isNull(0) { s.oldestMillis = q.int(0) }
+        // The first segment in key order holds the oldest undelivered reading (delivered
+        // segments are deleted): one lookup, not a scan.
+        if let q = oldestStmt {
+            defer { q.reset() }
+            if (try? q.step()) == true { s.oldestMillis = q.int(0) }
         }
         return s
     }

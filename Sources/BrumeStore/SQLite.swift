@@ -41,6 +41,12 @@ final class SQLiteDB {
 
     deinit { sqlite3_close_v2(handle) }
 
+    /// Virtual-machine steps and full-scan steps of the statements run so far (counted when a
+    /// statement is reset or finalized): the outbox's tests assert that the hot paths are index
+    /// lookups, whatever the size of the backlog.
+    var vmSteps: Int64 = 0
+    var fullScanSteps: Int64 = 0
+
     func error(_ rc: Int32, _ context: String) -> SQLiteError {
         SQLiteError(code: rc, message: String(cString: sqlite3_errmsg(handle)), context: context)
     }
@@ -78,11 +84,20 @@ final class Statement {
         self.sql = sql
     }
 
-    deinit { sqlite3_finalize(stmt) }
+    deinit {
+        count()
+        sqlite3_finalize(stmt)
+    }
 
     func reset() {
+        count()
         sqlite3_reset(stmt)
         sqlite3_clear_bindings(stmt)
+    }
+
+    private func count() {
+        db.vmSteps += Int64(sqlite3_stmt_status(stmt, SQLITE_STMTSTATUS_VM_STEP, 1))
+        db.fullScanSteps += Int64(sqlite3_stmt_status(stmt, SQLITE_STMTSTATUS_FULLSCAN_STEP, 1))
     }
 
     func bind(_ i: Int32, _ v: Int64) { sqlite3_bind_int64(stmt, i, v) }

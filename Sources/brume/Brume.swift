@@ -1,4 +1,5 @@
 import ArgumentParser
+import CPowerCut
 import BrumeConfig
 import BrumeCore
 import BrumeSerial
@@ -85,6 +86,13 @@ struct Run: AsyncParsableCommand {
         let logger = Logger(label: "brume")
         if let file = getenv("BRUME_FAULT_CLOCK_OFFSET_FILE").map({ String(cString: $0) }) {
             ClockFault.follow(file, logger: logger)
+        }
+        if getenv("BRUME_FAULT_POWERCUT").map({ String(cString: $0) }) == "1" {
+            // Fault injection (the chaos suite's power-cut scenario): SQLite writes stay in this
+            // process's memory until fsynced, so a kill -9 loses them as a power cut would.
+            let rc = brume_powercut_register(1)
+            logger.warning("fault injection: unsynced SQLite writes are held in memory and lost on kill -9 (BRUME_FAULT_POWERCUT)",
+                           metadata: ["rc": "\(rc)"])
         }
         do {
             try await runGateway(config: cfg, configPath: config, logger: logger)

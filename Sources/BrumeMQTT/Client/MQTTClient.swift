@@ -137,13 +137,16 @@ public struct MQTTHandlers: Sendable {
     /// waits until their readings are committed to the outbox), and only then
     /// writes the PUBACKs. A crash before the commit leaves the messages
     /// unacknowledged at the broker, which redelivers them (persistent session).
-    public var ackGate: (@Sendable () -> Void)?
+    /// Returning false means "never acknowledge these": the client is being stopped while
+    /// they are not durable (a full disk), so it drops the connection without writing the
+    /// PUBACKs, and the broker delivers them again to the next session.
+    public var ackGate: (@Sendable () -> Bool)?
 
     public init(onConnect: @escaping @Sendable (MQTTClient, UInt64, Bool) -> Void = { _, _, _ in },
                 onDisconnect: @escaping @Sendable (UInt64, String) -> Void = { _, _ in },
                 onMessage: @escaping @Sendable (UnsafePointer<CChar>, UnsafeRawBufferPointer, Int32, Bool) -> Void = { _, _, _, _ in },
                 onPublished: @escaping @Sendable (UInt64, Int32, Int32) -> Void = { _, _, _ in },
-                ackGate: (@Sendable () -> Void)? = nil) {
+                ackGate: (@Sendable () -> Bool)? = nil) {
         self.ackGate = ackGate
         self.onConnect = onConnect
         self.onDisconnect = onDisconnect
@@ -330,6 +333,19 @@ public final class MQTTClient: @unchecked Sendable {
                 if loopRC != 0 { break }
             }
             let wasConnected = connectedFlag.exchange(false, ordering: .acquiringAndReleasing)
+            if abandoned {
+                // Messages received but not durable: close the socket without a DISCONNECT,
+                // so their queued PUBACKs are never written (the broker redelivers them).
+                abandoned = false
+                deliveredSinceWrite = 0
+                destroyHandle()
+                let gen = lock.withLock { _ in generation }
+                if wasConnected { handlers.onDisconnect(gen, "acknowledgements abandoned") }
+                if !running.load(ordering: .acquiring) { break }
+                stateGauge.set(.disconnected)
+                sleepInterruptibly(backoff.next())
+                continue
+            }
             if !running.load(ordering: .acquiring) {
                 // Graceful stop: DISCONNECT so the broker does not publish the will.
                 if wasConnected {
@@ -364,7 +380,10 @@ public final class MQTTClient: @unchecked Sendable {
     /// burst, let the gate make it durable, then write (PUBACKs, pings,
     /// subscriptions). libmosquitto queues its PUBACK before calling us back
     /// and, in threaded mode, writes queued packets only in the write phase.
-    private func pumpGated(_ h: OpaquePointer, gate: @Sendable () -> Void) -> Int32 {
+    /// The gate refused: the connection must be dropped without writing anything.
+    private var abandoned = false
+
+    private func pumpGated(_ h: OpaquePointer, gate: @Sendable () -> Bool) -> Int32 {
         let sock = mosquitto_socket(h)
         if sock < 0 { return Int32(MOSQ_ERR_NO_CONN.rawValue) }
         var fds = [pollfd(fd: sock, events: Int16(POLLIN) | (mosquitto_want_write(h) ? Int16(POLLOUT) : 0), revents: 0),
@@ -389,7 +408,10 @@ public final class MQTTClient: @unchecked Sendable {
             }
         }
         if deliveredSinceWrite > 0 {
-            gate()
+            guard gate() else {
+                abandoned = true
+                return Int32(MOSQ_ERR_CONN_LOST.rawValue)
+            }
             deliveredSinceWrite = 0
         }
         if mosquitto_want_write(h) {

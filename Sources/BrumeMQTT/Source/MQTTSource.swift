@@ -33,7 +33,7 @@ public final class MQTTSource: Source {
         self.logger = lg
         let receiver = MessageReceiver(name: name, config: config, sink: sink, stats: stats, logger: lg, now: now)
         self.receiver = receiver
-        let gate: (@Sendable () -> Void)? = (config.qos > 0 && config.ackAfterCommit) ? { @Sendable in receiver.waitUntilDurable() } : nil
+        let gate: (@Sendable () -> Bool)? = (config.qos > 0 && config.ackAfterCommit) ? { @Sendable in receiver.waitUntilDurable() } : nil
         let handlers = MQTTHandlers(onConnect: { _, _, _ in receiver.connectedAt.store(monotonicNanos(), ordering: .relaxed) },
                                     onMessage: { topic, payload, _, _ in receiver.receive(topic: topic, payload: payload) },
                                     ackGate: gate)
@@ -89,7 +89,12 @@ public final class MQTTSource: Source {
     }
 
     /// Stops receiving; messages already handed to the sink are in the pipeline.
-    public func stop() { client.stop() }
+    public func stop() {
+        // A gate waiting on a full disk gives up (without acknowledging) so that stop and
+        // reload finish in bounded time.
+        receiver.stopping.store(true, ordering: .releasing)
+        client.stop()
+    }
 }
 
 /// Turns one MQTT message into readings (runs on the client's network thread).
@@ -104,6 +109,8 @@ final class MessageReceiver: Sendable {
     let now: @Sendable () -> Int64
     let limiter = LogRateLimiter(burst: 5, interval: .seconds(30))
     let lastTicket = Atomic<UInt64>(0)
+    /// The source is stopping: stop waiting for durability.
+    let stopping = Atomic<Bool>(false)
     /// When the current connection came up: a broker redelivers right after it.
     let connectedAt = Atomic<UInt64>(0)
     static let redeliveryWindowNanos: UInt64 = 10_000_000_000
@@ -182,15 +189,19 @@ final class MessageReceiver: Sendable {
     }
 
     /// The ack gate: returns once every reading received so far is committed.
-    func waitUntilDurable() {
+    /// True once everything received is durable; false if the source stops first (the
+    /// messages are then never acknowledged, and the broker delivers them again).
+    func waitUntilDurable() -> Bool {
         let ticket = lastTicket.load(ordering: .relaxed)
-        var waited = 0
-        while !sink.waitDurable(ticket, timeout: .seconds(5)) {
-            waited += 5
-            if let n = limiter.admit() {
+        var waitedMillis = 0
+        while !sink.waitDurable(ticket, timeout: .milliseconds(200)) {
+            if stopping.load(ordering: .acquiring) { return false }
+            waitedMillis += 200
+            if waitedMillis % 5000 == 0, let n = limiter.admit() {
                 logger.warning("outbox has not committed for a while: acknowledgements to the broker are held back",
-                               metadata: ["waited_s": "\(waited)", "suppressed": "\(n)"])
+                               metadata: ["waited_s": "\(waitedMillis / 1000)", "suppressed": "\(n)"])
             }
         }
+        return true
     }
 }

@@ -1,5 +1,6 @@
 import BrumeCore
 import BrumeModbus
+import BrumeStore
 import CoreMetrics
 import Prometheus
 import Synchronization
@@ -69,6 +70,9 @@ final class MetricsExporter: Sendable {
         "brume_outbox_evicted_total": "Readings dropped from the outbox, by reason (max_bytes, max_age, buffer_full, purged, corrupt).",
         "brume_outbox_committed_total": "Readings committed to the outbox.",
         "brume_outbox_commit_failures_total": "Outbox commits that failed (disk full, I/O) and were retried.",
+        "brume_outbox_storage_fault": "1 while the outbox has a storage fault, by kind (disk_full, io_error, corrupt, data_folder_gone).",
+        "brume_uplink_held": "1 while the uplink holds its backlog because the endpoint or the configuration is wrong (see status).",
+        "brume_uplink_splits_total": "Batches split because they were too large for the endpoint or batch_max_bytes.",
         "brume_uplink_up": "1 while the uplink is connected.",
         "brume_uplink_batches_acked_total": "Batches the uplink broker acknowledged.",
         "brume_uplink_readings_acked_total": "Readings the uplink broker acknowledged.",
@@ -124,6 +128,10 @@ final class MetricsExporter: Sendable {
         for (reason, n) in ob.evicted { counter("brume_outbox_evicted_total", [("reason", reason)], n) }
         counter("brume_outbox_committed_total", [], ob.committed)
         counter("brume_outbox_commit_failures_total", [], ob.commitFailures)
+        let fault = g.outbox.storageFault
+        for kind in [StorageFault.Kind.diskFull, .ioError, .corrupt, .dataFolderGone] {
+            gauge("brume_outbox_storage_fault", [("kind", kind.rawValue)], fault?.kind == kind ? 1 : 0)
+        }
         let backlog = g.outbox.backlog()
         for up in g.uplinks {
             let ul = [("uplink", up.config.name)]
