@@ -618,6 +618,19 @@ def s_disk_full(sc, quick):
     t0 = time.monotonic()
     time.sleep(full_s)
     full_errors = rig.gw.find("outbox commit failed")
+    # With the disk still full: a reload that restarts the MQTT source, then SIGTERM, must each
+    # finish within 5 s (the source's ack gate gives up without acknowledging; the broker
+    # keeps the messages for the next session).
+    t_hup = time.monotonic()
+    rig.gw.write_config(mqtt_config(rig.data, rig.cloudb, rig.field).replace('subscribe = ["load/+/+"]', 'subscribe = ["load/+/+"]\nkeepalive = "31s"'))
+    os.kill(rig.gw.pid, signal.SIGHUP)
+    reloaded = rig.gw.wait_log("configuration reloaded", since_t=t_hup, timeout=30)
+    reload_s = time.monotonic() - t_hup if reloaded else None
+    t_term = time.monotonic()
+    rig.gw.term(timeout=30)
+    term_s = time.monotonic() - t_term
+    rig.gw.start(wait_connected=False)   # restarts while the disk is still full
+    time.sleep(2)
     t_space = time.monotonic()
     if mode == "loop":
         os.unlink(filler)   # space returns
@@ -635,7 +648,8 @@ def s_disk_full(sc, quick):
            "commit_failed_log_lines": len(full_errors),
            "recovery_s": r2(t_first - t_space) if t_first else None,
            "recovery_definition": "space freed -> first batch at the cloud holding a reading generated after that",
-           "status_lines": statuses[-2:], "data_dir_du": du}
+           "status_lines": statuses[-2:], "data_dir_du": du,
+           "reload_while_full_s": r2(reload_s), "sigterm_while_full_s": r2(term_s)}
     rig.finish(rec, n)
     # Readings refused while the disk was full are lost by design if counted as write_error;
     # the count comes from the status line (in memory only) when present.
@@ -645,6 +659,8 @@ def s_disk_full(sc, quick):
     rec["evictions_in_db"] = ev
     allowed = rec["write_error_counted"] or 0
     verdict(rec, allowed_missing=allowed)
+    if reload_s is None or reload_s > 5: rec["fail_reasons"].append(f"reload with the disk full took {reload_s} s (> 5 s or never)"); rec["result"] = "FAIL"
+    if term_s > 5: rec["fail_reasons"].append(f"SIGTERM with the disk full took {term_s:.1f} s (> 5 s)"); rec["result"] = "FAIL"
     if rec["write_error_counted"] is None and rec.get("lost", 0) > 0:
         rec["fail_reasons"].append("no status line: losses not matched to a counter"); rec["result"] = "FAIL"
     return rec
@@ -924,6 +940,11 @@ timeout = "2s"
     rec["databases_not_opening"] = len(corrupt) + not_opened
     rec["batch_id_conflicts"] = rec.get("mismatched_duplicate_batches")
     verdict(rec, recovery_applies=False)
+    # A power cut may lose a batch's record (not fsynced) after it was sent: its readings go
+    # again under a new run's id (at least once, docs/wire-format.md). What must hold is that
+    # no id ever names two batches (mismatched duplicates, checked by verdict).
+    rec["fail_reasons"] = [r for r in rec["fail_reasons"] if "duplicate readings >" not in r]
+    rec["result"] = "PASS" if not rec["fail_reasons"] else "FAIL"
     if rec["commands_run_twice"]: rec["fail_reasons"].append(f"{rec['commands_run_twice']} commands ran twice")
     if rec["databases_not_opening"]: rec["fail_reasons"].append(f"{rec['databases_not_opening']} starts with a database that would not open: {corrupt[:2]}")
     if rec["fail_reasons"]: rec["result"] = "FAIL"

@@ -80,6 +80,10 @@ public struct BufferSection: Sendable, Hashable {
     public var whenFull: String
     public var commitIntervalMillis: Int64
     public var synchronous: String
+    /// `fault_restart_after`: a storage fault only a restart clears (I/O error, corruption,
+    /// the data folder gone) is waited out this long before the watchdog stops being fed; the
+    /// gateway exits by itself half as long again later.
+    public var faultRestartAfterMillis: Int64 = 30_000
 }
 
 public struct LogSection: Sendable, Hashable {

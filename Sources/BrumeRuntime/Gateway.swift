@@ -313,6 +313,7 @@ public final class Gateway: Service, Sendable {
             }
             running.store(true, ordering: .releasing)
             SystemdNotify.send("READY=1\nSTATUS=running: \(sources.count) sources, uplink \(config.uplinks.first?.name ?? "-")")
+            let restartAfter = self.restartAfter
             if let interval = SystemdNotify.watchdogInterval {
                 let outbox = self.outbox
                 let logger = self.logger
@@ -322,7 +323,7 @@ public final class Gateway: Service, Sendable {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: interval)
                         let stalled = outbox.writerStalledNanos()
-                        if let fault = outbox.storageFault, fault.needsRestart, fault.age() >= Gateway.storageFaultRestartAfter {
+                        if let fault = outbox.storageFault, fault.needsRestart, fault.age() >= restartAfter {
                             // Only a restart clears it: let systemd restart us (the corrupt-file
                             // recovery runs at start, a replaced data folder is opened anew).
                             logger.critical("outbox storage fault: not pinging the systemd watchdog",
@@ -347,7 +348,7 @@ public final class Gateway: Service, Sendable {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: .seconds(1))
                         if let fault = outbox.storageFault, fault.needsRestart,
-                           fault.age() >= Gateway.storageFaultRestartAfter + Gateway.storageFaultExitGrace {
+                           fault.age() >= restartAfter + restartAfter / 2 {
                             logger.critical("outbox storage fault: exiting so that the service restarts",
                                             metadata: ["fault": "\(fault.kind.rawValue)", "detail": "\(fault.detail)"])
                             faultExit.withLock { $0 = fault }
@@ -380,10 +381,9 @@ public final class Gateway: Service, Sendable {
     }
 
     /// A storage fault that only a restart clears is waited out this long (it may be a
-    /// passing I/O error) before the watchdog stops being fed...
-    static let storageFaultRestartAfter: Duration = .seconds(30)
-    /// ... and this much longer before the gateway exits by itself.
-    static let storageFaultExitGrace: Duration = .seconds(15)
+    /// passing I/O error) before the watchdog stops being fed; half as long again later the
+    /// gateway exits by itself (`[buffer] fault_restart_after`).
+    var restartAfter: Duration { .milliseconds(config.buffer.faultRestartAfterMillis) }
 
     /// SIGHUP, `brume reload` and `POST /api/v1/reload`: re-reads the configuration.
     ///

@@ -377,6 +377,9 @@ public final class Outbox: @unchecked Sendable {
     /// refused — the rest failed and must be retried.
     @discardableResult
     private func commit(_ readings: [Reading]) -> Int {
+        // The file was deleted or replaced under us: what is committed now would be lost with
+        // it, so nothing is committed (nor acknowledged to a source) until the restart.
+        if faults.withLock({ $0.folder != nil }) { return 0 }
         var start = 0
         while start < readings.count {
             let end = min(readings.count, start + options.maxSegmentReadings)

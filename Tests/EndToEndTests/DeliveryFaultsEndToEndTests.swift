@@ -174,3 +174,37 @@ func uplinkStatus(_ rig: Rig, _ name: String) -> JSONValue? {
         #expect(influx.distinctValues("level") == n)
     }
 }
+
+/// Storage faults while running, against the real daemon.
+@Suite(.serialized) struct StorageFaultsEndToEndTests {
+    /// A technician's `rm -rf` of the data folder under a running gateway: noticed within
+    /// seconds (/readyz not ready, status and metrics name it), nothing more is acknowledged
+    /// to the field broker, and the gateway exits (status 4) for its service to restart it on
+    /// a new folder; the readings published meanwhile reach the cloud after the restart.
+    @Test func theDataFolderDeletedUnderARunningGateway() throws {
+        let rig = try Rig(extraBuffer: #"fault_restart_after = "3s""#)
+        try rig.startCounter(expect: 2000, timeout: 120)
+        try rig.startGateway()
+        let field = try MQTTClient.testPublisher(port: rig.field.port)
+        for i in 1...1000 { try field.publish(topic: "load/dev\(i % 5)/seq", payload: Array(#"{"v":\#(i),"ts":\#(1_764_000_000_000 + i)}"#.utf8), qos: 1) }
+        #expect(TestKit.waitUntil(timeout: 20) { ((try? statusJSON(rig))?["buffer"]?["delivered"]?.number ?? 0) >= 1000 })
+        try FileManager.default.removeItem(atPath: "\(rig.dir)/var")
+        let t0 = Date()
+        #expect(TestKit.waitUntil(timeout: 5) { ((try? TestHTTP.request(port: rig.apiPort, path: "/readyz"))?.status ?? 200) == 503 },
+                "readyz: \((try? TestHTTP.request(port: rig.apiPort, path: "/readyz"))?.body ?? "-")")
+        #expect(Date().timeIntervalSince(t0) < 3, "noticed within seconds")
+        #expect(try statusJSON(rig)["buffer"]?["storage_fault"]?["kind"]?.string == "data_folder_gone")
+        #expect(try TestHTTP.request(port: rig.apiPort, path: "/metrics").body.contains(#"brume_outbox_storage_fault{kind="data_folder_gone"} 1"#))
+        // Published now: not acknowledged by a gateway that cannot keep them.
+        for i in 1001...2000 { try field.publish(topic: "load/dev\(i % 5)/seq", payload: Array(#"{"v":\#(i),"ts":\#(1_764_000_000_000 + i)}"#.utf8), qos: 1) }
+        // 3 s + 1.5 s: the gateway exits by itself, status 4.
+        #expect(rig.gateway!.wait(timeout: 20) == 4, "\(rig.gateway!.stderr.suffix(1500))")
+        #expect(rig.gateway!.stderr.contains("exiting so that the service restarts"))
+        // What a service manager does: start it again. The folder is new; the field broker
+        // delivers what was never acknowledged.
+        try rig.startGateway()
+        let r = try rig.report(timeout: 120)
+        #expect(r.unique == 2000 && r.missing == 0, "cloud: \(r)")
+        #expect(r.mismatched_duplicate_batches == 0)
+    }
+}
