@@ -47,7 +47,7 @@ let package = Package(
         // SQLite outbox (group commit, eviction, batches, acks).
         .target(name: "BrumeStore", dependencies: ["BrumeCore", "CSQLite", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // libmosquitto client + the MQTT source (topic mapping, payload decoding).
-        .target(name: "BrumeMQTT", dependencies: ["BrumeCore", "BrumeConfig", "CMosquitto", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(name: "BrumeMQTT", dependencies: ["BrumeCore", "CMosquitto", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Local rules: filters, transforms, windows, triggers, expression language. Pure, clock-injected.
         .target(name: "BrumeRules", dependencies: ["BrumeCore"], swiftSettings: strict),
         // Serial sensors: termios ports, discovery via libserialport, framers (kv, CSV, JSON lines, NMEA).
@@ -91,7 +91,7 @@ let package = Package(
         .testTarget(name: "BrumeModbusTests", dependencies: ["BrumeModbus", "BrumeCore", "BrumeTestKit", "firmware-sim"]),
         .testTarget(name: "BrumeUplinkTests", dependencies: ["BrumeUplink", "BrumeStore", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "BrumeRuntimeTests", dependencies: ["BrumeRuntime", "BrumeCore", "BrumeStore", "BrumeTestKit"]),
-        .testTarget(name: "BrumeMQTTTests", dependencies: ["BrumeMQTT", "BrumeCore", "BrumeConfig", "BrumeTestKit"]),
+        .testTarget(name: "BrumeMQTTTests", dependencies: ["BrumeMQTT", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore", "BrumeSerial", "BrumeTestKit"]),
     ],
     swiftLanguageModes: [.v6]

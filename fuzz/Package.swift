@@ -15,7 +15,7 @@ import PackageDescription
 let targets = ["fuzz-json", "fuzz-payload", "fuzz-framers", "fuzz-nmea", "fuzz-command", "fuzz-wire", "fuzz-toml", "fuzz-modbus"]
 let brume: [String: [String]] = [
     "fuzz-json": ["BrumeCore"],
-    "fuzz-payload": ["BrumeCore"],
+    "fuzz-payload": ["BrumeCore", "BrumeRules"],
     "fuzz-framers": ["BrumeCore", "BrumeSerial"],
     "fuzz-nmea": ["BrumeCore", "BrumeSerial"],
     "fuzz-command": ["BrumeCore"],

@@ -126,8 +126,18 @@ final class TableReader {
             return nil
         }
         if ms < min { error(n.position, "\"\(key)\" must be at least \"\(Units.formatDuration(min))\", got \"\(s)\""); return nil }
+        // Durations feed timers and schedules (poll + interval, nanoseconds for the kernel): a
+        // bound that no real setting reaches keeps every such sum far from overflow.
+        if ms > TableReader.maxDuration {
+            error(n.position, "\"\(key)\" must be at most \"\(Units.formatDuration(TableReader.maxDuration))\", got \"\(s)\""); return nil
+        }
         return ms
     }
+
+    /// 10 years.
+    static let maxDuration: Int64 = 3650 * 86_400_000
+    /// 1 PiB.
+    static let maxSize: Int64 = 1 << 50
 
     func size(_ key: String, min: Int64 = 0) -> Int64? {
         guard let n = node(key) else { return nil }
@@ -140,6 +150,9 @@ final class TableReader {
         default: typeError(key, n, expected: "a size like \"256MiB\""); return nil
         }
         if let b = bytes, b < min { error(n.position, "\"\(key)\" must be at least \"\(Units.formatSize(min))\", got \"\(Units.formatSize(b))\""); return nil }
+        if let b = bytes, b > TableReader.maxSize {
+            error(n.position, "\"\(key)\" must be at most \"\(Units.formatSize(TableReader.maxSize))\", got \"\(Units.formatSize(b))\""); return nil
+        }
         return bytes
     }
 

@@ -42,6 +42,13 @@ public struct ActuatorConfig: Sendable, Hashable {
         case mqtt(source: String, topic: String, payload: String, ackTopic: String?, ackPayload: String?)
         /// Write a coil or holding register(s) on a device of the Modbus source, optionally reading it back.
         case modbus(source: String, write: ModbusWriteSpec)
+
+        /// The source the actuator goes through.
+        public var sourceName: String {
+            switch self {
+            case .serial(let s, _, _), .mqtt(let s, _, _, _, _), .modbus(let s, _): return s
+            }
+        }
     }
     public var name: String
     public var via: Via
@@ -200,57 +207,6 @@ public struct MQTTSourceConfig: Sendable, Hashable {
     /// QoS1: acknowledge a message to the broker only once its readings are
     /// committed to the outbox (no loss on a crash; default true).
     public var ackAfterCommit: Bool
-}
-
-/// "{1}" or "site-{0}/{2}": literal text with topic levels.
-public struct TopicTemplate: Sendable, Hashable, CustomStringConvertible {
-    public enum Part: Sendable, Hashable { case literal(String), level(Int) }
-    public var parts: [Part]
-    public var text: String
-    public var description: String { text }
-
-    public var maxLevel: Int? { parts.compactMap { if case .level(let n) = $0 { return n } else { return nil } }.max() }
-
-    public static func parse(_ text: String) -> Result<TopicTemplate, ConfigProblem> {
-        var parts: [Part] = []
-        var lit = ""
-        var it = Array(text)
-        var i = 0
-        while i < it.count {
-            let c = it[i]
-            if c == "{" {
-                guard let close = it[i...].firstIndex(of: "}") else { return .failure(ConfigProblem("unclosed \"{\" in \"\(text)\"")) }
-                let inner = String(it[(i + 1)..<close])
-                guard let n = Int(inner), n >= 0 else { return .failure(ConfigProblem("\"{\(inner)}\" is not a topic level: use {0}, {1}, ... (0 is the first level)")) }
-                if !lit.isEmpty { parts.append(.literal(lit)); lit = "" }
-                parts.append(.level(n))
-                i = close + 1
-            } else if c == "}" {
-                return .failure(ConfigProblem("unmatched \"}\" in \"\(text)\""))
-            } else {
-                lit.append(c)
-                i += 1
-            }
-        }
-        it = []
-        if !lit.isEmpty { parts.append(.literal(lit)) }
-        return .success(TopicTemplate(parts: parts, text: text))
-    }
-
-    /// Renders against the levels of an actual topic; nil when a level is missing.
-    public func render(levels: [Substring]) -> String? {
-        if parts.count == 1, case .level(let n) = parts[0] { return n < levels.count ? String(levels[n]) : nil }
-        var s = ""
-        for p in parts {
-            switch p {
-            case .literal(let l): s += l
-            case .level(let n):
-                guard n < levels.count else { return nil }
-                s += levels[n]
-            }
-        }
-        return s
-    }
 }
 
 /// An HTTP(S) ingestion endpoint (`kind = "http"`).

@@ -186,7 +186,7 @@ public enum RulesCompiler {
                     if s <= 0 { err("window size must be longer than 0"); ok = false }
                     if h <= 0 { err("window hop must be longer than 0"); ok = false }
                     else if s > 0 && h > s { err("window hop (\(h) ms) is longer than its size (\(s) ms): readings between windows would be lost; use hop <= size"); ok = false }
-                    else if s > 0 && (s + h - 1) / h > maxWindowsPerReading {
+                    else if s > 0 && (s - 1) / h + 1 > maxWindowsPerReading {
                         err("window hop is too small for its size: each reading would be in more than \(maxWindowsPerReading) windows"); ok = false
                     }
                 case .session(let g):

@@ -1,9 +1,6 @@
 import BrumeConfig
 import BrumeCore
-import BrumeMQTT
 import BrumeRules
-import BrumeSerial
-import BrumeModbus
 import BrumeStore
 import BrumeUplink
 import Logging
@@ -134,9 +131,9 @@ public final class Gateway: Service, Sendable {
     public let uplinks: [RunningUplink]
     /// The primary uplink (the first configured).
     public var uplink: RunningUplink { uplinks[0] }
-    private let sourceList: Locked<[any Source]>
+    private let sourceList: Locked<[RunningSource]>
     /// The running sources (a reload may replace some).
-    public var sources: [any Source] { sourceList.withLock { $0 } }
+    var sources: [RunningSource] { sourceList.withLock { $0 } }
     let commands: CommandService?
     let pipeline: Pipeline
     let metrics = MetricsExporter()
@@ -176,9 +173,9 @@ public final class Gateway: Service, Sendable {
         let engine = config.rules.compiled.map { RulesEngine(rules: $0, clock: wallClockMillis) }
         let pipeline = Pipeline(outbox: outbox, rules: engine, logger: logger)
         self.pipeline = pipeline
-        var sources: [any Source] = []
+        var sources: [RunningSource] = []
         for s in config.sources {
-            sources.append(try Gateway.makeSource(s, sink: pipeline, logger: logger))
+            sources.append(try SourceKinds.make(s, sink: pipeline, logger: logger))
         }
         self.sourceList = Locked(sources)
 
@@ -186,7 +183,7 @@ public final class Gateway: Service, Sendable {
         if config.actuators.isEmpty && config.rules.triggers.isEmpty {
             commands = nil
         } else {
-            let drivers = Gateway.makeDrivers(config.actuators, sources: sources)
+            let drivers = SourceKinds.drivers(config.actuators, sources: sources)
             let journal: CommandJournal
             do {
                 journal = try CommandJournal(path: config.gateway.dataDir + "/commands.db", logger: logger)
@@ -203,63 +200,6 @@ public final class Gateway: Service, Sendable {
             let timer = metrics.publishLatency(u.config.name)
             u.stats.latencyObserver.withLock { $0 = { d in timer.recordNanoseconds(Int64(d.components.seconds) * 1_000_000_000 + d.components.attoseconds / 1_000_000_000) } }
         }
-    }
-
-    static func makeSource(_ s: SourceConfig, sink: Pipeline, logger: Logger) throws -> any Source {
-        switch s.kind {
-        case .mqtt(let m):
-            return MQTTSource(name: s.name, config: m, password: try Gateway.secret(m.connection.passwordFile, logger: logger), sink: sink, logger: logger)
-        case .serial(let c):
-            return SerialSource(options: SerialSourceOptions(config: c, name: s.name), sink: sink, logger: logger)
-        case .modbus(let m):
-            return ModbusBus(options: ModbusBusOptions(config: m, name: s.name), sink: sink, logger: logger)
-        }
-    }
-
-    /// The device drivers of the actuators, bound to the sources that reach them.
-    static func makeDrivers(_ actuators: [ActuatorConfig], sources: [any Source]) -> [String: ActuatorDriver] {
-            var drivers: [String: ActuatorDriver] = [:]
-            for act in actuators {
-                let timeout = Duration.milliseconds(act.timeoutMillis)
-                switch act.via {
-                case .serial(let sourceName, let write, let reply):
-                    guard let src = sources.first(where: { $0.name == sourceName }) as? SerialSource else { continue }
-                    drivers[act.name] = { value in
-                        switch await src.request(Array(render(write, value).utf8), expect: reply.map { render($0, value) }, timeout: timeout) {
-                        case .success(let r): return .success(r.isEmpty ? "written" : "reply: \(r)")
-                        case .failure(.timeout): return .failure(DriverFailure(detail: "no reply from the device within \(act.timeoutMillis) ms"))
-                        case .failure(.disconnected): return .failure(DriverFailure(detail: "device disconnected"))
-                        case .failure(.writeFailed(let e)): return .failure(DriverFailure(detail: "write failed: \(e)"))
-                        }
-                    }
-                case .modbus(let sourceName, let spec):
-                    guard let bus = sources.first(where: { $0.name == sourceName }) as? ModbusBus else { continue }
-                    drivers[act.name] = { value in
-                        let items: [UInt16]
-                        switch spec.items(for: value) {
-                        case .success(let i): items = i
-                        case .failure(let why): return .failure(DriverFailure(detail: "cannot encode the value: \(why)"))
-                        }
-                        switch await bus.write(spec, items: items, timeout: timeout) {
-                        case .success(let r): return .success(r)
-                        case .failure(let f): return .failure(DriverFailure(detail: "\(f)"))
-                        }
-                    }
-                case .mqtt(let sourceName, let topic, let payload, let ackTopic, let ackPayload):
-                    guard let src = sources.first(where: { $0.name == sourceName }) as? MQTTSource else { continue }
-                    if let ackTopic { src.addAckSubscription(ackTopic) }
-                    drivers[act.name] = { value in
-                        switch await src.request(topic: topic, payload: Array(render(payload, value).utf8), ackTopic: ackTopic,
-                                                 ackPayload: ackTopic == nil ? nil : render(ackPayload ?? "{value}", value), timeout: timeout) {
-                        case .success(let r): return .success(r.isEmpty ? "published" : "acknowledged: \(r)")
-                        case .failure(.timeout): return .failure(DriverFailure(detail: "no acknowledgement within \(act.timeoutMillis) ms"))
-                        case .failure(.disconnected): return .failure(DriverFailure(detail: "field broker disconnected"))
-                        case .failure(.publishFailed(let e)): return .failure(DriverFailure(detail: "publish failed: \(e)"))
-                        }
-                    }
-                }
-            }
-            return drivers
     }
 
     public func run() async throws {
@@ -436,9 +376,9 @@ public final class Gateway: Service, Sendable {
         // Build everything new first: if one cannot be built, nothing changes.
         let oldSources = Dictionary(old.sources.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let running = Dictionary(sources.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var built: [String: any Source] = [:]
+        var built: [String: RunningSource] = [:]
         for sc in new.sources where oldSources[sc.name] != sc {
-            do { built[sc.name] = try Gateway.makeSource(sc, sink: pipeline, logger: logger) } catch {
+            do { built[sc.name] = try SourceKinds.make(sc, sink: pipeline, logger: logger) } catch {
                 return reject("source \"\(sc.name)\" cannot be built: \(error)")
             }
         }
@@ -447,12 +387,12 @@ public final class Gateway: Service, Sendable {
         // Apply: stop what goes (ports and client ids are free again), then start what comes.
         for (_, src) in stopped { src.stop() }
         for name in stopped.keys where !newNames.contains(name) { live.remove(source: name) }
-        var list: [any Source] = []
+        var list: [RunningSource] = []
         for sc in new.sources {
             if let b = built[sc.name] { b.start(); list.append(b) } else if let r = running[sc.name] { list.append(r) }
         }
         sourceList.withLock { $0 = list }
-        if let commands { commands.replaceActuators(new.actuators, drivers: Gateway.makeDrivers(new.actuators, sources: list)) }
+        if let commands { commands.replaceActuators(new.actuators, drivers: SourceKinds.drivers(new.actuators, sources: list)) }
         pipeline.replaceRules(new.rules.compiled.map { RulesEngine(rules: $0, clock: wallClockMillis) })
         if new.log != old.log, let level = Logger.Level(rawValue: new.log.level) { LogfmtHandler.level.withLock { $0 = level } }
         currentConfig.withLock { $0 = new }
@@ -522,11 +462,7 @@ public final class Gateway: Service, Sendable {
             for src in sources {
                 let errs = src.stats.errors.snapshot.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ",")
                 md["source.\(src.name)"] = "\(src.state.rawValue) readings=\(src.stats.readings.current) errors=[\(errs)]"
-                if let bus = src as? ModbusBus {
-                    for d in bus.devices {
-                        md["modbus.\(src.name).\(d.name)"] = "\(d.health.rawValue) unit=\(d.unit) requests=\(d.requests) timeouts=\(d.timeouts) exceptions=\(d.exceptions.values.reduce(0, +)) latency_ms=\(d.latencyMillisAvg.map { String(Int($0.rounded())) } ?? "-")"
-                    }
-                }
+                for d in src.details() { md["\(src.kind).\(src.name).\(d.name)"] = "\(d.summary)" }
             }
             if let rules = pipeline.rules {
                 for (name, st) in rules.stats().sorted(by: { $0.key < $1.key }) {
@@ -600,29 +536,6 @@ extension String {
         var s = Substring(self)
         while s.last == c { s = s.dropLast() }
         return String(s)
-    }
-}
-
-extension ModbusBusOptions {
-    init(config c: ModbusSourceConfig, name: String) {
-        let transport: ModbusTransport = switch c.transport {
-        case .rtu(let port, let baud, let bits, let parity, let stop, let rs485): .rtu(port: port, baud: baud, parity: parity, dataBits: bits, stopBits: stop, rs485: rs485)
-        case .tcp(let host, let port): .tcp(host: host, port: port)
-        }
-        self.init(name: name, transport: transport,
-                  devices: c.devices.map { ModbusDeviceOptions(name: $0.name, unit: $0.unit, points: $0.points, timeoutMillis: $0.timeoutMillis, retries: $0.retries) },
-                  interFrameDelayMillis: c.interFrameDelayMillis, maxSpan: c.maxSpan, maxGap: c.maxGap, offlineAfter: c.offlineAfter,
-                  backoffMaxMillis: c.backoffMaxMillis,
-                  resolvePort: { spec in if case .found(let p) = PortDiscovery.resolve(spec) { return p } else { return nil } })
-    }
-}
-
-extension SerialSourceOptions {
-    init(config c: SerialSourceConfig, name: String) {
-        let settings = SerialSettings(baud: c.baud, dataBits: c.dataBits, parity: SerialSettings.Parity(rawValue: c.parity) ?? .none,
-                                      stopBits: c.stopBits, flowControl: SerialSettings.FlowControl(rawValue: c.flowControl) ?? .none)
-        self.init(name: name, port: c.port, settings: settings, format: c.format, device: c.device, maxFrame: c.maxFrame,
-                  poll: c.poll.map { SerialPoll(request: Array($0.send.utf8), everyMillis: $0.everyMillis, timeoutMillis: $0.timeoutMillis, retries: $0.retries) })
     }
 }
 

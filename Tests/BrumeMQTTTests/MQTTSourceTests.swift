@@ -30,11 +30,11 @@ final class TestPublisher: Sendable {
 }
 
 func sourceConfig(port: Int, subscribe: [String], device: String = "{1}", metric: String = "{2}", payload: PayloadFormat = .number,
-                  clientID: String = "brume-test-src", persistent: Bool = true) -> MQTTSourceConfig {
-    MQTTSourceConfig(
-        connection: MQTTConnection(url: BrokerURL(tls: false, host: "127.0.0.1", port: port), clientID: clientID, username: nil, passwordFile: nil, tls: nil, keepAliveSeconds: 30),
+                  clientID: String = "brume-test-src", persistent: Bool = true) -> MQTTSourceOptions {
+    MQTTSourceOptions(
+        client: MQTTClientOptions(host: "127.0.0.1", port: port, clientID: clientID, cleanSession: !persistent, keepAlive: 30),
         subscribe: subscribe, qos: 1, device: try! TopicTemplate.parse(device).get(), metric: try! TopicTemplate.parse(metric).get(),
-        payload: payload, persistentSession: persistent, ackAfterCommit: true)
+        payload: payload, ackAfterCommit: true)
 }
 
 @Suite(.serialized) struct MQTTSourceTests {
@@ -42,9 +42,9 @@ func sourceConfig(port: Int, subscribe: [String], device: String = "{1}", metric
         let dir = TestKit.tempDir()
         let broker = try Mosquitto(dir: dir)
         let sink = CollectingSink()
-        let numbers = MQTTSource(name: "n", config: sourceConfig(port: broker.port, subscribe: ["sensors/+/+"], clientID: "n"), password: nil, sink: sink, logger: Logger(label: "t"), now: { 42 })
-        let multi = MQTTSource(name: "m", config: sourceConfig(port: broker.port, subscribe: ["nodes/#"], metric: "", payload: .jsonObject(time: try JSONPointer("/ts")), clientID: "m"), password: nil, sink: sink, logger: Logger(label: "t"), now: { 42 })
-        let pointer = MQTTSource(name: "p", config: sourceConfig(port: broker.port, subscribe: ["meters/+/+"], device: "meter-{1}", payload: .jsonValue(value: try JSONPointer("/data/v"), time: try JSONPointer("/ts")), clientID: "p"), password: nil, sink: sink, logger: Logger(label: "t"), now: { 42 })
+        let numbers = MQTTSource(name: "n", options: sourceConfig(port: broker.port, subscribe: ["sensors/+/+"], clientID: "n"), sink: sink, logger: Logger(label: "t"), now: { 42 })
+        let multi = MQTTSource(name: "m", options: sourceConfig(port: broker.port, subscribe: ["nodes/#"], metric: "", payload: .jsonObject(time: try JSONPointer("/ts")), clientID: "m"), sink: sink, logger: Logger(label: "t"), now: { 42 })
+        let pointer = MQTTSource(name: "p", options: sourceConfig(port: broker.port, subscribe: ["meters/+/+"], device: "meter-{1}", payload: .jsonValue(value: try JSONPointer("/data/v"), time: try JSONPointer("/ts")), clientID: "p"), sink: sink, logger: Logger(label: "t"), now: { 42 })
         for s in [numbers, multi, pointer] { s.start() }
         defer { for s in [numbers, multi, pointer] { s.stop() } }
         #expect(TestKit.waitUntil(timeout: 10) { [numbers, multi, pointer].allSatisfy { $0.state == .connected } })
@@ -77,14 +77,14 @@ func sourceConfig(port: Int, subscribe: [String], device: String = "{1}", metric
         let broker = try Mosquitto(dir: dir)
         let sink = CollectingSink()
         let config = sourceConfig(port: broker.port, subscribe: ["s/+/+"], clientID: "persistent")
-        var src = MQTTSource(name: "s", config: config, password: nil, sink: sink, logger: Logger(label: "t"))
+        var src = MQTTSource(name: "s", options: config, sink: sink, logger: Logger(label: "t"))
         src.start()
         #expect(TestKit.waitUntil(timeout: 10) { src.state == .connected })
         usleep(200_000)
         src.stop()
         let pub = try TestPublisher(port: broker.port)
         for i in 1...50 { try pub.publish("s/d/m", "\(i)") }
-        src = MQTTSource(name: "s", config: config, password: nil, sink: sink, logger: Logger(label: "t"))
+        src = MQTTSource(name: "s", options: config, sink: sink, logger: Logger(label: "t"))
         src.start()
         defer { src.stop() }
         #expect(TestKit.waitUntil(timeout: 10) { sink.all.count == 50 })
@@ -96,7 +96,7 @@ func sourceConfig(port: Int, subscribe: [String], device: String = "{1}", metric
         let broker = try Mosquitto(dir: dir)
         let sink = CollectingSink()
         // A clean session: after the restart the subscription must be made again.
-        let src = MQTTSource(name: "s", config: sourceConfig(port: broker.port, subscribe: ["s/+/+"], clientID: "clean", persistent: false), password: nil, sink: sink, logger: Logger(label: "t"))
+        let src = MQTTSource(name: "s", options: sourceConfig(port: broker.port, subscribe: ["s/+/+"], clientID: "clean", persistent: false), sink: sink, logger: Logger(label: "t"))
         src.start()
         defer { src.stop() }
         #expect(TestKit.waitUntil(timeout: 10) { src.state == .connected })

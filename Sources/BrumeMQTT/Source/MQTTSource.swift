@@ -1,4 +1,3 @@
-import BrumeConfig
 import BrumeCore
 import Logging
 import Synchronization
@@ -16,18 +15,42 @@ import Glibc
 /// `ack = "after_commit"`, the default) a message is acknowledged to the broker
 /// only once its readings are committed to the outbox: a crash before the
 /// commit leaves it at the broker, which delivers it again.
+/// What an MQTT source needs (the Runtime maps `[[source]] kind = "mqtt"` to it).
+public struct MQTTSourceOptions: Sendable {
+    /// The field broker connection (`cleanSession` false keeps the session while away).
+    public var client: MQTTClientOptions
+    public var subscribe: [String]
+    public var qos: Int
+    public var device: TopicTemplate
+    public var metric: TopicTemplate
+    public var payload: PayloadFormat
+    /// QoS1: acknowledge a message only once its readings are durable.
+    public var ackAfterCommit: Bool
+
+    public init(client: MQTTClientOptions, subscribe: [String], qos: Int, device: TopicTemplate, metric: TopicTemplate,
+                payload: PayloadFormat, ackAfterCommit: Bool) {
+        self.client = client
+        self.subscribe = subscribe
+        self.qos = qos
+        self.device = device
+        self.metric = metric
+        self.payload = payload
+        self.ackAfterCommit = ackAfterCommit
+    }
+}
+
 public final class MQTTSource: Source {
     public let name: String
-    public let config: MQTTSourceConfig
+    public let options: MQTTSourceOptions
     public let stats = SourceStats()
     private let client: MQTTClient
     private let logger: Logger
     private let receiver: MessageReceiver
 
-    public init(name: String, config: MQTTSourceConfig, password: String?, sink: any ReadingSink, logger: Logger,
+    public init(name: String, options config: MQTTSourceOptions, sink: any ReadingSink, logger: Logger,
                 now: @escaping @Sendable () -> Int64 = wallClockMillis) {
         self.name = name
-        self.config = config
+        self.options = config
         var lg = logger
         lg[metadataKey: "source.name"] = "\(name)"
         self.logger = lg
@@ -37,13 +60,7 @@ public final class MQTTSource: Source {
         let handlers = MQTTHandlers(onConnect: { _, _, _ in receiver.connectedAt.store(monotonicNanos(), ordering: .relaxed) },
                                     onMessage: { topic, payload, _, _ in receiver.receive(topic: topic, payload: payload) },
                                     ackGate: gate)
-        let conn = config.connection
-        let options = MQTTClientOptions(
-            host: conn.url.host, port: conn.url.port, clientID: conn.clientID,
-            cleanSession: !(config.persistentSession && config.qos > 0),
-            keepAlive: conn.keepAliveSeconds, username: conn.username, password: password,
-            tls: conn.tls.map { MQTTTLS(caFile: $0.caFile, certFile: $0.certFile, keyFile: $0.keyFile, verifyHostname: $0.verifyHostname) })
-        client = MQTTClient(options: options, logger: lg, handlers: handlers)
+        client = MQTTClient(options: config.client, logger: lg, handlers: handlers)
         for f in config.subscribe { client.addSubscription(f, qos: Int32(config.qos)) }
     }
 
@@ -84,7 +101,7 @@ public final class MQTTSource: Source {
     }
 
     public func start() {
-        logger.info("MQTT source starting", metadata: ["mqtt.broker": "\(config.connection.url)", "mqtt.subscribe": "\(config.subscribe)"])
+        logger.info("MQTT source starting", metadata: ["mqtt.broker": "\(options.client.host):\(options.client.port)", "mqtt.subscribe": "\(options.subscribe)"])
         client.start()
     }
 
@@ -119,7 +136,7 @@ final class MessageReceiver: Sendable {
     let ackFilters = Mutex<[String]>([])
     let ackWaiters = Mutex<[(topic: String, payload: [UInt8]?, waiter: Waiter<String>)]>([])
 
-    init(name: String, config: MQTTSourceConfig, sink: any ReadingSink, stats: SourceStats, logger: Logger, now: @escaping @Sendable () -> Int64) {
+    init(name: String, config: MQTTSourceOptions, sink: any ReadingSink, stats: SourceStats, logger: Logger, now: @escaping @Sendable () -> Int64) {
         self.name = name
         self.device = config.device
         self.metric = config.metric

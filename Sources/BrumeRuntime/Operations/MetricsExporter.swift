@@ -1,5 +1,4 @@
 import BrumeCore
-import BrumeModbus
 import BrumeStore
 import CoreMetrics
 import Prometheus
@@ -102,15 +101,10 @@ final class MetricsExporter: Sendable {
             counter("brume_source_messages_total", l, src.stats.messages.current)
             for (reason, n) in src.stats.errors.snapshot { counter("brume_source_errors_total", l + [("reason", reason)], n) }
             gauge("brume_source_up", l, src.state == .connected ? 1 : 0)
-            if let bus = src as? ModbusBus {
-                for d in bus.devices {
-                    let dl = [("source", src.name), ("device", d.name)]
-                    counter("brume_modbus_requests_total", dl, d.requests)
-                    counter("brume_modbus_timeouts_total", dl, d.timeouts)
-                    for (code, n) in d.exceptions { counter("brume_modbus_exceptions_total", dl + [("code", "\(code)")], n) }
-                    if let avg = d.latencyMillisAvg { gauge("brume_modbus_latency_seconds_avg", dl, avg / 1000) }
-                    gauge("brume_modbus_device_up", dl, d.health == .online ? 1 : 0)
-                }
+            for d in src.details() {
+                let dl = [("source", src.name), ("device", d.name)]
+                for c in d.counters { counter(c.name, dl + c.labels, Int64(c.value)) }
+                for x in d.gauges { gauge(x.name, dl + x.labels, x.value) }
             }
         }
         for (source, devices) in g.live.snapshot {

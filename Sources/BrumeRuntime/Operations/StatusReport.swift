@@ -1,9 +1,6 @@
 import BrumeConfig
 import BrumeCore
-import BrumeModbus
 import BrumeRules
-import BrumeMQTT
-import BrumeSerial
 import BrumeStore
 import Logging
 
@@ -79,17 +76,10 @@ extension Gateway {
         let latest = live.snapshot
         var sourcesJSON: [JSONValue] = []
         for src in sources {
-            let kind: String
-            var modbusDevices: [String: ModbusDeviceStats] = [:]
+            let kind = src.kind
+            var details: [String: DeviceDetails] = [:]
             var deviceOrder: [String] = []
-            switch src {
-            case let bus as ModbusBus:
-                kind = "modbus"
-                for d in bus.devices { modbusDevices[d.name] = d; deviceOrder.append(d.name) }
-            case is SerialSource: kind = "serial"
-            case is MQTTSource: kind = "mqtt"
-            default: kind = "other"
-            }
+            for d in src.details() { details[d.name] = d; deviceOrder.append(d.name) }
             let seen = latest[src.name] ?? [:]
             for d in seen.keys.sorted() where !deviceOrder.contains(d) { deviceOrder.append(d) }
             var devices: [JSONValue] = []
@@ -101,24 +91,16 @@ extension Gateway {
                     return obj([("metric", .string(m)), ("value", e.value.json), ("time_ms", num(e.received)), ("reading_time_ms", num(e.time))])
                 }
                 var state = "online"
-                var modbusJSON: JSONValue = .null
-                if let st = modbusDevices[name] {
-                    state = st.health == .unknown ? "connecting" : st.health.rawValue
-                    modbusJSON = obj([
-                        ("unit", num(Int64(st.unit))), ("requests", num(st.requests)), ("responses", num(st.responses)), ("timeouts", num(st.timeouts)),
-                        ("bad_responses", num(st.badResponses)),
-                        ("exceptions", obj(st.exceptions.sorted { $0.key < $1.key }.map { ("\($0.key)", .number(Double($0.value))) })),
-                        ("latency_ms_avg", st.latencyMillisAvg.map { .number(($0 * 10).rounded() / 10) } ?? .null),
-                        ("latency_ms_max", st.responses > 0 ? .number((st.latencyMillisMax * 10).rounded() / 10) : .null),
-                        ("consecutive_failures", num(Int64(st.consecutiveFailures))), ("next_probe_ms", num(st.nextProbeMillis)),
-                        ("overruns", num(st.overruns)),
-                        ("point_errors", obj(st.pointErrors.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })),
-                    ])
+                if let d = details[name], let s = d.state {
+                    state = s
                 } else if let last, now - last > 120_000 {
                     state = "stale"
                 }
-                devices.append(obj([("name", .string(name)), ("state", .string(state)), ("last_reading_ms", num(last)),
-                                    ("metrics", .array(metricsJSON)), ("modbus", modbusJSON)]))
+                var fields: [(String, JSONValue)] = [("name", .string(name)), ("state", .string(state)), ("last_reading_ms", num(last)),
+                                                     ("metrics", .array(metricsJSON))]
+                // The kind's own details under its name ("modbus": {...}).
+                if let d = details[name] { fields.append((kind, d.status)) }
+                devices.append(obj(fields))
             }
             // When the gateway last received something from it (a replayed or buffered device may send old timestamps).
             let received = seen.values.flatMap { $0.values.map(\.received) }.max()

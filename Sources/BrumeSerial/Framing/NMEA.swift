@@ -186,7 +186,8 @@ struct NMEAState: Sendable {
             }
             if let knots {
                 let kmh = ((knots * 1.852) * 1e6).rounded() / 1e6
-                out.append(Reading(device: c.device, metric: "speed", time: t, value: .number(kmh)))
+                // A field of 300+ digits is finite as knots but not as km/h × 1e6.
+                if kmh.isFinite { out.append(Reading(device: c.device, metric: "speed", time: t, value: .number(kmh))) }
             }
             if let course { out.append(Reading(device: c.device, metric: "course", time: t, value: .number(course))) }
         }

@@ -259,12 +259,8 @@ actor OAuth2TokenSource {
         guard resp.status.code == 200 else { throw UplinkError("token endpoint answered HTTP \(resp.status.code)") }
         let json = try JSONParser.parse(Array(body.readableBytesView))
         guard case .string(let token)? = json["access_token"], !token.isEmpty else { throw UplinkError("token endpoint answer has no access_token") }
-        var lifetime: Double = 3600
-        // From the network: any number (NaN is not one in JSON, but 1e300 and -5 are).
-        if case .number(let e)? = json["expires_in"], e.isFinite { lifetime = min(max(e, 1), 365 * 86_400) }
-        let margin = min(60, lifetime / 10)
-        cached = (token, monotonicNanos() &+ UInt64(max(1, lifetime - margin) * 1e9))
-        logger.info("OAuth2 token obtained", metadata: ["oauth2.expires_in_s": "\(Int(lifetime))"])
+        cached = (token, TokenLifetime.deadline(json, now: monotonicNanos()))
+        logger.info("OAuth2 token obtained", metadata: ["oauth2.refresh_in_s": "\(Int(TokenLifetime.useFor(json)))"])
         return token
     }
 

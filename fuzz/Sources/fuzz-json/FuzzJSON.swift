@@ -17,6 +17,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         return 0
     }
     invariant(jsonAllFinite(doc), "non-finite number in \(doc)")
+    // Every document as a token endpoint's answer: the lifetime never traps and stays sane.
+    let use = TokenLifetime.useFor(doc)
+    invariant(use >= 1 && use <= 365 * 86_400, "token lifetime \(use) s")
+    _ = TokenLifetime.deadline(doc, now: UInt64.max - 1)
 
     // Round trip through the compact serialisation.
     var text: [UInt8] = []

@@ -3,12 +3,27 @@
 // metric, strings at most maxStringBytes; .number/.jsonValue give exactly one reading; a plain
 // number equals the C library's correctly rounded conversion of the trimmed text.
 import BrumeCore
+import BrumeRules
 import FuzzSupport
 
 let valuePointers: [JSONPointer] = ["/v", "", "/data/v", "/a/0", "/~1x"].map { try! JSONPointer($0) }
 let timePointers: [JSONPointer?] = [nil, try! JSONPointer("/ts"), try! JSONPointer("/t"), try! JSONPointer("/data/ts")]
 let sentinel = Reading(device: "sentinel", metric: "sentinel", time: -1, value: .bool(true))
 let receivedAt: Int64 = 1_764_169_999_000
+/// Readings go on through rules that do arithmetic on their times (a payload's timestamp at
+/// ±9e24 ms once overflowed `min_interval` and crashed the gateway): rate limit, deadband with
+/// heartbeat, tumbling and session windows with late tolerance.
+let engine: RulesEngine = {
+    let specs = [
+        RuleSpec(name: "rate", match: ["dev/*"], minIntervalMillis: 1_000),
+        RuleSpec(name: "band", match: ["**"], deadband: 0.5, heartbeatMillis: 60_000),
+        RuleSpec(name: "win", match: ["dev/**"], window: WindowSpec(.tumbling(sizeMillis: 60_000)), emit: [.avg, .min, .max, .count],
+                 keepRaw: true, lateToleranceMillis: 5_000),
+        RuleSpec(name: "sess", match: ["**"], window: WindowSpec(.session(gapMillis: 30_000)), emit: [.sum, .stddev], keepRaw: true),
+    ]
+    guard case .success(let compiled) = RulesCompiler.compile(rules: specs, derived: [], triggers: []) else { fatalError("fuzz rules do not compile") }
+    return RulesEngine(rules: compiled, clock: { receivedAt })
+}()
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
@@ -37,6 +52,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let readings = out.dropFirst()
     invariant(!readings.isEmpty, "success without a reading")
     invariant(allFinite(readings), "non-finite reading: \(readings)")
+    // Times stay where arithmetic on them cannot overflow (±1e14 ms, year ±5138).
+    invariant(readings.allSatisfy { $0.time.magnitude < 100_000_000_000_000 }, "time out of range: \(readings.map(\.time))")
+    _ = engine.process(Array(readings))
+    _ = engine.tick()
     invariant(payload.count <= decoder.maxBytes, "payload over maxBytes accepted")
     for r in readings {
         invariant(r.device == "dev", "device changed: \(r)")
