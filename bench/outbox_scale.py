@@ -42,7 +42,7 @@ def main():
         cloudb.stop()                      # away until the drain
         cloud_port = cloudb.port
         data = os.path.join(sc.tmp, "var")
-        api = free_port()
+        api = chaos.free_port()
         cfg = f"""[gateway]
 id = "gw-scale"
 data_dir = "{data}"

@@ -1,0 +1,158 @@
+import BrumeCore
+import BrumeRules
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Builder {
+    func resourceClaims(_ s: SourceConfig) -> [String] {
+        switch s.kind {
+        case .mqtt(let m): return ["MQTT client id \"\(m.connection.clientID)\" on \(m.connection.url)"]
+        case .serial(let c): return ["serial port \(c.port)"]
+        case .modbus(let m):
+            if case .rtu(let port, _, _, _, _, _) = m.transport { return ["serial port \(port)"] }
+            return []
+        }
+    }
+
+
+    /// Source kinds of the configuration: `kind = "..."` → its settings parser. One line per
+    /// kind (the runtime side is `BrumeRuntime/Kinds/SourceKinds.swift`).
+    static let sourceKinds: [(name: String, parse: @Sendable (Builder, TableReader, _ name: String, _ gateway: String) -> SourceConfig.Kind?)] = [
+        ("mqtt", { b, r, name, gw in b.buildMQTTSource(r, name: name, gateway: gw).map { .mqtt($0) } }),
+        ("serial", { b, r, name, _ in b.buildSerial(r, name: name).map { .serial($0) } }),
+        ("modbus", { b, r, name, _ in b.buildModbus(r, name: name).map { .modbus($0) } }),
+    ]
+
+    func buildSource(_ r: TableReader, gateway: String) -> SourceConfig? {
+        defer { r.finish() }
+        let name = r.string("name", required: true)
+        if let n = name, n.isEmpty || !n.unicodeScalars.allSatisfy(isNameScalar) {
+            r.error(r.position(of: "name"), "\"name\" must be non-empty and use only letters, digits, '.', '_' and '-'")
+        }
+        let names = Builder.sourceKinds.map(\.name)
+        guard let kindName = r.oneOf("kind", names), let kind = Builder.sourceKinds.first(where: { $0.name == kindName }) else {
+            if r.table["kind"] == nil {
+                r.error(r.table.position, "missing required key \"kind\" (\(names.map { "\"\($0)\"" }.joined(separator: ", ")))")
+            }
+            r.markAllKnown()
+            return nil
+        }
+        guard let settings = kind.parse(self, r, name ?? kindName, gateway), let name else { return nil }
+        return SourceConfig(name: name, kind: settings)
+    }
+
+    /// `kind = "mqtt"`: topics of a field broker → readings.
+    func buildMQTTSource(_ r: TableReader, name: String, gateway: String) -> MQTTSourceConfig? {
+        let conn = connection(r, defaultClientID: "brume-\(gateway)-\(name)")
+        var filters: [String] = []
+        var maxLevels: Int? = 0
+        if let subs = r.stringArray("subscribe") {
+            if subs.isEmpty { r.error(r.position(of: "subscribe"), "\"subscribe\" needs at least one topic filter") }
+            for (f, pos) in subs {
+                if let why = topicFilterProblem(f) { r.error(pos, "invalid topic filter \"\(f)\": \(why)"); maxLevels = nil; continue }
+                filters.append(f)
+                let levels = f.split(separator: "/", omittingEmptySubsequences: false)
+                if levels.last == "#" { maxLevels = nil } else if let m = maxLevels { maxLevels = max(m, levels.count) }
+            }
+        } else {
+            maxLevels = nil
+            r.error(r.table.position, "missing required key \"subscribe\" (e.g. subscribe = [\"sensors/+/+\"])")
+        }
+        if filters.isEmpty { maxLevels = nil }
+        let qos = r.int("qos", range: 0...1) ?? 1
+        func template(_ key: String, default d: String) -> TopicTemplate? {
+            let given = r.string(key)
+            let text = given ?? d
+            switch TopicTemplate.parse(text) {
+            case .success(let t):
+                if let ml = maxLevels, let used = t.maxLevel, used >= ml {
+                    let levels = ml == 1 ? "1 level" : "\(ml) levels"
+                    if given == nil {
+                        r.error(r.position(of: "subscribe"), "the default \(key) = \"\(d)\" needs topics with at least \(used + 1) levels but the subscribed topics have \(levels): set \(key) = \"...\" (a name, or {0} to {\(ml - 1)})")
+                    } else {
+                        r.error(r.position(of: key), "\"\(key)\" uses topic level {\(used)} but the subscribed topics have only \(levels) ({0} to {\(ml - 1)})")
+                    }
+                    return nil
+                }
+                return t
+            case .failure(let why): r.error(r.position(of: key), "\"\(key)\": \(why)"); return nil
+            }
+        }
+        let payload = payloadFormat(r)
+        if payload == nil { maxLevels = nil } // a broken payload says nothing about the metric
+        let device = template("device", default: "{1}")
+        let metricDefault: String
+        if case .jsonObject? = payload { metricDefault = "" } else { metricDefault = "{2}" }
+        let metric = template("metric", default: metricDefault)
+        if let metric, metric.parts.isEmpty, let payload {
+            if case .jsonObject = payload {} else {
+                r.error(r.position(of: "metric"), "\"metric\" is empty: with this payload every reading needs a metric name (e.g. metric = \"{2}\" or \"temperature\")")
+            }
+        }
+        let persistent = r.bool("persistent_session") ?? true
+        let ackAfterCommit = r.oneOf("ack", ["after_commit", "on_receipt"]).map { $0 == "after_commit" } ?? true
+        if qos == 0 {
+            for k in ["ack", "persistent_session"] where r.table[k] != nil {
+                sink.warning(r.table.entry(k)!.keyPosition, "\(r.context): \"\(k)\" has no effect with qos = 0")
+            }
+        }
+        guard let conn, let device, let metric, let payload, !filters.isEmpty else { return nil }
+        return MQTTSourceConfig(connection: conn, subscribe: filters, qos: Int(qos), device: device, metric: metric, payload: payload,
+                                persistentSession: persistent, ackAfterCommit: ackAfterCommit)
+    }
+
+    func payloadFormat(_ r: TableReader) -> PayloadFormat? {
+        guard let n = r.node("payload") else { return .number }
+        switch n.value {
+        case .string(let s):
+            switch s {
+            case "number": return .number
+            case "json": return .jsonObject(time: nil)
+            default:
+                r.error(n.position, "\"payload\" must be \"number\", \"json\" or { json = { value = \"/pointer\", time = \"/pointer\" } }, got \"\(s)\"")
+                return nil
+            }
+        case .table(let t):
+            let pr = TableReader(t, context: "\(r.context) payload", sink: sink)
+            defer { pr.finish() }
+            guard let j = pr.subtable("json", context: "\(r.context) payload.json") else {
+                if t.entries.isEmpty { pr.error(t.position, "expected { json = { value = \"/v\", time = \"/ts\" } }") }
+                return nil
+            }
+            defer { j.finish() }
+            func pointer(_ key: String) -> JSONPointer?? {
+                guard let s = j.string(key) else { return .some(nil) }
+                do { return .some(try JSONPointer(s)) } catch {
+                    j.error(j.position(of: key), "\"\(key)\": invalid JSON pointer \"\(s)\": it must start with \"/\" (like \"/v\" or \"/data/temp\")")
+                    return nil
+                }
+            }
+            let valueP = pointer("value")
+            let timeP = pointer("time")
+            guard let value = valueP, let time = timeP else { return nil }
+            if let value { return .jsonValue(value: value, time: time) }
+            return .jsonObject(time: time)
+        default:
+            r.error(n.position, "\"payload\" must be \"number\", \"json\" or a table, not \(article(n.typeName))")
+            return nil
+        }
+    }
+}
+
+func isNameScalar(_ c: Unicode.Scalar) -> Bool {
+    (c.isASCII && c.properties.isAlphabetic) || ("0"..."9").contains(c) || c == "." || c == "_" || c == "-"
+}
+
+/// MQTT 3.1.1 topic filter rules.
+func topicFilterProblem(_ f: String) -> String? {
+    if f.isEmpty { return "empty" }
+    if f.utf8.count > 65535 { return "longer than 65535 bytes" }
+    let levels = f.split(separator: "/", omittingEmptySubsequences: false)
+    for (i, l) in levels.enumerated() {
+        if l.contains("#") && (l != "#" || i != levels.count - 1) { return "\"#\" must be a whole level and the last one" }
+        if l.contains("+") && l != "+" { return "\"+\" must be a whole level" }
+    }
+    return nil
+}
