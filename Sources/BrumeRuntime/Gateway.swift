@@ -116,7 +116,7 @@ final class Pipeline: ReadingSink {
 /// One running gateway: the outbox, the uplink and the sources, started in
 /// that order and stopped in reverse so that a shutdown drains the sources
 /// into the outbox before SQLite closes.
-public final class Gateway: Service, Sendable {
+public final class Gateway: Sendable {
     public let config: GatewayConfig
     let configPath: String?
     let currentConfig: Locked<GatewayConfig>
@@ -202,122 +202,122 @@ public final class Gateway: Service, Sendable {
         }
     }
 
-    public func run() async throws {
+    /// The gateway as an ordered list of services for swift-service-lifecycle's `ServiceGroup`:
+    /// storage → uplinks → rules → sources → commands → operations. The group stops them in
+    /// reverse order, each after the one above has finished: operations (API, signals) first,
+    /// then commands (safe states, while the sources that reach the actuators still run), the
+    /// sources (whatever they read is handed over), the rules (open windows emitted, the outbox
+    /// committed), the uplinks (in-flight batches acknowledged, up to 2 s), and the storage last
+    /// (the writer stopped, SQLite closed).
+    func services() -> [ServiceGroupConfiguration.ServiceConfiguration] {
+        let outbox = self.outbox, pipeline = self.pipeline, logger = self.logger, config = self.config
+        var list: [Stage] = []
+        list.append(Stage("storage", stop: {
+            outbox.stop()
+            outbox.close()
+            let end = outbox.stats
+            logger.info("brume stopped", metadata: ["outbox.buffered": "\(end.bufferedReadings)", "outbox.delivered": "\(end.delivered)"])
+        }))
+        for u in uplinks {
+            list.append(Stage("uplink \(u.config.name)", loops: [{ await u.run() }], stop: { await u.shutdown() }))
+        }
+        list.append(Stage("rules", loops: [{
+            // Time-based rule output: window closes, heartbeats, debounce expiries.
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(100))
+                if let rules = pipeline.rules { pipeline.deliver(rules.tick()) }
+            }
+        }], stop: {
+            if let rules = pipeline.rules { pipeline.deliver(rules.flush()) } // open windows are emitted
+            outbox.flush()
+        }))
+        list.append(Stage("sources", start: { for s in self.sources { s.start() } }, stop: {
+            logger.info("shutting down: stopping sources, committing the outbox")
+            for s in self.sources { s.stop() }
+        }))
+        if let commands {
+            list.append(Stage("commands", loops: [{ await commands.run() }, {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(1))
+                    commands.checkSafeStates(uplinkOnline: self.commandUplinkOnline)
+                }
+            }], stop: {
+                await commands.applyShutdownSafeStates()
+                commands.stop()
+            }))
+        }
+        var ops: [@Sendable () async -> Void] = [{ await self.reportPeriodically() }]
+        if configPath != nil {
+            ops.append { for await _ in await UnixSignalsSequence(trapping: .sighup) { self.reload() } }
+        }
+        if config.api.enabled {
+            let api = config.api
+            ops.append { await APIServer.run(gateway: self, config: api, logger: logger) }
+        }
+        if let every = config.api.selfTelemetryMillis {
+            ops.append {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(every))
+                    if Task.isCancelled { return }
+                    self.pipeline.accept(self.selfTelemetry(), from: "brume")
+                }
+            }
+        }
+        if let interval = SystemdNotify.watchdogInterval {
+            let restartAfter = self.restartAfter
+            ops.append {
+                // The ping proves the async runtime runs and the outbox writer loops; if the
+                // writer is stuck, or a storage fault only a restart clears lasts, systemd
+                // restarts the gateway (the corrupt-file recovery runs at start, a replaced data
+                // folder is opened anew).
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: interval)
+                    let stalled = outbox.writerStalledNanos()
+                    if let fault = outbox.storageFault, fault.needsRestart, fault.age() >= restartAfter {
+                        logger.critical("outbox storage fault: not pinging the systemd watchdog",
+                                        metadata: ["fault": "\(fault.kind.rawValue)", "detail": "\(fault.detail)"])
+                    } else if stalled < 10_000_000_000 {
+                        SystemdNotify.send("WATCHDOG=1")
+                    } else {
+                        logger.critical("outbox writer stalled: not pinging the systemd watchdog", metadata: ["stalled_s": "\(stalled / 1_000_000_000)"])
+                    }
+                }
+            }
+        }
+        list.append(Stage("operations", start: {
+            self.running.store(true, ordering: .releasing)
+            SystemdNotify.send("READY=1\nSTATUS=running: \(self.sources.count) sources, uplink \(config.uplinks.first?.name ?? "-")")
+        }, loops: ops, stop: {
+            self.running.store(false, ordering: .releasing)
+            self.broadcaster.finishAll() // live streams end, so the HTTP server can stop
+            SystemdNotify.send("STOPPING=1")
+        }, cancelLoopsFirst: true))
+        // A storage fault that only a restart clears: without a watchdog (or if it did not act),
+        // the gateway stops by itself a little later, and `runGateway` throws (exit status 4),
+        // so Restart=on-failure (or any supervisor) starts it on a sound file.
+        let restartAfter = self.restartAfter, faultExit = self.faultExit
+        let watch = Stage("storage watch", loops: [{
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                if let fault = outbox.storageFault, fault.needsRestart, fault.age() >= restartAfter + restartAfter / 2 {
+                    logger.critical("outbox storage fault: exiting so that the service restarts",
+                                    metadata: ["fault": "\(fault.kind.rawValue)", "detail": "\(fault.detail)"])
+                    faultExit.withLock { $0 = fault }
+                    return
+                }
+            }
+        }], endsWithFirstLoop: true)
+        return (list + [watch]).map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup) }
+    }
+
+    /// Before the services run: the outbox writer starts, so that sources find it committing.
+    func start() {
         let st = outbox.stats
         logger.info("brume starting", metadata: [
             "gateway.id": "\(config.gateway.id)", "outbox.buffered": "\(st.bufferedReadings)",
             "outbox.unacked_batches": "\(outbox.unackedBatches().count)", "sources": "\(sources.count)",
         ])
         outbox.start()
-        await withTaskGroup(of: Void.self) { group in
-            for u in uplinks { group.addTask { await u.run() } }
-            group.addTask { await self.reportPeriodically() }
-            for s in sources { s.start() }
-            if let commands {
-                group.addTask { await commands.run() }
-                group.addTask {
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: .seconds(1))
-                        commands.checkSafeStates(uplinkOnline: self.commandUplinkOnline)
-                    }
-                }
-            }
-            let pipeline = self.pipeline
-            group.addTask {
-                // Time-based rule output: window closes, heartbeats, debounce expiries.
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(100))
-                    if let rules = pipeline.rules { pipeline.deliver(rules.tick()) }
-                }
-            }
-            if configPath != nil {
-                group.addTask {
-                    for await _ in await UnixSignalsSequence(trapping: .sighup) {
-                        self.reload()
-                    }
-                }
-            }
-            if config.api.enabled {
-                let api = config.api
-                let logger = self.logger
-                group.addTask { await APIServer.run(gateway: self, config: api, logger: logger) }
-            }
-            if let every = config.api.selfTelemetryMillis {
-                group.addTask {
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: .milliseconds(every))
-                        if Task.isCancelled { return }
-                        self.pipeline.accept(self.selfTelemetry(), from: "brume")
-                    }
-                }
-            }
-            running.store(true, ordering: .releasing)
-            SystemdNotify.send("READY=1\nSTATUS=running: \(sources.count) sources, uplink \(config.uplinks.first?.name ?? "-")")
-            let restartAfter = self.restartAfter
-            if let interval = SystemdNotify.watchdogInterval {
-                let outbox = self.outbox
-                let logger = self.logger
-                group.addTask {
-                    // The ping proves the async runtime runs and the outbox writer loops;
-                    // if the writer is stuck, systemd restarts the gateway.
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: interval)
-                        let stalled = outbox.writerStalledNanos()
-                        if let fault = outbox.storageFault, fault.needsRestart, fault.age() >= restartAfter {
-                            // Only a restart clears it: let systemd restart us (the corrupt-file
-                            // recovery runs at start, a replaced data folder is opened anew).
-                            logger.critical("outbox storage fault: not pinging the systemd watchdog",
-                                            metadata: ["fault": "\(fault.kind.rawValue)", "detail": "\(fault.detail)"])
-                        } else if stalled < 10_000_000_000 {
-                            SystemdNotify.send("WATCHDOG=1")
-                        } else {
-                            logger.critical("outbox writer stalled: not pinging the systemd watchdog", metadata: ["stalled_s": "\(stalled / 1_000_000_000)"])
-                        }
-                    }
-                }
-            }
-            // Until SIGTERM/SIGINT, or a storage fault that only a restart clears.
-            let outbox = self.outbox
-            let faultExit = self.faultExit
-            let logger = self.logger
-            await withTaskGroup(of: Void.self) { wait in
-                wait.addTask { try? await gracefulShutdown() }
-                wait.addTask {
-                    // Without a watchdog (or if it did not act), exit by ourselves a little later:
-                    // Restart=on-failure (or any supervisor) starts a gateway on a sound file.
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: .seconds(1))
-                        if let fault = outbox.storageFault, fault.needsRestart,
-                           fault.age() >= restartAfter + restartAfter / 2 {
-                            logger.critical("outbox storage fault: exiting so that the service restarts",
-                                            metadata: ["fault": "\(fault.kind.rawValue)", "detail": "\(fault.detail)"])
-                            faultExit.withLock { $0 = fault }
-                            return
-                        }
-                    }
-                }
-                await wait.next()
-                wait.cancelAll()
-            }
-            running.store(false, ordering: .releasing)
-            broadcaster.finishAll() // live streams end, so the HTTP server can stop
-            SystemdNotify.send("STOPPING=1")
-            logger.info("shutting down: stopping sources, committing the outbox")
-            if let commands {
-                await commands.applyShutdownSafeStates()
-                commands.stop()
-            }
-            for s in sources { s.stop() }
-            if let rules = pipeline.rules { pipeline.deliver(rules.flush()) } // open windows are emitted
-            outbox.flush()
-            await withTaskGroup(of: Void.self) { g in for u in uplinks { g.addTask { await u.shutdown() } } }
-            group.cancelAll()
-        }
-        outbox.stop()
-        outbox.close()
-        let end = outbox.stats
-        logger.info("brume stopped", metadata: ["outbox.buffered": "\(end.bufferedReadings)", "outbox.delivered": "\(end.delivered)"])
-        if let fault = faultExit.withLock({ $0 }) { throw StorageFaultExit(fault: fault) }
     }
 
     /// A storage fault that only a restart clears is waited out this long (it may be a
@@ -524,11 +524,10 @@ public final class Gateway: Service, Sendable {
 /// Runs a gateway until SIGTERM or SIGINT, then shuts it down gracefully.
 public func runGateway(config: GatewayConfig, configPath: String? = nil, logger: Logger) async throws {
     let gateway = try Gateway(config: config, configPath: configPath, logger: logger)
-    let group = ServiceGroup(configuration: .init(
-        services: [.init(service: gateway, successTerminationBehavior: .gracefullyShutdownGroup)],
-        gracefulShutdownSignals: [.sigterm, .sigint],
-        logger: logger))
+    gateway.start()
+    let group = ServiceGroup(configuration: .init(services: gateway.services(), gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     try await group.run()
+    if let fault = gateway.faultExit.withLock({ $0 }) { throw StorageFaultExit(fault: fault) }
 }
 
 extension String {

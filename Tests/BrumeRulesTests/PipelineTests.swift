@@ -183,34 +183,3 @@ struct PipelineTests {
         #expect(e.stats()["w"]?.errors == 1)
     }
 }
-
-@Suite("Performance")
-struct PerformanceTests {
-    /// Cost per reading with 100 rules (run with `swift test -c release --filter Performance`).
-    @Test func hundredRules() throws {
-        var rules: [RuleSpec] = []
-        for i in 0..<100 {
-            switch i % 4 {
-            case 0: rules.append(RuleSpec(match: ["dev\(i % 10)/*"], dropIf: x("value < -40 || value > 150")))
-            case 1: rules.append(RuleSpec(match: ["*/m\(i % 7)"], scale: 1.01, value: x("clamp(round(value, 2), -100, 200)")))
-            case 2: rules.append(RuleSpec(match: ["dev\(i % 10)/m\(i % 7)"], window: WindowSpec(.tumbling(sizeMillis: 1000)), emit: [.avg, .max], keepRaw: true))
-            default: rules.append(RuleSpec(match: ["**"], flagIf: x("abs(value) > 140")))
-            }
-        }
-        let clock = ManualClock(0)
-        let e = try engine(rules: rules, triggers: [TriggerSpec(name: "t", when: x("dev1/m1 > 90"), event: "x")], clock: clock)
-        var rng = SplitMix64(seed: 7)
-        let n = 20_000
-        let input = (0..<n).map { k in r("dev\(k % 10)", "m\(k % 7)", Int64(k) * 10, Double.random(in: -50...160, using: &rng)) }
-        let start = ContinuousClock.now
-        var produced = 0
-        for chunk in stride(from: 0, to: n, by: 100) {
-            produced += e.process(Array(input[chunk..<min(n, chunk + 100)])).readings.count
-        }
-        let elapsed = ContinuousClock.now - start
-        let ns = Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
-        let applications = e.stats().values.reduce(0) { $0 + $1.in }
-        print("rules perf: 100 rules, \(n) readings, \(produced) out, \(applications) rule applications: \(Int(ns / Double(n))) ns/reading, \(Int(ns / Double(applications))) ns/application")
-        #expect(produced > 0)
-    }
-}
