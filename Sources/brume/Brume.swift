@@ -200,15 +200,4 @@ enum ClockFault {
 
 /// Starts a detached thread running `body`.
 @discardableResult
-func Thread_start(_ body: @escaping @Sendable () -> Void) -> pthread_t {
-    final class Box: @unchecked Sendable { let f: @Sendable () -> Void; init(_ f: @escaping @Sendable () -> Void) { self.f = f } }
-    var tid = pthread_t()
-    let box = Unmanaged.passRetained(Box(body))
-    pthread_create(&tid, nil, { arg in
-        let b = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
-        b.f()
-        return nil
-    }, box.toOpaque())
-    pthread_detach(tid)
-    return tid
-}
+func Thread_start(_ body: @escaping @Sendable () -> Void) -> pthread_t { DedicatedThread.start("brume-cli", detached: true, body) }

@@ -235,15 +235,7 @@ public final class MQTTClient: @unchecked Sendable {
     public func start() {
         guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
         stateGauge.set(.connecting)
-        let box = Unmanaged.passRetained(self)
-        var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { arg in
-            let client = Unmanaged<MQTTClient>.fromOpaque(arg!).takeRetainedValue()
-            client.runLoop()
-            return nil
-        }, box.toOpaque())
-        precondition(rc == 0, "pthread_create failed: \(rc)")
-        thread = tid
+        thread = DedicatedThread.start("mqtt-\(options.clientID)") { self.runLoop() }
     }
 
     /// Disconnects cleanly (the will is not published) and joins the thread.

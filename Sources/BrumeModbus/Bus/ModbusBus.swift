@@ -135,14 +135,7 @@ public final class ModbusBus: Source, @unchecked Sendable {
         guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
         logger.info("modbus bus starting", metadata: ["modbus.transport": "\(options.transport)", "modbus.devices": "\(options.devices.count)",
                                                       "modbus.requests_per_cycle": "\(blocksByDevice.map(\.count).reduce(0, +))"])
-        let box = Unmanaged.passRetained(self)
-        var tid = pthread_t()
-        precondition(pthread_create(&tid, nil, { arg in
-            let s = Unmanaged<ModbusBus>.fromOpaque(arg!).takeRetainedValue()
-            s.runLoop()
-            return nil
-        }, box.toOpaque()) == 0)
-        thread = tid
+        thread = DedicatedThread.start("modbus-\(options.name)") { self.runLoop() }
     }
 
     public func stop() {

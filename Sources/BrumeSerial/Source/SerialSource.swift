@@ -89,14 +89,7 @@ public final class SerialSource: Source, @unchecked Sendable {
     public func start() {
         guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
         logger.info("serial source starting", metadata: ["serial.port": "\(options.port)", "serial.baud": "\(options.settings.baud)"])
-        let box = Unmanaged.passRetained(self)
-        var tid = pthread_t()
-        precondition(pthread_create(&tid, nil, { arg in
-            let s = Unmanaged<SerialSource>.fromOpaque(arg!).takeRetainedValue()
-            s.runLoop()
-            return nil
-        }, box.toOpaque()) == 0)
-        thread = tid
+        thread = DedicatedThread.start("serial-\(options.name)") { self.runLoop() }
     }
 
     public func stop() {

@@ -82,15 +82,7 @@ public final class Outbox: @unchecked Sendable {
 
     public func start() {
         pendingLock.withLock { stopping = false }
-        let box = Unmanaged.passRetained(self)
-        var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { arg in
-            let outbox = Unmanaged<Outbox>.fromOpaque(arg!).takeRetainedValue()
-            outbox.writerLoop()
-            return nil
-        }, box.toOpaque())
-        precondition(rc == 0)
-        writerThread = tid
+        writerThread = DedicatedThread.start("outbox-writer") { self.writerLoop() }
     }
 
     /// Commits everything pending and stops the writer thread.
