@@ -5,7 +5,7 @@ duplicates and resent batches. Each scenario prints one JSON record and a
 PASS/FAIL verdict by the rules of docs/RELIABILITY.md.
 
 Usage: bench/chaos.sh [SCENARIO ...] [--quick]     (no scenario: all of them)
-Scenarios: kill9 power-cut cloud-down field-restart serial-replug disk-full corrupt-db
+Scenarios: kill9 power-cut io-error cloud-down field-restart serial-replug disk-full corrupt-db
            clock-jump clock-jump-restart sighup-storm uplink-flap
 """
 import argparse, json, os, random, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time
@@ -951,13 +951,61 @@ timeout = "2s"
     return rec
 
 
+def s_io_error(sc, quick):
+    """A failing SD card: the power-cut VFS makes every write and fsync of the outbox fail with
+    an I/O error while a flag file exists (BRUME_FAULT_IOERR_FILE). Expected: /readyz turns
+    not ready within ~1 s, the gateway exits with status 4 once the fault has lasted
+    fault_restart_after x 1.5 (3 s here), nothing is acknowledged meanwhile, and after the
+    restart (as systemd's Restart=on-failure would; the card works again) nothing is lost."""
+    flag = os.path.join(sc.tmp, "ioerr")
+    api = free_port()
+    extra = f'[api]\nlisten = "127.0.0.1:{api}"\n[buffer]\nfault_restart_after = "3s"\n'
+    rig = MqttRig(sc, extra=extra, env={"BRUME_FAULT_POWERCUT": "1", "BRUME_FAULT_IOERR_FILE": flag})
+    n = int(20 * RATE)
+    load = Load(sc, rig.field, n)
+    time.sleep(3)
+    open(flag, "w").close()
+    t_fault = time.monotonic()
+    t_notready = None
+    while time.monotonic() - t_fault < 10 and t_notready is None:
+        try:
+            import urllib.request
+            urllib.request.urlopen(f"http://127.0.0.1:{api}/readyz", timeout=1).read()
+        except Exception as e:
+            if getattr(e, "code", None) == 503: t_notready = time.monotonic()
+        time.sleep(0.1)
+    try:
+        code = rig.gw.p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        code = None
+    t_exit = time.monotonic()
+    rig.gw.exit_codes.append(code)
+    os.unlink(flag)
+    rig.gw.start(wait_connected=False)
+    t_up = time.monotonic()
+    gen = load.wait()
+    rec = {"scenario": "io-error", "quick": quick, "rate": RATE, "generated": n, "loadgen": gen,
+           "not_ready_after_s": r2(t_notready - t_fault) if t_notready else None,
+           "exit_code": code, "exit_after_s": r2(t_exit - t_fault),
+           "storage_fault_logged": len(rig.gw.find("outbox storage fault")) > 0}
+    want = load.seq_at(t_up)
+    rig.cloud.wait_max_seq(want, 20)
+    rec["recovery_s"] = r2((rig.cloud.first_seq_at_least(t_up, want) or t_up) - t_up)
+    rig.finish(rec, n)
+    rec["gateway_exit_codes"] = [c for c in rec["gateway_exit_codes"] if c != 4]
+    verdict(rec)
+    if code != 4: rec["fail_reasons"].append(f"exit code {code}, expected 4"); rec["result"] = "FAIL"
+    if t_notready is None or t_notready - t_fault > 2: rec["fail_reasons"].append("/readyz did not turn not ready within 2 s"); rec["result"] = "FAIL"
+    return rec
+
+
 def s_power_cut_normal(sc, quick):
     """The same cuts with synchronous = "normal": what the fsync per commit buys (evidence)."""
     return s_power_cut(sc, quick, sync="normal")
 
 
 SCENARIOS = {
-    "kill9": s_kill9, "power-cut": s_power_cut, "power-cut-normal": s_power_cut_normal, "cloud-down": s_cloud_down, "field-restart": s_field_restart, "serial-replug": s_serial_replug,
+    "kill9": s_kill9, "power-cut": s_power_cut, "power-cut-normal": s_power_cut_normal, "io-error": s_io_error, "cloud-down": s_cloud_down, "field-restart": s_field_restart, "serial-replug": s_serial_replug,
     "disk-full": s_disk_full, "corrupt-db": s_corrupt_db, "clock-jump": s_clock_jump, "clock-jump-restart": s_clock_jump_restart, "sighup-storm": s_sighup_storm,
     "uplink-flap": s_uplink_flap,
 }

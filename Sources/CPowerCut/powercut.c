@@ -114,6 +114,14 @@ static _Atomic unsigned long long pc_unsynced;
 static _Atomic unsigned int pc_leak_ppm;  /* leak probability, parts per million */
 static _Atomic int pc_discard_on_close;
 static _Atomic unsigned long long pc_seed;
+/* BRUME_FAULT_IOERR_FILE: while this file exists, writes and syncs of files whose path
+ * contains "outbox.db" fail with SQLITE_IOERR_WRITE / SQLITE_IOERR_FSYNC (a failing SD card,
+ * switched on and off by a test). Read once at registration. */
+static char pc_ioerr_file[512];
+
+static int pc_ioerr_now(PcNode *nd) {
+    return pc_ioerr_file[0] && nd && nd->path && strstr(nd->path, "outbox.db") && access(pc_ioerr_file, F_OK) == 0;
+}
 
 /* ------------------------------------------------------------------------ */
 /* PRNG                                                                      */
@@ -420,6 +428,7 @@ static int pcWrite(sqlite3_file *f, const void *buf, int amt, sqlite3_int64 off)
     PcFile *p = (PcFile *)f;
     PcNode *nd = p->node;
     if (!nd) return RM(f)->xWrite(REAL(f), buf, amt, off);
+    if (pc_ioerr_now(nd)) return SQLITE_IOERR_WRITE;
     int rc = SQLITE_OK;
     pthread_mutex_lock(&nd->mu);
     unsigned int ppm = atomic_load(&pc_leak_ppm);
@@ -481,6 +490,7 @@ static int pcSync(sqlite3_file *f, int flags) {
     PcFile *p = (PcFile *)f;
     PcNode *nd = p->node;
     if (!nd) return RM(f)->xSync(REAL(f), flags);
+    if (pc_ioerr_now(nd)) return SQLITE_IOERR_FSYNC;
     pthread_mutex_lock(&nd->mu);
     int rc = overlay_flush(p, nd);
     if (rc == SQLITE_OK) rc = RM(f)->xSync(REAL(f), flags);
@@ -687,6 +697,10 @@ static void pc_read_env(void) {
 
     s = getenv("BRUME_POWERCUT_DISCARD_ON_CLOSE");
     atomic_store(&pc_discard_on_close, s && *s && strcmp(s, "0") != 0);
+
+    s = getenv("BRUME_FAULT_IOERR_FILE");
+    pc_ioerr_file[0] = 0;
+    if (s && strlen(s) < sizeof pc_ioerr_file) strcpy(pc_ioerr_file, s);
 
     s = getenv("BRUME_POWERCUT_SEED");
     uint64_t seed;
