@@ -208,3 +208,57 @@ func uplinkStatus(_ rig: Rig, _ name: String) -> JSONValue? {
         #expect(r.mismatched_duplicate_batches == 0)
     }
 }
+
+/// Live first: after an outage, on a link capped at 100 KiB/s, fresh readings reach the cloud
+/// within 2 s while a 60,000-reading backlog drains behind them, flagged historical.
+@Suite(.serialized) struct LiveFirstEndToEndTests {
+    @Test func liveReadingsOvertakeTheBacklogOnACappedLink() throws {
+        let rig = try Rig(uplinkExtra: """
+            max_bytes_per_second = "100KiB"
+            """)
+        try rig.startGateway()
+        rig.cloud.stop()
+        let backlog = 60_000
+        let lg = try rig.loadgen(count: backlog, rate: 0)
+        #expect(lg.wait(timeout: 120) == 0)
+        #expect(TestKit.waitUntil(timeout: 30) { ((try? statusJSON(rig))?["buffer"]?["readings"]?.number ?? 0) >= Double(backlog) })
+        usleep(3_000_000) // the outage goes on a little: the backlog is not "just read"
+        // The cloud comes back; a collector notes when each reading arrives and its flag.
+        try rig.cloud.start()
+        let seen = Locked<[(v: Int, t: Int64, arrived: Int64, hist: Bool, backlogBefore: Int)]>([])
+        let backlogSeen = Locked(0)
+        let collector = MQTTClient(options: MQTTClientOptions(host: "127.0.0.1", port: rig.cloud.port, clientID: "live-first-\(UUID().uuidString.prefix(6))"),
+                                   logger: Logger(label: "collector"),
+                                   handlers: MQTTHandlers(onMessage: { _, payload, _, _ in
+                                       guard let b = try? TelemetryBatch.decode(payload) else { return }
+                                       let now = wallClockMillis()
+                                       var nBacklog = 0
+                                       for r in b.readings where r.device != "live" { nBacklog += 1 }
+                                       let before = backlogSeen.withLock { $0 += nBacklog; return $0 }
+                                       for r in b.readings where r.device == "live" {
+                                           if case .number(let v) = r.value { seen.withLock { $0.append((Int(v), r.time, now, b.historical, before)) } }
+                                       }
+                                   }))
+        collector.addSubscription("brume/+/telemetry", qos: 1)
+        collector.start()
+        defer { collector.stop() }
+        #expect(TestKit.waitUntil(timeout: 10) { collector.isConnected })
+        let field = try MQTTClient.testPublisher(port: rig.field.port)
+        // A live reading every 200 ms for 10 s, stamped when read.
+        for i in 1...50 {
+            try field.publish(topic: "load/live/level", payload: Array(#"{"v":\#(i),"ts":\#(wallClockMillis())}"#.utf8), qos: 1)
+            usleep(200_000)
+        }
+        #expect(TestKit.waitUntil(timeout: 20) { seen.withLock { $0.count } >= 50 })
+        let live = seen.withLock { $0 }
+        let delays = live.map { $0.arrived - $0.t }.sorted()
+        #expect(delays.last ?? .max <= 2000, "live delays ms: median \(delays[delays.count / 2]), max \(delays.last ?? -1)")
+        #expect(live.allSatisfy { !$0.hist }, "live readings are not historical")
+        // The backlog was still draining when the live readings arrived: they overtook it.
+        #expect(live.filter { $0.backlogBefore < backlog }.count >= 40, "backlog seen when the live readings arrived: \(live.map(\.backlogBefore).prefix(5))...")
+        // Then everything arrives once.
+        #expect(TestKit.waitUntil(timeout: 120) { backlogSeen.withLock { $0 } >= backlog }, "backlog at the cloud: \(backlogSeen.withLock { $0 }) of \(backlog)")
+        #expect(TestKit.waitUntil(timeout: 20) { ((try? statusJSON(rig))?["buffer"]?["readings"]?.number ?? 1) == 0 })
+        print("live first: 50 live readings during a \(backlog)-reading drain at 100 KiB/s: delay median \(delays[delays.count / 2]) ms, max \(delays.last!) ms")
+    }
+}

@@ -26,8 +26,33 @@ extension Outbox {
 
     /// Forms and records the next batch after everything already batched:
     /// up to `maxReadings` readings, or fewer once the oldest has waited `maxDelayMillis`.
-    public func nextBatch(uplink: String = "", maxReadings: Int, maxDelayMillis: Int64) -> NextBatch {
-        dbLock.withLock { _ in store.nextBatch(uplink: store.key(uplink), maxReadings: maxReadings, maxDelayMillis: maxDelayMillis) }
+    ///
+    /// Lanes: with `lane`, only sequence numbers in it are batched, after the last batch
+    /// recorded in it. After an outage the sync loop runs a live lane (from the head at the
+    /// time it reconnected) ahead of a `backlog` lane (the rest): backlog batches are flagged
+    /// historical and formed without waiting for `maxDelayMillis`.
+    public func nextBatch(uplink: String = "", maxReadings: Int, maxDelayMillis: Int64,
+                          lane: ClosedRange<Int64> = 0...Int64.max, backlog: Bool = false) -> NextBatch {
+        dbLock.withLock { _ in
+            store.nextBatch(uplink: store.key(uplink), maxReadings: maxReadings, maxDelayMillis: maxDelayMillis, lane: lane, backlog: backlog)
+        }
+    }
+
+    /// The highest sequence number committed.
+    public var lastCommittedSeq: Int64 { dbLock.withLock { _ in store.nextSeq - 1 } }
+
+    /// The first sequence number committed less than `millis` ago (monotonic clock), or the next
+    /// one to be committed: where a live lane starts after an outage.
+    public func firstSeq(committedWithin millis: Int64) -> Int64 {
+        dbLock.withLock { _ in
+            let since = store.mono() &- UInt64(max(0, millis)) &* 1_000_000
+            var lo = store.monoHead, hi = store.monoTimes.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if store.monoTimes[mid] < since { lo = mid + 1 } else { hi = mid }
+            }
+            return lo < store.monoFirsts.count ? store.monoFirsts[lo] : store.nextSeq
+        }
     }
 
     /// Readings of this outbox not yet acknowledged by each uplink.

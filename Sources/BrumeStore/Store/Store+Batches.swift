@@ -25,19 +25,21 @@ extension Store {
         }
     }
 
-    /// First sequence number not yet in a recorded batch.
-    func firstUnbatched(_ uplink: String) throws(SQLiteError) -> Int64 {
-        let q = try db.prepare("SELECT last_seq FROM batch WHERE uplink = ? ORDER BY first_seq DESC LIMIT 1")
+    /// First sequence number of `lane` not yet in a recorded batch.
+    func firstUnbatched(_ uplink: String, in lane: ClosedRange<Int64>) throws(SQLiteError) -> Int64 {
+        let q = try db.prepare("SELECT last_seq FROM batch WHERE uplink = ? AND first_seq >= ? AND first_seq <= ? ORDER BY first_seq DESC LIMIT 1")
         defer { q.reset() }
         q.bind(1, uplink)
+        q.bind(2, lane.lowerBound)
+        q.bind(3, lane.upperBound)
         let lastBatched = try q.step() ? q.int(0) : 0
-        return max(cursor[uplink] ?? doneSeq, doneSeq, lastBatched) + 1
+        return max(cursor[uplink] ?? doneSeq, doneSeq, lastBatched, lane.lowerBound - 1) + 1
     }
 
-    func nextBatch(uplink: String, maxReadings: Int, maxDelayMillis: Int64) -> Outbox.NextBatch {
+    func nextBatch(uplink: String, maxReadings: Int, maxDelayMillis: Int64, lane: ClosedRange<Int64>, backlog: Bool) -> Outbox.NextBatch {
         do {
-            let first = try firstUnbatched(uplink)
-            let lastCommitted = nextSeq - 1
+            let first = try firstUnbatched(uplink, in: lane)
+            let lastCommitted = min(nextSeq - 1, lane.upperBound)
             if first > lastCommitted { return .empty }
             let available = lastCommitted - first + 1
             // Commit time of the segment that holds `first`.
@@ -54,11 +56,11 @@ extension Store {
             } else {
                 ageMillis = max(t - q.int(1), maxDelayMillis)
             }
-            if available < maxReadings && ageMillis < maxDelayMillis {
-                return .waitUntil(t + maxDelayMillis - ageMillis)
+            if available < maxReadings && ageMillis < maxDelayMillis && !backlog {
+                return .waitUntil(t + (maxDelayMillis - ageMillis))
             }
             let last = first + min(Int64(maxReadings), available) - 1
-            let rec = BatchRecord(first: first, last: last, historical: ageMillis > options.historicalAfterMillis, uplink: uplink, run: run)
+            let rec = BatchRecord(first: first, last: last, historical: backlog || ageMillis > options.historicalAfterMillis, uplink: uplink, run: run)
             insertBatchStmt.bind(1, uplink)
             insertBatchStmt.bind(2, rec.first)
             insertBatchStmt.bind(3, rec.last)

@@ -20,6 +20,9 @@ public struct SyncOptions: Sendable, Hashable {
     public var retryInitial: Duration = .milliseconds(200)
     /// First wait while the endpoint is misconfigured (doubling, jittered, to 60 s).
     public var heldRetryInitial: Duration = .seconds(5)
+    /// Live first: when a (re)connection finds more than this many readings waiting, fresh
+    /// readings go in a live lane ahead of the backlog, which drains behind them (historical).
+    public var liveFirstAfter: Int64 = 2000
 
     public init(name: String, batchMaxReadings: Int = 500, batchMaxDelayMillis: Int64 = 1000, batchMaxBytes: Int? = nil,
                 match: [String] = [], maxBytesPerSecond: Int64? = nil) {
@@ -138,6 +141,9 @@ public final class SyncLoop: Sendable {
         var slowBackoff = Backoff(initial: .seconds(5), maximum: .seconds(60))
         /// The endpoint said "too large" for a body of this size: stay below it.
         var learnedMaxBytes: Int?
+        /// Live first: the first sequence number of the live lane while a backlog drains
+        /// behind it (nil: one lane).
+        var liveFrom: Int64?
     }
 
     private func pump(_ loop: inout LoopState) {
@@ -161,6 +167,12 @@ public final class SyncLoop: Sendable {
             if !loop.resend.isEmpty {
                 logger.info("resending unacknowledged batches", metadata: ["batches": "\(loop.resend.count)"])
             }
+            // Live first: what is read from now on overtakes what waited during the outage.
+            if gen != nil, loop.liveFrom == nil, (outbox.backlog()[key] ?? 0) > options.liveFirstAfter {
+                // Readings of the last 2 s are live too: they were read while the link came back.
+                loop.liveFrom = outbox.firstSeq(committedWithin: 2000)
+                logger.info("backlog drains behind live readings", metadata: ["backlog": "\(outbox.backlog()[key] ?? 0)", "live_from_seq": "\(loop.liveFrom!)"])
+            }
         }
         guard loop.generation != nil, monotonicNanos() >= loop.holdUntil else { return }
         while loop.inflight.count < max(1, sink.window) {
@@ -172,11 +184,10 @@ public final class SyncLoop: Sendable {
                 rec = loop.resend[loop.resendIndex]
                 loop.resendIndex += 1
                 isResend = true
+            } else if let r = nextBatch(&loop) {
+                rec = r
             } else {
-                switch outbox.nextBatch(uplink: key, maxReadings: options.batchMaxReadings, maxDelayMillis: options.batchMaxDelayMillis) {
-                case .batch(let r): rec = r
-                case .waitUntil, .empty: return
-                }
+                return
             }
             guard var readings = outbox.readings(of: rec) else {
                 // Evicted or quarantined meanwhile: nothing left to send for it.
@@ -221,6 +232,29 @@ public final class SyncLoop: Sendable {
             }
             // An outcome posted synchronously (e.g. not connected) is handled on the next poke.
             if posted.withLock({ !$0.isEmpty }) { return }
+        }
+    }
+
+    /// The live lane first (or the only lane); the backlog lane with what is left of the
+    /// window (one slot is kept for live readings).
+    private func nextBatch(_ loop: inout LoopState) -> BatchRecord? {
+        guard let from = loop.liveFrom else {
+            if case .batch(let r) = outbox.nextBatch(uplink: key, maxReadings: options.batchMaxReadings, maxDelayMillis: options.batchMaxDelayMillis) { return r }
+            return nil
+        }
+        if case .batch(let r) = outbox.nextBatch(uplink: key, maxReadings: options.batchMaxReadings, maxDelayMillis: options.batchMaxDelayMillis,
+                                                 lane: from...Int64.max) {
+            return r
+        }
+        guard loop.inflight.count < max(1, sink.window - 1) else { return nil }
+        switch outbox.nextBatch(uplink: key, maxReadings: options.batchMaxReadings, maxDelayMillis: 0, lane: 0...(from - 1), backlog: true) {
+        case .batch(let r): return r
+        case .waitUntil: return nil
+        case .empty:
+            // The backlog is all batched: one lane again.
+            loop.liveFrom = nil
+            logger.info("backlog sent: one lane again")
+            return nil
         }
     }
 
