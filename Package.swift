@@ -90,7 +90,8 @@ let package = Package(
         .testTarget(name: "BrumeUplinkTests", dependencies: ["BrumeUplink", "BrumeStore", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "BrumeRuntimeTests", dependencies: ["BrumeRuntime", "BrumeCore", "BrumeStore", "BrumeTestKit"]),
         .testTarget(name: "BrumeMQTTTests", dependencies: ["BrumeMQTT", "BrumeCore", "BrumeTestKit"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore", "BrumeSerial", "BrumeTestKit"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore", "BrumeSerial", "BrumeTestKit",
+                                                          .product(name: "CompressNIO", package: "compress-nio")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -161,6 +161,10 @@ public struct UplinkConfig: Sendable, Hashable {
     public var batchMaxBytes: Int?
     /// `mqtt_version`: "auto" (MQTT 5 where the broker speaks it), "5" or "3.1.1".
     public var mqttVersion: String = "auto"
+    /// `compression` (MQTT): "none" or "gzip" (to `{prefix}/telemetry/gzip`).
+    public var compression: String = "none"
+    /// `max_bytes_per_day`: a daily budget for a metered link; nil: none.
+    public var maxBytesPerDay: Int64?
 }
 
 public struct SourceConfig: Sendable, Hashable {

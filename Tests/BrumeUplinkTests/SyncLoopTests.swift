@@ -211,3 +211,45 @@ func checkExactlyOnce(_ sink: ScriptedSink, _ n: Int, skipping: Set<Int> = []) {
         guard case .misconfigured = MQTTSink.outcome(reason: 0x80) else { Issue.record("0x80"); return }
     }
 }
+
+@Suite struct DailyBudgetTests {
+    final class Clock: @unchecked Sendable {
+        var nanos: UInt64 = 1_000_000_000_000
+        func advance(hours: Double) { nanos += UInt64(hours * 3600e9) }
+    }
+
+    @Test func keepsTwentyFourHoursUnderTheBudget() {
+        let c = Clock()
+        let b = DailyBudget(bytesPerDay: 10_000, clock: { c.nanos })
+        #expect(b.allows(50_000)) // an empty day lets one oversized batch go (never stuck)
+        b.take(4_000)
+        #expect(b.allows(6_000) && !b.allows(6_001))
+        b.take(6_000)
+        c.advance(hours: 23.5)
+        #expect(!b.allows(1))
+        #expect(b.used == 10_000)
+        c.advance(hours: 1) // the first hour left the window
+        #expect(b.used == 0 && b.allows(10_000))
+        b.take(3_000)
+        c.advance(hours: 1000) // a long sleep clears everything, without trapping
+        #expect(b.used == 0)
+    }
+}
+
+@Suite struct SyncLoopBudgetTests {
+    /// A spent daily budget holds the backlog: nothing more is sent or acknowledged, nothing lost.
+    @Test func aSpentBudgetHoldsTheRest() async throws {
+        try await onDedicatedThread {
+            let box = try makeBox(1000)
+            let sink = ScriptedSink { _, _ in .accepted }
+            let loop = SyncLoop(options: options { $0.maxBytesPerDay = 6_000 }, sink: sink, gatewayID: "gw", outbox: box, logger: Logger(label: "t"))
+            _ = await run(loop, until: { loop.stats.budgetHeld.current }, timeout: .seconds(20))
+            try? await Task.sleep(for: .milliseconds(300))
+            let sent = sink.snapshot
+            #expect(sent.map(\.bytes).reduce(0, +) <= 6_000 || sent.count == 1)
+            #expect(sent.count >= 1 && box.stats.doneSeq == Int64(sent.flatMap(\.values).count))
+            #expect(box.stats.bufferedReadings == Int64(1000 - sent.flatMap(\.values).count))
+            #expect(loop.stats.budgetHeld.current)
+        }
+    }
+}

@@ -1,6 +1,8 @@
 import BrumeCore
 import BrumeMQTT
 import BrumeTestKit
+import CompressNIO
+import NIOCore
 import Foundation
 import Logging
 import Synchronization
@@ -260,5 +262,44 @@ func uplinkStatus(_ rig: Rig, _ name: String) -> JSONValue? {
         #expect(TestKit.waitUntil(timeout: 120) { backlogSeen.withLock { $0 } >= backlog }, "backlog at the cloud: \(backlogSeen.withLock { $0 }) of \(backlog)")
         #expect(TestKit.waitUntil(timeout: 20) { ((try? statusJSON(rig))?["buffer"]?["readings"]?.number ?? 1) == 0 })
         print("live first: 50 live readings during a \(backlog)-reading drain at 100 KiB/s: delay median \(delays[delays.count / 2]) ms, max \(delays.last!) ms")
+    }
+}
+
+/// Metered links: gzip on the MQTT uplink.
+@Suite(.serialized) struct CompressedUplinkEndToEndTests {
+    @Test func gzipBatchesCarryTheSameReadingsInAFractionOfTheBytes() throws {
+        let rig = try Rig(uplinkExtra: """
+            compression = "gzip"
+            """)
+        let got = Locked<(values: [Int], bytes: Int, ids: Set<String>, props: Bool)>(([], 0, [], false))
+        let collector = MQTTClient(options: MQTTClientOptions(host: "127.0.0.1", port: rig.cloud.port, clientID: "gz-\(UUID().uuidString.prefix(6))"),
+                                   logger: Logger(label: "gz"),
+                                   handlers: MQTTHandlers(onMessage: { topic, payload, _, _ in
+                                       guard String(cString: topic).hasSuffix("/telemetry/gzip") else { return }
+                                       var buf = ByteBuffer(bytes: payload)
+                                       guard let plain = try? buf.decompress(with: .gzip()),
+                                             let b = try? TelemetryBatch.decode(Array(plain.readableBytesView)) else { return }
+                                       let vals = b.readings.compactMap { r -> Int? in if case .number(let d) = r.value { Int(d) } else { nil } }
+                                       got.withLock { g in
+                                           if g.ids.insert(b.batchID).inserted { g.values += vals; g.bytes += payload.count }
+                                       }
+                                   }))
+        collector.addSubscription("brume/+/telemetry/#", qos: 1)
+        collector.start()
+        defer { collector.stop() }
+        #expect(TestKit.waitUntil(timeout: 10) { collector.isConnected })
+        usleep(200_000)
+        try rig.startGateway()
+        let n = 20_000
+        let lg = try rig.loadgen(count: n, rate: 0)
+        #expect(lg.wait(timeout: 60) == 0)
+        #expect(TestKit.waitUntil(timeout: 60) { got.withLock { $0.values.count } >= n }, "got \(got.withLock { $0.values.count })")
+        let g = got.withLock { $0 }
+        #expect(Set(g.values) == Set(1...n))
+        let perReading = Double(g.bytes) / Double(n)
+        print("gzip uplink: \(n) readings in \(g.bytes) bytes, \(perReading) B/reading")
+        #expect(perReading <= 20, "\(perReading) bytes per reading")
+        let up = uplinkStatus(rig, "cloud")
+        #expect((up?["compression_ratio"]?.number ?? 0) > 3, "\(up ?? .null)")
     }
 }

@@ -84,6 +84,7 @@ extension Builder {
         var cap: Int64?
         if let c = r.size("max_bytes_per_second", min: 1024) { cap = c }
         let maxBytes = r.size("batch_max_bytes", min: 1024).map { Int(min($0, 256 << 20)) }
+        let perDay = r.size("max_bytes_per_day", min: 64 << 10)
         if kindName == "http" {
             guard let http = buildHTTPSink(r) else { return nil }
             var up = UplinkConfig(name: name, kind: .http, mqtt: nil, http: http, topicPrefix: "", batchMaxReadings: Int(maxReadings),
@@ -91,9 +92,11 @@ extension Builder {
             up.match = match
             up.maxBytesPerSecond = cap
             up.batchMaxBytes = maxBytes
+            up.maxBytesPerDay = perDay
             return up
         }
         let version = r.oneOf("mqtt_version", ["auto", "5", "3.1.1"]) ?? "auto"
+        let compression = r.oneOf("compression", ["none", "gzip"]) ?? "none"
         let conn = connection(r, defaultClientID: "brume-\(gateway)-\(name)", allowSeveral: true)
         let prefix = r.string("topic_prefix") ?? "brume/{gateway}"
         if prefix.contains("+") || prefix.contains("#") || prefix.isEmpty { r.error(r.position(of: "topic_prefix"), "\"topic_prefix\" must be a non-empty topic without wildcards") }
@@ -104,6 +107,8 @@ extension Builder {
         up.maxBytesPerSecond = cap
         up.batchMaxBytes = maxBytes
         up.mqttVersion = version
+        up.compression = compression
+        up.maxBytesPerDay = perDay
         return up
     }
 

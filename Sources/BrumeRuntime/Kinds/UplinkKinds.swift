@@ -25,7 +25,8 @@ enum UplinkKinds {
         case .mqtt:
             var client = mqttClientOptions(u.connection, password: try Gateway.secret(u.connection.passwordFile, logger: logger))
             client.protocolVersion = MQTTProtocolVersion(rawValue: u.mqttVersion == "3.1.1" ? "v3.1.1" : u.mqttVersion == "5" ? "v5" : "auto") ?? .auto
-            sink = MQTTSink(options: MQTTSinkOptions(client: client, topicPrefix: u.topicPrefix, window: u.maxInflight), gatewayID: gatewayID, logger: lg)
+            sink = MQTTSink(options: MQTTSinkOptions(client: client, topicPrefix: u.topicPrefix, window: u.maxInflight, gzip: u.compression == "gzip"),
+                            gatewayID: gatewayID, logger: lg)
         case .http:
             do {
                 sink = try HTTPSink(options: try httpOptions(u.http!, logger: logger), gatewayID: gatewayID, logger: lg)
@@ -33,8 +34,9 @@ enum UplinkKinds {
                 throw StartupError("uplink \(u.name): \(error)")
             }
         }
-        let sync = SyncOptions(name: u.name, batchMaxReadings: u.batchMaxReadings, batchMaxDelayMillis: u.batchMaxDelayMillis,
+        var sync = SyncOptions(name: u.name, batchMaxReadings: u.batchMaxReadings, batchMaxDelayMillis: u.batchMaxDelayMillis,
                                batchMaxBytes: u.batchMaxBytes, match: u.match, maxBytesPerSecond: u.maxBytesPerSecond)
+        sync.maxBytesPerDay = u.maxBytesPerDay
         return RunningUplink(config: u, loop: SyncLoop(options: sync, sink: sink, gatewayID: gatewayID, outbox: outbox, logger: logger))
     }
 

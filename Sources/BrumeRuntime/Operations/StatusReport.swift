@@ -55,6 +55,9 @@ extension Gateway {
                 ("publish_latency_ms", .number(Double(st.lastAckLatencyMicros.current) / 1000)),
                 ("errors", reasons(st.publishErrors.snapshot)),
                 ("splits", num(st.splits.current)),
+                ("max_bytes_per_day", num(up.config.maxBytesPerDay)),
+                ("bytes_last_24h", num(up.loop.budget?.used)),
+                ("budget_spent", .bool(st.budgetHeld.current)),
                 ("fault", st.fault.current.map { f in
                     obj([("reason", .string(f.reason)), ("detail", .string(f.detail)), ("misconfigured", .bool(f.misconfigured)),
                          ("since_ms", .number(Double(f.sinceMillis)))])

@@ -1,7 +1,9 @@
 import BrumeCore
 import BrumeMQTT
 import BrumeStore
+import CompressNIO
 import Logging
+import NIOCore
 import Synchronization
 
 /// What an MQTT uplink needs (the Runtime maps `[uplink.*] kind = "mqtt"` to it).
@@ -13,10 +15,14 @@ public struct MQTTSinkOptions: Sendable {
     public var topicPrefix: String
     /// Batches published and not yet acknowledged, at most.
     public var window: Int
-    public init(client: MQTTClientOptions, topicPrefix: String, window: Int) {
+    /// gzip the v1 JSON (metered links): published to `{prefix}/telemetry/gzip`, with the
+    /// MQTT 5 user property `content-encoding: gzip`.
+    public var gzip: Bool
+    public init(client: MQTTClientOptions, topicPrefix: String, window: Int, gzip: Bool = false) {
         self.client = client
         self.topicPrefix = topicPrefix
         self.window = window
+        self.gzip = gzip
     }
 }
 
@@ -57,7 +63,7 @@ public final class MQTTSink: BatchSink, Sendable {
         self.options = options
         self.gatewayID = gatewayID
         self.now = now
-        telemetryTopic = "\(options.topicPrefix)/telemetry"
+        telemetryTopic = options.gzip ? "\(options.topicPrefix)/telemetry/gzip" : "\(options.topicPrefix)/telemetry"
         statusTopic = "\(options.topicPrefix)/status"
         var opts = options.client
         opts.will = MQTTWill(topic: statusTopic, payload: WireFormat.encodeStatus(state: "offline", gateway: gatewayID, at: 0), qos: 1, retain: true)
@@ -132,11 +138,18 @@ public final class MQTTSink: BatchSink, Sendable {
 
     public func encode(_ batch: BatchRecord, id: String, readings: [Reading], seqs: [Int64]?, into body: inout [UInt8]) -> Int {
         WireFormat.encodeTelemetry(gateway: gatewayID, batchID: id, historical: batch.historical, readings: readings, into: &body)
-        return body.count
+        let plain = body.count
+        if options.gzip {
+            var buffer = ByteBuffer(bytes: body)
+            if let z = try? buffer.compress(with: .gzip()) { body = Array(z.readableBytesView) }
+        }
+        return plain
     }
 
     public func deliver(_ batch: EncodedBatch, done: @escaping @Sendable (DeliveryOutcome) -> Void) {
-        let props = MQTTPublishProperties(contentType: "application/json", userProperties: [("batch", batch.id), ("gw", gatewayID)])
+        var user = [("batch", batch.id), ("gw", gatewayID)]
+        if options.gzip { user.append(("content-encoding", "gzip")) }
+        let props = MQTTPublishProperties(contentType: "application/json", userProperties: user)
         let epoch = pending.withLock { p -> UInt64 in
             p.epoch += 1
             return p.epoch

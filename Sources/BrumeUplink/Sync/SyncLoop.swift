@@ -16,6 +16,8 @@ public struct SyncOptions: Sendable, Hashable {
     public var match: [String]
     /// Bandwidth cap (metered links); nil: none.
     public var maxBytesPerSecond: Int64?
+    /// Daily budget (metered links): bytes sent in any 24 hours; nil: none.
+    public var maxBytesPerDay: Int64?
     /// First wait after a transient failure (doubling, jittered, to 30 s).
     public var retryInitial: Duration = .milliseconds(200)
     /// First wait while the endpoint is misconfigured (doubling, jittered, to 60 s).
@@ -57,6 +59,8 @@ public final class SyncLoop: Sendable {
     private let key: String
     private let match: [Glob]
     private let bandwidth: ByteRateLimiter?
+    public let budget: DailyBudget?
+    private let budgetLimiter = LogRateLimiter(burst: 1, interval: .seconds(3600))
     private let logger: Logger
     private let now: @Sendable () -> Int64
     private let faultLimiter = LogRateLimiter(burst: 3, interval: .seconds(60))
@@ -75,6 +79,7 @@ public final class SyncLoop: Sendable {
         self.key = outbox.uplinkKey(options.name)
         self.match = options.match.compactMap { try? Glob.parse($0).get() }
         self.bandwidth = options.maxBytesPerSecond.map { ByteRateLimiter(bytesPerSecond: $0) }
+        self.budget = options.maxBytesPerDay.map { DailyBudget(bytesPerDay: $0) }
         var logger = logger
         logger[metadataKey: "uplink.name"] = "\(options.name)"
         logger[metadataKey: "uplink.kind"] = "\(sink.kind)"
@@ -215,6 +220,18 @@ public final class SyncLoop: Sendable {
                 split(rec, bodyBytes: loop.buffer.count, cap: cap, &loop)
                 continue
             }
+            if let budget, !budget.allows(loop.buffer.count) {
+                // Today's budget is spent: the batch stays recorded and goes when it allows.
+                stats.budgetHeld.set(true)
+                if budgetLimiter.admit() != nil {
+                    logger.warning("uplink: the daily byte budget is spent; readings wait in the outbox",
+                                   metadata: ["budget_bytes_per_day": "\(budget.bytesPerDay)", "used_bytes": "\(budget.used)"])
+                }
+                // Kept first in line: sent when the budget allows.
+                if isResend { loop.resendIndex -= 1 } else { loop.resend.insert(rec, at: loop.resendIndex) }
+                return
+            }
+            stats.budgetHeld.set(false)
             let token = loop.nextToken
             loop.nextToken += 1
             let batch = EncodedBatch(record: rec, id: id, readings: readings.count, body: loop.buffer, plainBytes: plain)
@@ -223,6 +240,7 @@ public final class SyncLoop: Sendable {
             stats.bytesSent.add(Int64(batch.body.count))
             stats.bytesUncompressed.add(Int64(plain))
             bandwidth?.take(batch.body.count)
+            budget?.take(batch.body.count)
             if isResend { stats.resends.add() }
             let generation = loop.generation!
             let poke = self.poke

@@ -41,6 +41,8 @@ public final class UplinkStats: Sendable {
     public let splits = Counter()
     /// Set while the backlog is held (endpoint or configuration fault); nil when delivering.
     public let fault = Gauge<UplinkFault?>(nil)
+    /// True while the daily byte budget holds the backlog.
+    public let budgetHeld = Gauge<Bool>(false)
     public init() {}
 }
 
@@ -65,4 +67,42 @@ final class ByteRateLimiter: Sendable {
     }
 
     func take(_ bytes: Int) { state.withLock { $0.tokens -= Double(bytes) } }
+}
+
+/// A daily byte budget for a metered link: what was sent in the last 24 hours (hourly slots on
+/// the monotonic clock, so a wall-clock jump neither resets nor exhausts it) stays under
+/// `bytesPerDay`. A batch that would cross it waits for the oldest hour to leave the window.
+public final class DailyBudget: Sendable {
+    public let bytesPerDay: Int64
+    private let state = Mutex<(slots: [Int64], hour: UInt64)>(([Int64](repeating: 0, count: 24), 0))
+    private let clock: @Sendable () -> UInt64
+
+    init(bytesPerDay: Int64, clock: @escaping @Sendable () -> UInt64 = monotonicNanos) {
+        self.bytesPerDay = bytesPerDay
+        self.clock = clock
+    }
+
+    private func roll(_ s: inout (slots: [Int64], hour: UInt64)) {
+        let h = clock() / 3_600_000_000_000
+        if h > s.hour {
+            let n = min(24, Int(clamping: h - s.hour))
+            for i in 1...n { s.slots[Int((s.hour + UInt64(i)) % 24)] = 0 }
+            s.hour = h
+        }
+    }
+
+    /// Bytes sent in the last 24 hours.
+    public var used: Int64 { state.withLock { s in roll(&s); return s.slots.reduce(0, &+) } }
+
+    /// May `bytes` more go now?
+    func allows(_ bytes: Int) -> Bool {
+        state.withLock { s in
+            roll(&s)
+            let used = s.slots.reduce(0, &+)
+            // One batch larger than the whole budget still goes on an empty day (never stuck).
+            return used == 0 || used + Int64(bytes) <= bytesPerDay
+        }
+    }
+
+    func take(_ bytes: Int) { state.withLock { s in roll(&s); s.slots[Int(s.hour % 24)] &+= Int64(bytes) } }
 }
