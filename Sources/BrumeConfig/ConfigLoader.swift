@@ -93,6 +93,10 @@ struct Builder {
                 else { buffer.commitIntervalMillis = v }
             }
             if let v = b.oneOf("synchronous", ["normal", "full"]) { buffer.synchronous = v }
+            if let v = b.duration("hold", min: 0) {
+                if v > 60_000 { b.error(b.position(of: "hold"), "\"hold\" must be at most \"1m\" (the field broker keeps the messages unacknowledged meanwhile), got \"\(Units.formatDuration(v))\"") }
+                else { buffer.holdMillis = v }
+            }
             if let v = b.duration("fault_restart_after", min: 1000) {
                 if v > 86_400_000 { b.error(b.position(of: "fault_restart_after"), "\"fault_restart_after\" must be at most \"1d\", got \"\(Units.formatDuration(v))\"") }
                 else { buffer.faultRestartAfterMillis = v }

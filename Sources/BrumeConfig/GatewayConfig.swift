@@ -91,6 +91,10 @@ public struct BufferSection: Sendable, Hashable {
     /// the data folder gone) is waited out this long before the watchdog stops being fed; the
     /// gateway exits by itself half as long again later.
     public var faultRestartAfterMillis: Int64 = 30_000
+    /// `hold`: readings of sources that deliver them again (QoS1 MQTT, acknowledged after
+    /// commit) wait in memory this long for the cloud's acknowledgement before they are
+    /// committed; "0s": committed within `commit_interval` like every other reading.
+    public var holdMillis: Int64 = 2_000
 }
 
 public struct LogSection: Sendable, Hashable {

@@ -82,16 +82,19 @@ final class Pipeline: ReadingSink {
         }
         if fresh.count < readings.count { duplicatesDropped.add(Int64(readings.count - fresh.count)) }
         live.record(fresh, source: source)
+        // A broker that delivers them again if they are lost: they may wait in memory for the
+        // cloud's acknowledgement (the outbox's hold).
+        let holdable = redelivery != .never
         guard let rules else {
             broadcaster.publish(fresh)
-            return outbox.append(fresh)
+            return outbox.append(fresh, holdable: holdable)
         }
-        return deliver(rules.process(fresh))
+        return deliver(rules.process(fresh), holdable: holdable)
     }
     @discardableResult
-    func deliver(_ out: RulesOutput) -> UInt64 {
+    func deliver(_ out: RulesOutput, holdable: Bool = false) -> UInt64 {
         broadcaster.publish(out.readings)
-        let ticket = outbox.append(out.readings)
+        let ticket = outbox.append(out.readings, holdable: holdable)
         if !out.commands.isEmpty || !out.events.isEmpty {
             let service = commands.withLock { $0 }
             for c in out.commands {
@@ -160,6 +163,7 @@ public final class Gateway: Sendable {
             synchronous: SyncLevel(rawValue: b.synchronous) ?? .full,
             historicalAfterMillis: config.uplinks.first?.historicalAfterMillis ?? 10_000)
         options.uplinks = config.uplinks.map(\.name)
+        options.hold = .milliseconds(b.holdMillis)
         do {
             outbox = try Outbox(options: options, logger: logger)
         } catch {

@@ -125,6 +125,8 @@ func uplinkStatus(_ rig: Rig, _ name: String) -> JSONValue? {
         for i in 1...n { try field.publish(topic: "load/dev\(i % 5)/seq", payload: Array(#"{"v":\#(i),"ts":\#(1_764_000_000_000 + i)}"#.utf8), qos: 1) }
         func stats() -> JSONValue { (try? JSONParser.parse(Array(((try? String(contentsOfFile: "\(dir)/stats.json", encoding: .utf8)) ?? "{}").utf8))) ?? .null }
         #expect(TestKit.waitUntil(timeout: 30) { uplinkStatus(rig, "ingest")?["fault"]?["reason"]?.string == "http_302" }, "\(uplinkStatus(rig, "ingest") ?? .null)")
+        // Readings held in memory for the cloud are committed once the hold ends.
+        #expect(TestKit.waitUntil(timeout: 10) { uplinkStatus(rig, "ingest")?["backlog"]?.number == Double(n) })
         let held = uplinkStatus(rig, "ingest")
         #expect(held?["readings_acked"]?.number == 0 && held?["dead_lettered"]?.number == 0 && held?["backlog"]?.number == Double(n), "\(held ?? .null)")
         #expect(held?["fault"]?["misconfigured"]?.bool == true)

@@ -59,10 +59,12 @@ final class Rig {
         """.write(toFile: config, atomically: true, encoding: .utf8)
     }
 
-    func startCounter(expect: Int, first: Int = 1, timeout: Int = 180) throws {
+    /// `seqMetric`: count only readings of that metric (other sources' integral values would
+    /// look like sequence numbers).
+    func startCounter(expect: Int, first: Int = 1, timeout: Int = 180, seqMetric: String? = nil) throws {
         counter = try Child(TestKit.product("firmware-sim"),
                             ["cloud", "--broker", cloud.url, "--topic", "brume/+/telemetry", "--expect", "\(expect)", "--first", "\(first)",
-                             "--timeout", "\(timeout)", "--ready-file", "\(dir)/cloud.ready"],
+                             "--timeout", "\(timeout)", "--ready-file", "\(dir)/cloud.ready"] + (seqMetric.map { ["--seq-metric", $0] } ?? []),
                             dir: dir, name: "cloud-counter")
         guard TestKit.waitUntil(timeout: 20, { FileManager.default.fileExists(atPath: "\(dir)/cloud.ready") }) else {
             throw TestError("cloud counter did not subscribe: \(counter!.stderr)")
@@ -153,8 +155,13 @@ final class Rig {
         #expect(r.hist_batches > 0, "backlog batches are flagged historical")
     }
 
-    @Test func killNineTwiceLosesNothingAndResendsIdenticalBatches() throws {
-        let rig = try Rig()
+    /// With `hold = "0s"` every reading is committed before its source is acknowledged: a batch
+    /// resent after a crash is the batch sent before, and readings come twice only as whole
+    /// resent batches. With the default hold, readings in flight from memory at the crash come
+    /// again under a new batch id (at least once; bounded by the in-flight window).
+    @Test(arguments: [true, false])
+    func killNineTwiceLosesNothingAndResendsIdenticalBatches(strict: Bool) throws {
+        let rig = try Rig(extraBuffer: strict ? #"hold = "0s""# : "")
         try rig.startCounter(expect: 30_000)
         try rig.startGateway()
         let gen = try rig.loadgen(count: 30_000, rate: 5000)
@@ -169,8 +176,13 @@ final class Rig {
         #expect(r.unique == 30_000)
         #expect(r.missing == 0)
         #expect(r.mismatched_duplicate_batches == 0, "a resent batch must be byte-for-byte the batch sent before")
-        #expect(r.duplicates <= 500 * r.duplicate_batches, "duplicates only as resent whole batches")
-        print("e2e kill -9 ×2: duplicate batches=\(r.duplicate_batches) duplicate readings=\(r.duplicates)")
+        if strict {
+            #expect(r.duplicates <= 500 * r.duplicate_batches, "duplicates only as resent whole batches")
+        } else {
+            // At most the live window (8 batches of up to 500) per kill, beyond whole resent batches.
+            #expect(r.duplicates <= 500 * r.duplicate_batches + 2 * 8 * 500, "duplicates bounded by the live window")
+        }
+        print("e2e kill -9 ×2 (hold \(strict ? "0s" : "2s")): duplicate batches=\(r.duplicate_batches) duplicate readings=\(r.duplicates)")
         rig.gateway!.terminate()
         #expect(rig.gateway!.wait(timeout: 10) == 0)
     }

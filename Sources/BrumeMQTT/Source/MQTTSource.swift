@@ -142,7 +142,8 @@ final class MessageReceiver: Sendable {
         self.metric = config.metric
         self.decoder = PayloadDecoder(format: config.payload)
         self.filters = config.subscribe
-        self.redeliverable = config.qos > 0
+        // Acknowledged on receipt, a lost message is not delivered again.
+        self.redeliverable = config.qos > 0 && config.ackAfterCommit
         self.sink = sink
         self.stats = stats
         self.logger = logger

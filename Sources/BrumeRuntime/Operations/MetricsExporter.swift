@@ -69,6 +69,8 @@ final class MetricsExporter: Sendable {
         "brume_outbox_evicted_total": "Readings dropped from the outbox, by reason (max_bytes, max_age, buffer_full, purged, corrupt).",
         "brume_outbox_committed_total": "Readings committed to the outbox.",
         "brume_outbox_commit_failures_total": "Outbox commits that failed (disk full, I/O) and were retried.",
+        "brume_outbox_in_memory_readings": "Readings waiting in memory: the hold window for the cloud's acknowledgement, or the next group commit.",
+        "brume_outbox_delivered_from_memory_total": "Readings every uplink acknowledged before they were committed: never written to the card.",
         "brume_outbox_storage_fault": "1 while the outbox has a storage fault, by kind (disk_full, io_error, corrupt, data_folder_gone).",
         "brume_uplink_held": "1 while the uplink holds its backlog because the endpoint or the configuration is wrong (see status).",
         "brume_uplink_splits_total": "Batches split because they were too large for the endpoint or batch_max_bytes.",
@@ -122,6 +124,8 @@ final class MetricsExporter: Sendable {
         for (reason, n) in ob.evicted { counter("brume_outbox_evicted_total", [("reason", reason)], n) }
         counter("brume_outbox_committed_total", [], ob.committed)
         counter("brume_outbox_commit_failures_total", [], ob.commitFailures)
+        gauge("brume_outbox_in_memory_readings", [], Double(ob.pendingInMemory))
+        counter("brume_outbox_delivered_from_memory_total", [], g.outbox.deliveredFromMemory.current)
         let fault = g.outbox.storageFault
         for kind in [StorageFault.Kind.diskFull, .ioError, .corrupt, .dataFolderGone] {
             gauge("brume_outbox_storage_fault", [("kind", kind.rawValue)], fault?.kind == kind ? 1 : 0)

@@ -67,7 +67,9 @@ extension Gateway {
 
         let ob = outbox.stats
         let buffer = obj([
-            ("readings", num(ob.bufferedReadings)), ("bytes", num(ob.bufferedBytes)), ("max_bytes", num(outbox.options.maxBytes)),
+            // Waiting for an uplink: in the database, and in memory (the hold window, the next commit).
+            ("readings", num(ob.bufferedReadings + Int64(ob.pendingInMemory))), ("in_memory", num(Int64(ob.pendingInMemory))),
+            ("delivered_from_memory", num(outbox.deliveredFromMemory.current)), ("bytes", num(ob.bufferedBytes)), ("max_bytes", num(outbox.options.maxBytes)),
             ("oldest_ms", num(ob.oldestMillis)), ("evicted", reasons(ob.evicted)), ("committed", num(ob.committed)),
             ("delivered", num(ob.delivered)), ("commit_failures", num(ob.commitFailures)),
             ("storage_fault", outbox.storageFault.map { f in

@@ -29,8 +29,22 @@ public final class Outbox: @unchecked Sendable {
     let openedIdentity: FileIdentity?
 
     let pendingLock = ConditionLock()
+    /// Readings not yet committed, oldest first, with their sequence numbers (assigned on
+    /// arrival: `pendingFirstSeq + index`), arrival times (monotonic ns), and whether they may be
+    /// held (their source delivers them again if they are lost: QoS1 MQTT, acknowledged after
+    /// commit).
     var pending: [Reading] = []
-    var pendingSince: UInt64 = 0
+    var pendingArrival: [UInt64] = []
+    var pendingHoldable: [Bool] = []
+    var pendingFirstSeq: Int64 = 1
+    /// Live lanes (one per uplink, in `store.uplinkKeys` order): batches taken from memory.
+    var live: [LiveLane] = []
+    /// Live batches acknowledged whose readings are still in memory (recorded as acknowledged if
+    /// they are committed after all, because another uplink did not have them in time).
+    var ackedLiveBatches: [BatchRecord] = []
+    /// Readings every uplink acknowledged from memory: never written.
+    public let deliveredFromMemory = Counter()
+    var pendingSince: UInt64 { pendingArrival.first ?? 0 }
     var stopping = false
     var writerThread: pthread_t?
     var flushRequested = false
@@ -76,6 +90,8 @@ public final class Outbox: @unchecked Sendable {
             throw OutboxError(description: "\(error)")
         }
         openedIdentity = FileIdentity.of(options.path)
+        pendingFirstSeq = store.nextSeq
+        live = store.uplinkKeys.map { _ in LiveLane() }
     }
 
     // MARK: - lifecycle
@@ -107,9 +123,11 @@ public final class Outbox: @unchecked Sendable {
     // MARK: - write side
 
     /// Hands readings to the outbox. Blocks (backpressure) while more than
-    /// `maxPendingReadings` wait for the writer. Returns false after `stop`.
+    /// `maxPendingReadings` wait for the writer. `holdable`: their source delivers them again
+    /// if they are lost before they are safe (QoS1 MQTT acknowledged after commit), so they may
+    /// wait in memory for the cloud's acknowledgement (`hold`) instead of being committed.
     @discardableResult
-    public func append(_ readings: some Collection<Reading>) -> UInt64 {
+    public func append(_ readings: some Collection<Reading>, holdable: Bool = false) -> UInt64 {
         pendingLock.lock()
         defer { pendingLock.unlock() }
         if pending.count >= options.maxPendingReadings && !stopping {
@@ -120,15 +138,18 @@ public final class Outbox: @unchecked Sendable {
             appendBlockedNanos.add(Int64(monotonicNanos() - t0))
         }
         if readings.isEmpty { return appendedTotal }
-        if pending.isEmpty { pendingSince = monotonicNanos() }
+        let t = monotonicNanos()
         pending.append(contentsOf: readings)
+        pendingArrival.append(contentsOf: repeatElement(t, count: readings.count))
+        pendingHoldable.append(contentsOf: repeatElement(holdable, count: readings.count))
         appendedTotal += UInt64(readings.count)
         if pending.count >= options.maxSegmentReadings { pendingLock.broadcast() }
+        if holdActive { commitSignal.yield() } // live lanes take them
         return appendedTotal
     }
 
     @discardableResult
-    public func append(_ reading: Reading) -> UInt64 { append(CollectionOfOne(reading)) }
+    public func append(_ reading: Reading, holdable: Bool = false) -> UInt64 { append(CollectionOfOne(reading), holdable: holdable) }
 
     /// Waits until every reading appended up to `ticket` is committed (or was
     /// dropped by the limits, counted). Asks the writer to commit early, no
@@ -144,7 +165,8 @@ public final class Outbox: @unchecked Sendable {
             pendingLock.lock()
             return processedTotal >= ticket
         }
-        urgent = true
+        // Held readings wait for the cloud (or their hold deadline), not for an early commit.
+        if !holdActive { urgent = true }
         pendingLock.broadcast()
         while processedTotal < ticket {
             let now = monotonicNanos()
@@ -175,32 +197,32 @@ public final class Outbox: @unchecked Sendable {
             pendingLock.lock()
             let spacing = max(1_000_000, interval / 10)
             while !stopping && !flushRequested {
+                dropDeliveredLocked()
                 if pending.count >= options.maxSegmentReadings { break }
                 let now = monotonicNanos()
-                if !pending.isEmpty && now >= pendingSince + interval { break }
+                let due = commitDeadlineLocked(interval: interval)
+                if !pending.isEmpty && now >= due { break }
                 if urgent && !pending.isEmpty && now >= lastCommitNanos + spacing { break }
-                var deadline = pending.isEmpty ? now + 1_000_000_000 : pendingSince + interval
+                var deadline = pending.isEmpty ? now + 1_000_000_000 : due
                 if urgent && !pending.isEmpty { deadline = min(deadline, lastCommitNanos + spacing) }
-                pendingLock.wait(untilMonotonicNanos: deadline)
-                if pending.isEmpty && monotonicNanos() >= lastMaintenance + 1_000_000_000 { break }
+                pendingLock.wait(untilMonotonicNanos: min(deadline, now + 1_000_000_000))
+                if monotonicNanos() >= lastMaintenance + 1_000_000_000 { break }
             }
             let stopNow = stopping
             let wasFlush = flushRequested
-            let taken = pending
+            let taken = takePendingLocked()
             let through = appendedTotal
             urgent = false
-            pending.removeAll(keepingCapacity: true)
             pendingLock.broadcast()
             pendingLock.unlock()
-            if !taken.isEmpty {
+            if !taken.readings.isEmpty {
                 let done = commit(taken)
-                if done < taken.count {
+                if done < taken.readings.count {
                     // Disk full or I/O error: keep them (ahead of newer ones) and try
                     // again in a second; sources hold their acknowledgements meanwhile,
                     // and `append` blocks once maxPendingReadings are waiting.
                     pendingLock.withLock {
-                        pending.insert(contentsOf: taken[done...], at: 0)
-                        pendingSince = monotonicNanos()
+                        putBackLocked(taken, from: done)
                         if wasFlush { flushRequested = false } // a flush cannot wait for the disk
                         pendingLock.broadcast()
                     }
@@ -234,18 +256,17 @@ public final class Outbox: @unchecked Sendable {
     }
 
     func commitPending() {
-        let (taken, through): ([Reading], UInt64) = pendingLock.withLock {
-            let t = pending
-            pending.removeAll()
+        let (taken, through): (Taken, UInt64) = pendingLock.withLock {
+            let t = takePendingLocked()
             pendingLock.broadcast()
             return (t, appendedTotal)
         }
-        if !taken.isEmpty {
+        if !taken.readings.isEmpty {
             let done = commit(taken)
-            if done < taken.count {
+            if done < taken.readings.count {
                 // Shutting down with the disk still failing: these readings were never
                 // acknowledged to an MQTT broker (after_commit), which delivers them again.
-                logger.error("outbox: readings not committed at shutdown", metadata: ["readings": "\(taken.count - done)"])
+                logger.error("outbox: readings not committed at shutdown", metadata: ["readings": "\(taken.readings.count - done)"])
             }
         }
         pendingLock.withLock {
@@ -254,17 +275,34 @@ public final class Outbox: @unchecked Sendable {
         }
     }
 
-    /// Commits; returns how many readings (from the front) are stored or
-    /// refused — the rest failed and must be retried.
+    /// Commits; returns how many readings (from the front) are stored or refused — the rest
+    /// failed and must be retried. Readings every uplink has acknowledged from memory are not
+    /// written (their sequence numbers stay a gap); live batches among them are recorded as
+    /// they went, acknowledged or not, in the same transaction as their segment.
     @discardableResult
-    func commit(_ readings: [Reading]) -> Int {
+    func commit(_ taken: Taken) -> Int {
         // The file was deleted or replaced under us: what is committed now would be lost with
         // it, so nothing is committed (nor acknowledged to a source) until the restart.
         if faults.withLock({ $0.folder != nil }) { return 0 }
         var start = 0
+        let readings = taken.readings
         while start < readings.count {
-            let end = min(readings.count, start + options.maxSegmentReadings)
-            switch dbLock.withLock({ _ in store.insertSegment(readings[start..<end]) }) {
+            // A run of readings not yet acknowledged by every uplink, at most one segment long.
+            while start < readings.count, taken.delivered(taken.firstSeq + Int64(start)) { start += 1 }
+            if start >= readings.count { break }
+            var end = start
+            while end < readings.count, end - start < options.maxSegmentReadings, !taken.delivered(taken.firstSeq + Int64(end)) { end += 1 }
+            let first = taken.firstSeq + Int64(start), last = taken.firstSeq + Int64(end) - 1
+            let result: Store.InsertResult = dbLock.withLock { _ in
+                let r = store.insertSegment(readings[start..<end], first: first)
+                if case .stored = r {
+                    for b in taken.liveBatches where b.batch.first <= last && b.batch.last >= first {
+                        try? store.recordLive(b.batch, acked: b.acked)
+                    }
+                }
+                return r
+            }
+            switch result {
             case .stored:
                 noteCommit(nil)
                 commitSignal.yield()
@@ -274,6 +312,9 @@ public final class Outbox: @unchecked Sendable {
                 return start
             }
             start = end
+        }
+        if taken.readings.count > 0 {
+            dbLock.withLock { _ in store.skipDelivered(through: taken.firstSeq + Int64(taken.readings.count) - 1) }
         }
         return readings.count
     }

@@ -26,6 +26,11 @@ public struct OutboxOptions: Sendable {
     public var whenFull: WhenFull
     /// Group-commit interval: readings wait at most this long in memory.
     public var commitInterval: Duration
+    /// Readings whose source can deliver them again (QoS1 MQTT, acknowledged after commit) are
+    /// held in memory this long while every uplink takes live batches from memory: what the
+    /// cloud acknowledges meanwhile is never written (an SD card at field rates); the rest is
+    /// committed then. 0: every reading is committed within `commitInterval`.
+    public var hold: Duration = .seconds(2)
     public var synchronous: SyncLevel
     /// Readings waiting for the next commit, at most (backpressure beyond).
     public var maxPendingReadings: Int

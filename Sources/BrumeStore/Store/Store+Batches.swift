@@ -183,6 +183,93 @@ extension Store {
         }
     }
 
+    /// Moves an uplink's cursor over its contiguous prefix of acknowledged batches — stepping
+    /// over sequence numbers that have no segment (readings the cloud acknowledged from memory
+    /// were never written) — then done_seq, deleting the segments every uplink is past. Inside a
+    /// transaction.
+    func advance(_ u: String) throws(SQLiteError) {
+        let from = cursor[u] ?? doneSeq
+        let q = try db.prepare("SELECT first_seq, last_seq, acked FROM batch WHERE uplink = ? AND first_seq > ? ORDER BY first_seq")
+        defer { q.reset() }
+        q.bind(1, u)
+        q.bind(2, from)
+        var done = from
+        while try q.step() {
+            let (f, l) = (q.int(0), q.int(1))
+            guard q.int(2) == 1 else { break }
+            if f > done + 1, try hasSegment(done + 1, f - 1) { break }
+            done = max(done, l)
+        }
+        q.reset()
+        if done > from {
+            let d = try db.prepare("DELETE FROM batch WHERE uplink = ? AND last_seq <= ?")
+            d.bind(1, u)
+            d.bind(2, done)
+            try d.run()
+            try setCursor(u, done)
+        }
+        // Readings every uplink has acknowledged leave the outbox.
+        let all = uplinkKeys.map { cursor[$0] ?? doneSeq }.min() ?? done
+        if all > doneSeq {
+            try removeSegments(through: all)
+            delivered += all - doneSeq
+            doneSeq = all
+            try setMeta("done_seq", doneSeq)
+            try setMeta("delivered", delivered)
+        }
+    }
+
+    /// Whether a segment holds any of `a...b` (a lookup by the primary key).
+    func hasSegment(_ a: Int64, _ b: Int64) throws(SQLiteError) -> Bool {
+        guard a <= b else { return false }
+        let q = try db.prepare("SELECT last_seq FROM segment WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1")
+        defer { q.reset() }
+        q.bind(1, b)
+        return try q.step() && q.int(0) >= a
+    }
+
+    /// Readings of a live batch (sent from memory) were committed before its outcome: the batch
+    /// is recorded as it went (same id), acknowledged or not, so that the uplink neither sends
+    /// them again nor loses track of them.
+    func recordLive(_ batch: BatchRecord, acked: Bool) throws(SQLiteError) {
+        let u = key(batch.uplink)
+        let st = try db.prepare("INSERT OR REPLACE INTO batch(uplink, first_seq, last_seq, hist, acked, run) VALUES (?, ?, ?, ?, ?, ?)")
+        defer { st.reset() }
+        st.bind(1, u)
+        st.bind(2, batch.first)
+        st.bind(3, batch.last)
+        st.bind(4, batch.historical ? 1 : 0)
+        st.bind(5, acked ? 1 : 0)
+        st.bind(6, Int64(bitPattern: batch.run))
+        try st.run()
+        if acked { try advance(u) }
+    }
+
+    /// Readings acknowledged from memory by every uplink were never written: cursors, done_seq
+    /// and next_seq move over them in memory (written with the next transaction; a crash before
+    /// that leaves them behind over sequence numbers without segments, which is harmless).
+    func skipDelivered(through seq: Int64) {
+        if seq >= nextSeq { nextSeq = seq + 1 }
+        for k in uplinkKeys {
+            // Only over what this uplink had nothing recorded or written before.
+            let c = cursor[k] ?? doneSeq
+            if c < seq, (try? hasSegment(c + 1, seq)) == false, (try? hasBatch(k, after: c)) == false { cursor[k] = seq }
+        }
+        let all = uplinkKeys.map { cursor[$0] ?? doneSeq }.min() ?? doneSeq
+        if all > doneSeq, (try? hasSegment(doneSeq + 1, all)) == false {
+            delivered += all - doneSeq
+            doneSeq = all
+        }
+    }
+
+    func hasBatch(_ u: String, after seq: Int64) throws(SQLiteError) -> Bool {
+        let q = try db.prepare("SELECT 1 FROM batch WHERE uplink = ? AND first_seq > ? LIMIT 1")
+        defer { q.reset() }
+        q.bind(1, u)
+        q.bind(2, seq)
+        return try q.step()
+    }
+
     func ack(_ batch: BatchRecord) {
         let u = key(batch.uplink)
         do {
@@ -197,34 +284,7 @@ extension Store {
                     try db.exec("COMMIT")
                     return
                 }
-                // Advance this uplink's cursor over its contiguous prefix of acknowledged batches.
-                let from = cursor[u] ?? doneSeq
-                let q = try db.prepare("SELECT first_seq, last_seq, acked FROM batch WHERE uplink = ? AND first_seq > ? ORDER BY first_seq")
-                defer { q.reset() }
-                q.bind(1, u)
-                q.bind(2, from)
-                var done = from
-                while try q.step() {
-                    guard q.int(2) == 1, q.int(0) == done + 1 else { break }
-                    done = q.int(1)
-                }
-                q.reset()
-                if done > from {
-                    let d = try db.prepare("DELETE FROM batch WHERE uplink = ? AND last_seq <= ?")
-                    d.bind(1, u)
-                    d.bind(2, done)
-                    try d.run()
-                    try setCursor(u, done)
-                }
-                // Readings every uplink has acknowledged leave the outbox.
-                let all = uplinkKeys.map { cursor[$0] ?? doneSeq }.min() ?? done
-                if all > doneSeq {
-                    try removeSegments(through: all)
-                    delivered += all - doneSeq
-                    doneSeq = all
-                    try setMeta("done_seq", doneSeq)
-                    try setMeta("delivered", delivered)
-                }
+                try advance(u)
                 try db.exec("COMMIT")
             } catch {
                 try? db.exec("ROLLBACK")
@@ -277,7 +337,13 @@ extension Store {
         s.committed = committed
         s.delivered = delivered
         s.evicted = evicted
-        s.bufferedReadings = max(0, nextSeq - 1 - doneSeq)
+        // The readings in segments, less the delivered part of the first one.
+        var buffered = storedReadings
+        if let q = try? db.prepare("SELECT first_seq, last_seq FROM segment ORDER BY first_seq LIMIT 1") {
+            if (try? q.step()) == true, q.int(0) <= doneSeq { buffered -= min(doneSeq, q.int(1)) - q.int(0) + 1 }
+            q.reset()
+        }
+        s.bufferedReadings = max(0, buffered)
         s.bufferedBytes = totalBytes
         s.segments = segmentCount
         s.commits = commitCount

@@ -14,7 +14,9 @@ extension Store {
     /// Stores one segment (one transaction). `refused`: dropped by when_full =
     /// drop_newest (counted); `failed`: SQLite error (disk full, I/O): nothing
     /// stored, the caller keeps the readings and retries.
-    func insertSegment(_ readings: ArraySlice<Reading>) -> InsertResult {
+    func insertSegment(_ readings: ArraySlice<Reading>, first given: Int64? = nil) -> InsertResult {
+        // Readings acknowledged from memory were never written: their sequence numbers are a gap.
+        if let given, given > nextSeq { nextSeq = given }
         let blob = SegmentCodec.encode(readings)
         let bytes = Int64(blob.count)
         let n = Int64(readings.count)
@@ -34,6 +36,7 @@ extension Store {
                 if options.whenFull == .dropNewest && excess > 0 {
                     try addEvicted("buffer_full", n)
                     try db.exec("COMMIT")
+                    nextSeq += n // their sequence numbers (assigned on arrival) stay unused
                     logFull(n)
                     return .refused
                 }
@@ -57,6 +60,7 @@ extension Store {
                 committed += n
                 totalBytes += bytes
                 segmentCount += 1
+                storedReadings += n
                 commitCount += 1
                 return .stored
             } catch {
@@ -158,18 +162,20 @@ extension Store {
 
     func removeSegments(through: Int64) throws(SQLiteError) {
         // A range of the primary key (segments never overlap), not a scan of the table.
-        let q = try db.prepare("SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM segment WHERE first_seq <= ?1 AND last_seq <= ?1")
+        let q = try db.prepare("SELECT COALESCE(SUM(bytes), 0), COUNT(*), COALESCE(SUM(count), 0) FROM segment WHERE first_seq <= ?1 AND last_seq <= ?1")
         defer { q.reset() }
         q.bind(1, through)
         _ = try q.step()
         let b = q.int(0)
         let c = q.int(1)
+        let r = q.int(2)
         guard c > 0 else { return }
         let d = try db.prepare("DELETE FROM segment WHERE first_seq <= ?1 AND last_seq <= ?1")
         d.bind(1, through)
         try d.run()
         totalBytes -= b
         segmentCount -= c
+        storedReadings -= r
         forgetCommits(through: through)
         if let cached = cache, cached.first <= through { cache = nil }
     }

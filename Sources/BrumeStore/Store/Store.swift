@@ -88,6 +88,9 @@ final class Store {
     var delivered: Int64 = 0
     var totalBytes: Int64 = 0
     var segmentCount: Int64 = 0
+    /// Readings in the segments (sequence numbers without a segment — delivered from memory,
+    /// refused when full, quarantined — are not readings).
+    var storedReadings: Int64 = 0
     var commitCount: Int64 = 0
     var evicted: [String: Int64] = [:]
     var commitFailures: Int64 = 0
@@ -268,11 +271,12 @@ final class Store {
         var stored: [String: Int64] = [:]
         while try c.step() { stored[String(c.text(0).dropFirst(7))] = c.int(1) }
         for k in uplinkKeys { cursor[k] = max(doneSeq, stored[k] ?? doneSeq) }
-        let s = try db.prepare("SELECT COALESCE(SUM(bytes), 0), COUNT(*), COALESCE(MAX(last_seq), 0) FROM segment")
+        let s = try db.prepare("SELECT COALESCE(SUM(bytes), 0), COUNT(*), COALESCE(MAX(last_seq), 0), COALESCE(SUM(count), 0) FROM segment")
         defer { s.reset() }
         _ = try s.step()
         totalBytes = s.int(0)
         segmentCount = s.int(1)
+        storedReadings = s.int(3)
         // Never reuse a sequence number, even if meta lagged behind.
         nextSeq = max(nextSeq, s.int(2) + 1)
     }

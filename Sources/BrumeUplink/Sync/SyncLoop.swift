@@ -130,6 +130,8 @@ public final class SyncLoop: Sendable {
     struct Inflight {
         var batch: EncodedBatch
         var sentAt: UInt64
+        /// Taken from memory (the live lane), not from the database.
+        var live = false
     }
 
     struct LoopState {
@@ -149,6 +151,12 @@ public final class SyncLoop: Sendable {
         /// Live first: the first sequence number of the live lane while a backlog drains
         /// behind it (nil: one lane).
         var liveFrom: Int64?
+        /// Taking live batches from memory (connected, nothing to resend, no backlog lane).
+        var memoryLive = false
+        /// Readings per live batch after one was too large.
+        var liveMaxReadings: Int?
+        /// Nothing committed waits for this uplink: live batches from memory may go (in order).
+        var databaseLaneEmpty = false
     }
 
     private func pump(_ loop: inout LoopState) {
@@ -167,6 +175,11 @@ public final class SyncLoop: Sendable {
             loop.generation = gen
             loop.reload = false
             loop.inflight.removeAll()
+            if loop.memoryLive {
+                // Live batches in flight go again, from memory or, once committed, from the database.
+                outbox.setLive(uplink: options.name, active: false)
+                loop.memoryLive = false
+            }
             loop.resend = gen == nil ? [] : outbox.unackedBatches(uplink: key)
             loop.resendIndex = 0
             if !loop.resend.isEmpty {
@@ -185,16 +198,20 @@ public final class SyncLoop: Sendable {
             if let bandwidth, !bandwidth.mayTake() { return }
             let rec: BatchRecord
             var isResend = false
+            var fromMemory: [Reading]?
             if loop.resendIndex < loop.resend.count {
                 rec = loop.resend[loop.resendIndex]
                 loop.resendIndex += 1
                 isResend = true
             } else if let r = nextBatch(&loop) {
                 rec = r
+            } else if loop.databaseLaneEmpty, let (r, rs) = nextLiveBatch(&loop) {
+                rec = r
+                fromMemory = rs
             } else {
                 return
             }
-            guard var readings = outbox.readings(of: rec) else {
+            guard var readings = fromMemory ?? outbox.readings(of: rec) else {
                 // Evicted or quarantined meanwhile: nothing left to send for it.
                 outbox.ack(rec)
                 continue
@@ -208,13 +225,23 @@ public final class SyncLoop: Sendable {
                     kept.append(r)
                     keptSeqs.append(rec.first + Int64(i))
                 }
-                if kept.isEmpty { outbox.ack(rec); continue }
+                if kept.isEmpty {
+                    if fromMemory != nil { outbox.ackLive(rec) } else { outbox.ack(rec) }
+                    continue
+                }
                 if kept.count < readings.count { seqs = keptSeqs }
                 readings = kept
             }
             let id = rec.id(gateway: gatewayID)
             loop.buffer.removeAll(keepingCapacity: true)
             let plain = sink.encode(rec, id: id, readings: readings, seqs: seqs, into: &loop.buffer)
+            if fromMemory != nil, let cap = byteCap(loop), loop.buffer.count > cap, rec.count > 1 {
+                // Too large from memory: smaller live batches, the same readings again.
+                loop.liveMaxReadings = max(1, rec.count * cap / max(1, loop.buffer.count) * 9 / 10)
+                outbox.setLive(uplink: options.name, active: false)
+                loop.memoryLive = false
+                continue
+            }
             if let cap = byteCap(loop), loop.buffer.count > cap, rec.count > 1 {
                 // Never send what the endpoint cannot take: split before the first send.
                 split(rec, bodyBytes: loop.buffer.count, cap: cap, &loop)
@@ -228,14 +255,17 @@ public final class SyncLoop: Sendable {
                                    metadata: ["budget_bytes_per_day": "\(budget.bytesPerDay)", "used_bytes": "\(budget.used)"])
                 }
                 // Kept first in line: sent when the budget allows.
-                if isResend { loop.resendIndex -= 1 } else { loop.resend.insert(rec, at: loop.resendIndex) }
+                if fromMemory != nil {
+                    outbox.setLive(uplink: options.name, active: false)
+                    loop.memoryLive = false
+                } else if isResend { loop.resendIndex -= 1 } else { loop.resend.insert(rec, at: loop.resendIndex) }
                 return
             }
             stats.budgetHeld.set(false)
             let token = loop.nextToken
             loop.nextToken += 1
             let batch = EncodedBatch(record: rec, id: id, readings: readings.count, body: loop.buffer, plainBytes: plain)
-            loop.inflight[token] = Inflight(batch: batch, sentAt: monotonicNanos())
+            loop.inflight[token] = Inflight(batch: batch, sentAt: monotonicNanos(), live: fromMemory != nil)
             stats.batchesSent.add()
             stats.bytesSent.add(Int64(batch.body.count))
             stats.bytesUncompressed.add(Int64(plain))
@@ -253,13 +283,35 @@ public final class SyncLoop: Sendable {
         }
     }
 
+    /// A live batch from memory, once nothing older waits for this uplink: connected, nothing to
+    /// resend, no backlog lane. Short delay: the hold window is for the cloud's answer.
+    private func nextLiveBatch(_ loop: inout LoopState) -> (BatchRecord, [Reading])? {
+        guard loop.generation != nil, loop.liveFrom == nil, loop.resendIndex >= loop.resend.count else { return nil }
+        if !loop.memoryLive {
+            outbox.setLive(uplink: options.name, active: true)
+            loop.memoryLive = true
+        }
+        return outbox.nextLiveBatch(uplink: options.name, maxReadings: loop.liveMaxReadings ?? options.batchMaxReadings,
+                                    maxDelayMillis: min(options.batchMaxDelayMillis, 100))
+    }
+
     /// The live lane first (or the only lane); the backlog lane with what is left of the
     /// window (one slot is kept for live readings).
     private func nextBatch(_ loop: inout LoopState) -> BatchRecord? {
         guard let from = loop.liveFrom else {
-            if case .batch(let r) = outbox.nextBatch(uplink: key, maxReadings: options.batchMaxReadings, maxDelayMillis: options.batchMaxDelayMillis) { return r }
-            return nil
+            switch outbox.nextBatch(uplink: key, maxReadings: options.batchMaxReadings, maxDelayMillis: options.batchMaxDelayMillis) {
+            case .batch(let r):
+                loop.databaseLaneEmpty = false
+                return r
+            case .waitUntil:
+                loop.databaseLaneEmpty = false // committed readings wait for their batch: they go first
+                return nil
+            case .empty:
+                loop.databaseLaneEmpty = true
+                return nil
+            }
         }
+        loop.databaseLaneEmpty = false
         if case .batch(let r) = outbox.nextBatch(uplink: key, maxReadings: options.batchMaxReadings, maxDelayMillis: options.batchMaxDelayMillis,
                                                  lane: from...Int64.max) {
             return r
@@ -284,7 +336,7 @@ public final class SyncLoop: Sendable {
         let rec = f.batch.record
         switch outcome {
         case .accepted:
-            outbox.ack(rec)
+            if f.live { outbox.ackLive(rec) } else { outbox.ack(rec) }
             stats.batchesAcked.add()
             stats.readingsAcked.add(Int64(f.batch.readings))
             let nanos = monotonicNanos() &- f.sentAt
@@ -313,9 +365,14 @@ public final class SyncLoop: Sendable {
                          metadata: ["batch": "\(f.batch.id)", "reason": "\(reason)", "status": "\(status)", "readings": "\(f.batch.readings)",
                                     "response": "\(detail.prefix(300))"])
             outbox.deadLetter(rec, status: status, response: detail, body: f.batch.body)
+            if f.live { outbox.ackLive(rec) } // kept aside: not this uplink's to send again
         case .tooLarge(let detail):
             stats.publishErrors.add("too_large")
-            if rec.count > 1 {
+            if f.live && rec.count > 1 {
+                loop.learnedMaxBytes = min(loop.learnedMaxBytes ?? Int.max, max(256, f.batch.plainBytes * 3 / 4))
+                loop.liveMaxReadings = max(1, rec.count / 2)
+                loop.reload = true // the live lane starts again from what was not acknowledged
+            } else if rec.count > 1 {
                 loop.learnedMaxBytes = min(loop.learnedMaxBytes ?? Int.max, max(256, f.batch.plainBytes * 3 / 4))
                 split(rec, bodyBytes: f.batch.plainBytes, cap: loop.learnedMaxBytes!, &loop)
                 // Everything after it is resent in order, after the halves.
@@ -326,6 +383,7 @@ public final class SyncLoop: Sendable {
                 logger.error("uplink: a single reading is too large for the endpoint; it is kept as a dead letter",
                              metadata: ["batch": "\(f.batch.id)", "bytes": "\(f.batch.body.count)", "detail": "\(detail)"])
                 outbox.deadLetter(rec, status: 413, response: "too large: \(detail)", body: f.batch.body)
+                if f.live { outbox.ackLive(rec) }
             }
         }
     }

@@ -1,0 +1,128 @@
+import BrumeCore
+import BrumeTestKit
+import Foundation
+import Logging
+import Testing
+@testable import BrumeStore
+
+/// Field rates: readings the cloud acknowledges within the hold window are never written.
+@Suite struct HoldTests {
+    func box(_ dir: String, uplinks: [String] = ["cloud"], hold: Duration = .seconds(2)) throws -> Outbox {
+        var o = OutboxOptions(path: "\(dir)/outbox.db")
+        o.uplinks = uplinks
+        o.hold = hold
+        let b = try Outbox(options: o, logger: Logger(label: "test"))
+        b.start()
+        return b
+    }
+
+    func r(_ i: Int) -> Reading { Reading(device: "d", metric: "seq", time: 1_764_169_999_000 + Int64(i), value: .number(Double(i))) }
+
+    @Test func readingsAcknowledgedFromMemoryAreNeverWritten() throws {
+        let dir = TestKit.tempDir()
+        let b = try box(dir)
+        defer { b.stop(); b.close() }
+        b.setLive(uplink: "cloud", active: true)
+        var sent = 0
+        for round in 0..<20 {
+            let ticket = b.append((round * 10 + 1...round * 10 + 10).map(r), holdable: true)
+            guard let (batch, readings) = b.nextLiveBatch(uplink: "cloud", maxReadings: 500, maxDelayMillis: 0) else { Issue.record("no live batch"); return }
+            #expect(readings.count == 10 && batch.first == Int64(round * 10 + 1))
+            sent += readings.count
+            b.ackLive(batch)
+            // The source is released by the cloud's acknowledgement, long before any commit.
+            #expect(b.waitProcessed(ticket, timeout: .milliseconds(500)))
+        }
+        usleep(300_000)
+        let s = b.stats
+        #expect(s.segments == 0 && s.commits == 0, "nothing written: \(s.segments) segments, \(s.commits) commits")
+        #expect(b.deliveredFromMemory.current == 200 && sent == 200)
+        #expect(s.bufferedReadings == 0 && s.pendingInMemory == 0)
+    }
+
+    @Test func whatTheCloudDidNotAcknowledgeInTimeIsCommittedWithItsBatchRecorded() throws {
+        let dir = TestKit.tempDir()
+        let b = try box(dir, hold: .milliseconds(200))
+        defer { b.stop(); b.close() }
+        b.setLive(uplink: "cloud", active: true)
+        b.append((1...10).map(r), holdable: true)
+        guard let (batch, _) = b.nextLiveBatch(uplink: "cloud", maxReadings: 500, maxDelayMillis: 0) else { Issue.record("no live batch"); return }
+        #expect(TestKit.waitUntil(timeout: 5) { b.stats.segments == 1 })
+        // The batch that went is recorded as it went: same range, same id after a restart.
+        #expect(b.unackedBatches(uplink: "cloud") == [batch])
+        b.ackLive(batch) // the answer comes late: a database acknowledgement
+        #expect(b.stats.doneSeq == 10 && b.stats.bufferedReadings == 0)
+    }
+
+    @Test func readingsThatCannotBeHeldAreCommittedWithinTheCommitInterval() throws {
+        let dir = TestKit.tempDir()
+        let b = try box(dir)
+        defer { b.stop(); b.close() }
+        b.setLive(uplink: "cloud", active: true)
+        let ticket = b.append((1...5).map(r), holdable: false) // a serial line: no second chance
+        #expect(b.waitProcessed(ticket, timeout: .seconds(2)))
+        #expect(b.stats.segments == 1)
+    }
+
+    @Test func withoutLiveLanesNothingIsHeld() throws {
+        let dir = TestKit.tempDir()
+        let b = try box(dir)
+        defer { b.stop(); b.close() }
+        let ticket = b.append((1...5).map(r), holdable: true) // the cloud is away: commit as before
+        #expect(b.waitProcessed(ticket, timeout: .seconds(1)))
+        #expect(b.stats.segments == 1)
+    }
+
+    /// Two uplinks: a reading leaves memory unwritten only when both have it; the one that had
+    /// it in time is not sent it again from the database.
+    @Test func aReadingIsDroppedOnlyWhenEveryUplinkHasIt() throws {
+        let dir = TestKit.tempDir()
+        let b = try box(dir, uplinks: ["cloud", "influx"], hold: .milliseconds(200))
+        defer { b.stop(); b.close() }
+        b.setLive(uplink: "cloud", active: true)
+        b.setLive(uplink: "influx", active: true)
+        b.append((1...10).map(r), holdable: true)
+        let c = try #require(b.nextLiveBatch(uplink: "cloud", maxReadings: 500, maxDelayMillis: 0))
+        _ = try #require(b.nextLiveBatch(uplink: "influx", maxReadings: 500, maxDelayMillis: 0))
+        b.ackLive(c.0) // influx never answers
+        #expect(TestKit.waitUntil(timeout: 5) { b.stats.segments == 1 })
+        #expect(b.unackedBatches(uplink: "cloud").isEmpty, "cloud had them: not sent again")
+        #expect(b.unackedBatches(uplink: "influx").count == 1, "influx's live batch recorded, to be resent")
+        #expect(b.backlog()["cloud"] == 0)
+        guard case .empty = b.nextBatch(uplink: "cloud", maxReadings: 500, maxDelayMillis: 0) else { Issue.record("cloud would get them twice"); return }
+    }
+
+    /// Sequence numbers after readings that were never written: batch ids stay unique and the
+    /// database lane picks up what was committed, after a restart too.
+    @Test func gapsOfUnwrittenReadingsAreHarmless() throws {
+        let dir = TestKit.tempDir()
+        var ids: Set<String> = []
+        do {
+            let b = try box(dir)
+            b.setLive(uplink: "cloud", active: true)
+            b.append((1...10).map(r), holdable: true)
+            let (l, _) = try #require(b.nextLiveBatch(uplink: "cloud", maxReadings: 500, maxDelayMillis: 0))
+            ids.insert(l.id(gateway: "g"))
+            b.ackLive(l)
+            b.setLive(uplink: "cloud", active: false) // the cloud goes away
+            b.append((11...20).map(r), holdable: true)
+            b.flush()
+            guard case .batch(let d) = b.nextBatch(uplink: "cloud", maxReadings: 500, maxDelayMillis: 0) else { Issue.record("no batch"); return }
+            #expect(d.first >= 11 && values(b.readings(of: d)!) == Array(11...20))
+            ids.insert(d.id(gateway: "g"))
+            b.stop()
+            b.close()
+        }
+        let b = try box(dir)
+        defer { b.stop(); b.close() }
+        let again = b.unackedBatches(uplink: "cloud")
+        #expect(again.count == 1 && values(b.readings(of: again[0])!) == Array(11...20))
+        b.ack(again[0])
+        #expect(b.stats.bufferedReadings == 0)
+        b.append((21...25).map(r), holdable: false)
+        b.flush()
+        guard case .batch(let e) = b.nextBatch(uplink: "cloud", maxReadings: 500, maxDelayMillis: 0) else { Issue.record("no batch"); return }
+        #expect(values(b.readings(of: e)!) == Array(21...25))
+        #expect(!ids.contains(e.id(gateway: "g")))
+    }
+}
