@@ -42,16 +42,17 @@ public struct OutboxInspector {
     public func summary() throws -> Summary {
         var s = Summary()
         let done = try meta("done_seq")
-        s.buffered = max(0, try meta("next_seq") - 1 - done)
-        s.committed = try meta("committed")
         s.delivered = try meta("delivered")
-        let q = try db.prepare("SELECT COALESCE(SUM(bytes), 0), COUNT(*), MIN(created_ms), MAX(created_ms) FROM segment WHERE last_seq > ?")
+        // Readings in segments (next_seq and `committed` are written lazily; sequence numbers
+        // without a segment — delivered from memory, refused — are not readings).
+        let q = try db.prepare("SELECT COALESCE(SUM(bytes), 0), COUNT(*), MIN(created_ms), MAX(created_ms), COALESCE(SUM(count), 0), MIN(first_seq) FROM segment WHERE last_seq > ?")
         defer { q.reset() }
         q.bind(1, done)
         if try q.step() {
             s.bytes = q.int(0)
             s.segments = q.int(1)
             if !q.isNull(2) { s.oldestMillis = q.int(2); s.newestMillis = q.int(3) }
+            s.buffered = q.int(4) - (q.isNull(5) ? 0 : max(0, done - q.int(5) + 1))
         }
         let b = try db.prepare("SELECT COUNT(*) FROM batch WHERE acked = 0")
         defer { b.reset() }
@@ -59,6 +60,7 @@ public struct OutboxInspector {
         let e = try db.prepare("SELECT reason, readings FROM eviction")
         defer { e.reset() }
         while try e.step() { s.evicted[e.text(0)] = e.int(1) }
+        s.committed = max(try meta("committed"), s.delivered + s.evicted.values.reduce(0, &+) + s.buffered)
         let pc = try db.prepare("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")
         defer { pc.reset() }
         if try pc.step() { s.fileBytes = pc.int(0) }

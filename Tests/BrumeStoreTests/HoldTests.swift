@@ -64,13 +64,22 @@ import Testing
         #expect(b.stats.segments == 1)
     }
 
-    @Test func withoutLiveLanesNothingIsHeld() throws {
+    /// The cloud away: held readings are committed once a second (one commit per second keeps a
+    /// card alive at any rate), or at once when many wait (a field broker's in-flight window).
+    @Test func withoutLiveLanesHeldReadingsAreCommittedWithinASecond() throws {
         let dir = TestKit.tempDir()
         let b = try box(dir)
         defer { b.stop(); b.close() }
-        let ticket = b.append((1...5).map(r), holdable: true) // the cloud is away: commit as before
-        #expect(b.waitProcessed(ticket, timeout: .seconds(1)))
+        let t0 = ContinuousClock.now
+        let ticket = b.append((1...5).map(r), holdable: true)
+        #expect(b.waitProcessed(ticket, timeout: .seconds(3)))
+        let waited = ContinuousClock.now - t0
+        #expect(waited >= .milliseconds(900) && waited < .seconds(2), "committed after \(waited)")
         #expect(b.stats.segments == 1)
+        let many = b.append((6...40).map(r), holdable: true) // 35 wait: commit early
+        let t1 = ContinuousClock.now
+        #expect(b.waitProcessed(many, timeout: .seconds(3)))
+        #expect(ContinuousClock.now - t1 < .milliseconds(500))
     }
 
     /// Two uplinks: a reading leaves memory unwritten only when both have it; the one that had
@@ -124,5 +133,25 @@ import Testing
         guard case .batch(let e) = b.nextBatch(uplink: "cloud", maxReadings: 500, maxDelayMillis: 0) else { Issue.record("no batch"); return }
         #expect(values(b.readings(of: e)!) == Array(21...25))
         #expect(!ids.contains(e.id(gateway: "g")))
+    }
+
+    /// A reconnect loses what was in flight: the same batches go again (same range and id,
+    /// identical bytes), so a consumer dedups them on the batch id as it does for the database's.
+    @Test func liveBatchesInFlightAtADisconnectGoAgainExactly() throws {
+        let dir = TestKit.tempDir()
+        let b = try box(dir)
+        defer { b.stop(); b.close() }
+        b.setLive(uplink: "cloud", active: true)
+        b.append((1...30).map(r), holdable: true)
+        let (x, xr) = try #require(b.nextLiveBatch(uplink: "cloud", maxReadings: 10, maxDelayMillis: 0))
+        let (y, yr) = try #require(b.nextLiveBatch(uplink: "cloud", maxReadings: 10, maxDelayMillis: 0))
+        b.ackLive(x)
+        b.setLive(uplink: "cloud", active: false) // the connection drops with y in flight
+        b.setLive(uplink: "cloud", active: true)
+        let (y2, y2r) = try #require(b.nextLiveBatch(uplink: "cloud", maxReadings: 10, maxDelayMillis: 0))
+        #expect(y2 == y && y2r == yr && y2.id(gateway: "g") == y.id(gateway: "g"))
+        let (z, zr) = try #require(b.nextLiveBatch(uplink: "cloud", maxReadings: 10, maxDelayMillis: 0))
+        #expect(z.first == 21 && values(zr) == Array(21...30))
+        #expect(values(xr) == Array(1...10))
     }
 }

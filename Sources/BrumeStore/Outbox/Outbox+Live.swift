@@ -11,6 +11,8 @@ import Glibc
 struct LiveLane {
     /// The uplink takes live batches (connected, nothing older to send first).
     var active = false
+    /// The uplink is connected (possibly draining a backlog).
+    var connected = false
     /// The last sequence number handed out to this lane.
     var sentThrough: Int64 = 0
     /// Every sequence number up to here is acknowledged by this uplink (or not carried by it).
@@ -19,6 +21,9 @@ struct LiveLane {
     var acked: [ClosedRange<Int64>] = []
     /// Handed out, not yet acknowledged.
     var inflight: [BatchRecord] = []
+    /// After a reconnect: the batches that were in flight, to go again exactly (same range,
+    /// same id) before new ones.
+    var resend: [BatchRecord] = []
 
     func delivered(_ seq: Int64) -> Bool {
         seq <= deliveredThrough || acked.contains { $0.contains(seq) }
@@ -58,16 +63,30 @@ extension Outbox {
         UInt64(options.hold.components.seconds) &* 1_000_000_000 &+ UInt64(options.hold.components.attoseconds / 1_000_000_000)
     }
 
-    /// When the pending readings must be committed: `commitInterval` after the first one, or,
-    /// while live lanes run, `hold` after the first held one and `commitInterval` after the first
-    /// one that cannot be held (pending is in arrival order).
+    /// When the pending readings must be committed (pending is in arrival order):
+    /// `commitInterval` after the first one that cannot be held; for held ones, `hold` after the
+    /// first while live lanes run (the cloud may still acknowledge them), else at most one
+    /// second (the cloud is away: one commit per second keeps an SD card alive at any rate).
     func commitDeadlineLocked(interval: UInt64) -> UInt64 {
         guard let head = pendingArrival.first else { return .max }
-        guard holdActive else { return head &+ interval }
-        var due = head &+ holdNanos
+        guard holdNanos > 0 else { return head &+ interval }
+        // Live lanes: the hold. Every uplink away: a second. An uplink draining a backlog: the
+        // commit interval (its live lane reads committed readings and sends them first).
+        let away = !live.contains(where: \.connected)
+        let window = holdActive ? holdNanos : away ? min(holdNanos, max(interval, 1_000_000_000)) : interval
+        var due = pendingHoldable[0] ? head &+ window : head &+ interval
         if let i = pendingHoldable.firstIndex(of: false) { due = min(due, pendingArrival[i] &+ interval) }
         return due
     }
+
+    /// A source waits for its readings to be safe: commit early (after the minimum spacing)
+    /// only when holding would cost throughput — nothing is held, or so many messages wait that
+    /// a field broker's in-flight window (Mosquitto's default: 20) may be full.
+    var urgentCommitDueLocked: Bool {
+        urgent && !pending.isEmpty && (holdNanos == 0 || pending.count >= Outbox.urgentAfterReadings)
+    }
+
+    static let urgentAfterReadings = 16
 
     /// Drops the readings at the head of pending that every uplink acknowledged from memory:
     /// they are delivered and never written. Releases the sources waiting for them.
@@ -105,7 +124,10 @@ extension Outbox {
         pendingFirstSeq = lastSeq + 1
         // Committed: the lanes' in-flight batches are recorded now; they will be acknowledged
         // in the database.
-        for i in live.indices { live[i].inflight.removeAll { $0.last <= lastSeq } }
+        for i in live.indices {
+            live[i].inflight.removeAll { $0.last <= lastSeq }
+            live[i].resend.removeAll { $0.last <= lastSeq }
+        }
         return t
     }
 
@@ -131,14 +153,14 @@ extension Outbox {
     public func setLive(uplink: String, active: Bool) {
         guard let i = laneIndex(uplink) else { return }
         pendingLock.withLock {
-            guard live[i].active != active || !active else { return }
+            guard live[i].active != active else { return }
             if active {
-                // From the first reading not yet committed; what was committed is the database lane's.
-                live[i].sentThrough = max(live[i].deliveredThrough, pendingFirstSeq - 1)
+                // From the first reading not yet committed; what was committed is the database
+                // lane's (live batches among it were recorded, and are resent from there).
                 live[i].deliveredThrough = max(live[i].deliveredThrough, pendingFirstSeq - 1)
-            } else {
-                live[i].sentThrough = live[i].deliveredThrough
-                live[i].inflight.removeAll()
+                live[i].sentThrough = max(live[i].sentThrough, live[i].deliveredThrough)
+                // What was in flight when the connection went goes again first, exactly.
+                live[i].resend = live[i].inflight.filter { $0.first >= pendingFirstSeq }.sorted { $0.first < $1.first }
             }
             live[i].active = active
             pendingLock.broadcast()
@@ -154,6 +176,13 @@ extension Outbox {
         let key = dbLock.withLock { _ in store.key(uplink) }
         return pendingLock.withLock {
             guard live[i].active else { return nil }
+            // Batches that were in flight at a disconnect: the same again (a consumer dedups them).
+            while let again = live[i].resend.first {
+                live[i].resend.removeFirst()
+                guard again.first >= pendingFirstSeq, again.last < pendingFirstSeq + Int64(pending.count) else { continue }
+                let lo = Int(again.first - pendingFirstSeq)
+                return (again, Array(pending[lo...(lo + again.count - 1)]))
+            }
             let from = max(live[i].sentThrough + 1, pendingFirstSeq)
             let offset = Int(from - pendingFirstSeq)
             guard offset < pending.count else { return nil }
@@ -165,6 +194,27 @@ extension Outbox {
             live[i].sentThrough = rec.last
             live[i].inflight.append(rec)
             return (rec, Array(pending[offset..<(offset + n)]))
+        }
+    }
+
+    /// Whether an uplink is connected (the commit window of held readings depends on it).
+    public func setConnected(uplink: String, _ connected: Bool) {
+        guard let i = laneIndex(uplink) else { return }
+        pendingLock.withLock {
+            live[i].connected = connected
+            pendingLock.broadcast()
+        }
+    }
+
+    /// Starts an uplink's live lane again from what it has acknowledged, forgetting what was in
+    /// flight (a batch too large for the endpoint: smaller ones follow; those readings may then
+    /// arrive twice under different ids).
+    public func restartLive(uplink: String) {
+        guard let i = laneIndex(uplink) else { return }
+        pendingLock.withLock {
+            live[i].inflight.removeAll()
+            live[i].resend.removeAll()
+            live[i].sentThrough = live[i].deliveredThrough
         }
     }
 

@@ -143,7 +143,7 @@ public final class Outbox: @unchecked Sendable {
         pendingArrival.append(contentsOf: repeatElement(t, count: readings.count))
         pendingHoldable.append(contentsOf: repeatElement(holdable, count: readings.count))
         appendedTotal += UInt64(readings.count)
-        if pending.count >= options.maxSegmentReadings { pendingLock.broadcast() }
+        if pending.count >= options.maxSegmentReadings || (urgent && pending.count >= Outbox.urgentAfterReadings) { pendingLock.broadcast() }
         if holdActive { commitSignal.yield() } // live lanes take them
         return appendedTotal
     }
@@ -167,6 +167,7 @@ public final class Outbox: @unchecked Sendable {
         }
         // Held readings wait for the cloud (or their hold deadline), not for an early commit.
         if !holdActive { urgent = true }
+        // (append wakes the writer too once enough wait: see urgentCommitDueLocked)
         pendingLock.broadcast()
         while processedTotal < ticket {
             let now = monotonicNanos()
@@ -202,9 +203,9 @@ public final class Outbox: @unchecked Sendable {
                 let now = monotonicNanos()
                 let due = commitDeadlineLocked(interval: interval)
                 if !pending.isEmpty && now >= due { break }
-                if urgent && !pending.isEmpty && now >= lastCommitNanos + spacing { break }
+                if urgentCommitDueLocked && now >= lastCommitNanos + spacing { break }
                 var deadline = pending.isEmpty ? now + 1_000_000_000 : due
-                if urgent && !pending.isEmpty { deadline = min(deadline, lastCommitNanos + spacing) }
+                if urgentCommitDueLocked { deadline = min(deadline, lastCommitNanos + spacing) }
                 pendingLock.wait(untilMonotonicNanos: min(deadline, now + 1_000_000_000))
                 if monotonicNanos() >= lastMaintenance + 1_000_000_000 { break }
             }

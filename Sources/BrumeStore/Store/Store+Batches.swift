@@ -216,6 +216,8 @@ extension Store {
             doneSeq = all
             try setMeta("done_seq", doneSeq)
             try setMeta("delivered", delivered)
+            try setMeta("committed", committed)
+            try setMeta("next_seq", nextSeq)
         }
     }
 

@@ -48,8 +48,9 @@ extension Store {
                 insertSegmentStmt.bind(5, now())
                 insertSegmentStmt.bindBlob(6, blob)
                 try insertSegmentStmt.run()
-                try setMeta("next_seq", first + n)
-                try setMeta("committed", committed + n)
+                // One page per commit, not two: next_seq is recovered from the segments at open
+                // (MAX(last_seq) + 1), and the `committed` counter is written with the next
+                // acknowledgement or at close (a crash may undercount it; nothing else).
                 if options.whenFull == .dropOldest && excess > 0 {
                     // In blob bytes, as the segments count them.
                     try evictOldest(needing: Int64(excess / ratio) + 1, reason: "max_bytes")

@@ -248,12 +248,15 @@ final class Store {
     }
 
     func loadState() throws {
+        // Also after a failed transaction: what is in memory may be ahead of meta (next_seq and
+        // the counters are written lazily), never behind.
+        let inMemoryNext = nextSeq
         let q = try db.prepare("SELECT key, value FROM meta")
         defer { q.reset() }
         while try q.step() {
             let v = q.int(1)
             switch q.text(0) {
-            case "next_seq": nextSeq = v
+            case "next_seq": nextSeq = max(inMemoryNext, v)
             case "done_seq": doneSeq = v
             case "committed": committed = v
             case "delivered": delivered = v
@@ -279,6 +282,8 @@ final class Store {
         storedReadings = s.int(3)
         // Never reuse a sequence number, even if meta lagged behind.
         nextSeq = max(nextSeq, s.int(2) + 1)
+        // `committed` is written lazily: at least what is accounted for.
+        committed = max(committed, delivered + evicted.values.reduce(0, &+) + storedReadings)
     }
 
     func raiseSequenceFloor(_ floor: Int64) throws {
@@ -293,6 +298,8 @@ final class Store {
     func close() {
         guard !closed else { return }
         closed = true
+        try? setMeta("committed", committed)
+        try? setMeta("next_seq", nextSeq)
         try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
     }
 

@@ -172,6 +172,7 @@ public final class SyncLoop: Sendable {
         let gen = sink.connection
         if gen != loop.generation || loop.reload {
             // A new connection, or a retry: what was in flight is sent again, in order.
+            if gen != loop.generation { outbox.setConnected(uplink: options.name, gen != nil) }
             loop.generation = gen
             loop.reload = false
             loop.inflight.removeAll()
@@ -238,8 +239,7 @@ public final class SyncLoop: Sendable {
             if fromMemory != nil, let cap = byteCap(loop), loop.buffer.count > cap, rec.count > 1 {
                 // Too large from memory: smaller live batches, the same readings again.
                 loop.liveMaxReadings = max(1, rec.count * cap / max(1, loop.buffer.count) * 9 / 10)
-                outbox.setLive(uplink: options.name, active: false)
-                loop.memoryLive = false
+                outbox.restartLive(uplink: options.name)
                 continue
             }
             if let cap = byteCap(loop), loop.buffer.count > cap, rec.count > 1 {
@@ -371,6 +371,7 @@ public final class SyncLoop: Sendable {
             if f.live && rec.count > 1 {
                 loop.learnedMaxBytes = min(loop.learnedMaxBytes ?? Int.max, max(256, f.batch.plainBytes * 3 / 4))
                 loop.liveMaxReadings = max(1, rec.count / 2)
+                outbox.restartLive(uplink: options.name)
                 loop.reload = true // the live lane starts again from what was not acknowledged
             } else if rec.count > 1 {
                 loop.learnedMaxBytes = min(loop.learnedMaxBytes ?? Int.max, max(256, f.batch.plainBytes * 3 / 4))
