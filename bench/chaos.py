@@ -607,14 +607,16 @@ def s_disk_full(sc, quick):
         with open(filler, "wb") as f:
             f.write(b"\0" * max(0, free - leave_kb * 1024))
         os.sync()
-        rig = MqttRig(sc, data=data)
+        # hold = "0s": readings are committed as they come, so the full disk is met (with the
+        # default hold and the cloud online, nothing would be written at all).
+        rig = MqttRig(sc, data=data, extra='[buffer]\nhold = "0s"\n')
     else:
         # Fallback: the gateway's file size limit (SIGXFSZ must be ignored, or the kernel kills it).
         def lim():
             import resource
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (leave_kb * 1024, leave_kb * 1024))
-        rig = MqttRig(sc, preexec=lim)
+        rig = MqttRig(sc, preexec=lim, extra='[buffer]\nhold = "0s"\n')
     # > 62 s in all: the write_error count is only in memory, visible in the 60 s "status" line
     full_s, after_s = (20, 45) if quick else (45, 35)
     n = int((full_s + after_s) * RATE)
@@ -963,7 +965,10 @@ def s_io_error(sc, quick):
     restart (as systemd's Restart=on-failure would; the card works again) nothing is lost."""
     flag = os.path.join(sc.tmp, "ioerr")
     api = free_port()
-    extra = f'[api]\nlisten = "127.0.0.1:{api}"\n[buffer]\nfault_restart_after = "3s"\n'
+    # hold = "0s": every reading is committed, so the failing card is met at once (with the
+    # default hold and the cloud online, readings acknowledged from memory are never written,
+    # and the fault shows at the first commit: an outage, a slow cloud, a serial reading).
+    extra = f'[api]\nlisten = "127.0.0.1:{api}"\n[buffer]\nfault_restart_after = "3s"\nhold = "0s"\n'
     rig = MqttRig(sc, extra=extra, env={"BRUME_FAULT_POWERCUT": "1", "BRUME_FAULT_IOERR_FILE": flag})
     n = int(20 * RATE)
     load = Load(sc, rig.field, n)

@@ -111,6 +111,7 @@ final class Pipeline: ReadingSink {
         }
         return ticket
     }
+    func flushNow() { outbox.flush() }
     func waitDurable(_ ticket: UInt64, timeout: Duration) -> Bool {
         outbox.waitProcessed(ticket, timeout: timeout)
     }

@@ -21,9 +21,14 @@ public protocol ReadingSink: Sendable {
     /// Blocks until everything accepted up to `ticket` is committed to the
     /// outbox (or dropped, and counted), or `timeout` passes. True if done.
     func waitDurable(_ ticket: UInt64, timeout: Duration) -> Bool
+    /// Commits what waits in memory now (a source that stops wants its readings safe before it
+    /// acknowledges them).
+    func flushNow()
 }
 
 extension ReadingSink {
+    public func flushNow() {}
+
     @discardableResult
     public func accept(_ readings: [Reading], from source: String) -> UInt64 {
         accept(readings, from: source, redelivery: .never)

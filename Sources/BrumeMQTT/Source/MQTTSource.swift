@@ -213,7 +213,11 @@ final class MessageReceiver: Sendable {
         let ticket = lastTicket.load(ordering: .relaxed)
         var waitedMillis = 0
         while !sink.waitDurable(ticket, timeout: .milliseconds(200)) {
-            if stopping.load(ordering: .acquiring) { return false }
+            if stopping.load(ordering: .acquiring) {
+                // Held readings are committed now, then acknowledged; a full disk still gives up.
+                sink.flushNow()
+                return sink.waitDurable(ticket, timeout: .seconds(1))
+            }
             waitedMillis += 200
             if waitedMillis % 5000 == 0, let n = limiter.admit() {
                 logger.warning("outbox has not committed for a while: acknowledgements to the broker are held back",
