@@ -347,6 +347,7 @@ def r2(x): return None if x is None else round(x, 3)
 class MqttRig:
     def __init__(self, sc, extra="", rules="", data=None, env=None, preexec=None):
         self.sc = sc
+        self.extra = extra
         self.field = Broker(sc, "field")
         self.cloudb = Broker(sc, "cloud")
         self.cloud = Cloud(sc, self.cloudb)
@@ -628,7 +629,7 @@ def s_disk_full(sc, quick):
     # finish within 5 s (the source's ack gate gives up without acknowledging; the broker
     # keeps the messages for the next session).
     t_hup = time.monotonic()
-    rig.gw.write_config(mqtt_config(rig.data, rig.cloudb, rig.field).replace('subscribe = ["load/+/+"]', 'subscribe = ["load/+/+"]\nkeepalive = "31s"'))
+    rig.gw.write_config(mqtt_config(rig.data, rig.cloudb, rig.field, rig.extra).replace('subscribe = ["load/+/+"]', 'subscribe = ["load/+/+"]\nkeepalive = "31s"'))
     os.kill(rig.gw.pid, signal.SIGHUP)
     reloaded = rig.gw.wait_log("configuration reloaded", since_t=t_hup, timeout=30)
     reload_s = time.monotonic() - t_hup if reloaded else None
@@ -1002,7 +1003,7 @@ def s_io_error(sc, quick):
     rec["recovery_s"] = r2((rig.cloud.first_seq_at_least(t_up, want) or t_up) - t_up)
     rig.finish(rec, n)
     rec["gateway_exit_codes"] = [c for c in rec["gateway_exit_codes"] if c != 4]
-    verdict(rec)
+    verdict(rec, kills=1)  # the exit on the fault is a stop without a clean drain
     if code != 4: rec["fail_reasons"].append(f"exit code {code}, expected 4"); rec["result"] = "FAIL"
     if t_notready is None or t_notready - t_fault > 2: rec["fail_reasons"].append("/readyz did not turn not ready within 2 s"); rec["result"] = "FAIL"
     return rec

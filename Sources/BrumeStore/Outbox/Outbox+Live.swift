@@ -174,6 +174,9 @@ extension Outbox {
         guard let i = laneIndex(uplink) else { return nil }
         let run = dbLock.withLock { _ in store.run }
         let key = dbLock.withLock { _ in store.key(uplink) }
+        // hold = 0: every reading is committed first, and batches come from the database only
+        // (a crash then resends them byte for byte).
+        guard options.hold > .zero else { return nil }
         return pendingLock.withLock {
             guard live[i].active else { return nil }
             // Batches that were in flight at a disconnect: the same again (a consumer dedups them).
