@@ -80,17 +80,13 @@ extension Outbox {
     }
 
     /// A source waits for its readings to be safe: commit early (after the minimum spacing)
-    /// only when holding would cost throughput — nothing is held, or messages stopped coming
-    /// with many waiting: a field broker's in-flight window (Mosquitto's default: 20) is full.
-    /// A broker with a large window keeps sending, and the commit stays one per second.
-    func urgentCommitDueLocked(now: UInt64) -> Bool {
-        guard urgent, !pending.isEmpty else { return false }
-        if holdNanos == 0 { return true }
-        return pending.count >= Outbox.urgentAfterReadings && now &- lastAppendNanos >= Outbox.stalledAfterNanos
+    /// only when holding would cost throughput — nothing is held, or so many messages wait that
+    /// a field broker's in-flight window (Mosquitto's default: 20) may be full.
+    var urgentCommitDueLocked: Bool {
+        urgent && !pending.isEmpty && (holdNanos == 0 || pending.count >= Outbox.urgentAfterReadings)
     }
 
     static let urgentAfterReadings = 16
-    static let stalledAfterNanos: UInt64 = 20_000_000
 
     /// Drops the readings at the head of pending that every uplink acknowledged from memory:
     /// they are delivered and never written. Releases the sources waiting for them.

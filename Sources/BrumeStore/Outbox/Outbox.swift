@@ -54,8 +54,6 @@ public final class Outbox: @unchecked Sendable {
     /// A source waits for a commit: commit as soon as the minimum spacing allows.
     var urgent = false
     var lastCommitNanos: UInt64 = 0
-    /// When readings last arrived (a field broker that stopped sending has a full window).
-    var lastAppendNanos: UInt64 = 0
 
     let dbLock = Mutex<Void>(())
     let store: Store
@@ -141,12 +139,11 @@ public final class Outbox: @unchecked Sendable {
         }
         if readings.isEmpty { return appendedTotal }
         let t = monotonicNanos()
-        lastAppendNanos = t
         pending.append(contentsOf: readings)
         pendingArrival.append(contentsOf: repeatElement(t, count: readings.count))
         pendingHoldable.append(contentsOf: repeatElement(holdable, count: readings.count))
         appendedTotal += UInt64(readings.count)
-        if pending.count >= options.maxSegmentReadings { pendingLock.broadcast() }
+        if pending.count >= options.maxSegmentReadings || (urgent && pending.count >= Outbox.urgentAfterReadings) { pendingLock.broadcast() }
         if holdActive { commitSignal.yield() } // live lanes take them
         return appendedTotal
     }
@@ -206,11 +203,9 @@ public final class Outbox: @unchecked Sendable {
                 let now = monotonicNanos()
                 let due = commitDeadlineLocked(interval: interval)
                 if !pending.isEmpty && now >= due { break }
-                if urgentCommitDueLocked(now: now) && now >= lastCommitNanos + spacing { break }
+                if urgentCommitDueLocked && now >= lastCommitNanos + spacing { break }
                 var deadline = pending.isEmpty ? now + 1_000_000_000 : due
-                if urgentCommitDueLocked(now: now) { deadline = min(deadline, lastCommitNanos + spacing) }
-                // Waiting with many pending: look again when the messages may have stopped.
-                if urgent && pending.count >= Outbox.urgentAfterReadings { deadline = min(deadline, lastAppendNanos &+ Outbox.stalledAfterNanos) }
+                if urgentCommitDueLocked { deadline = min(deadline, lastCommitNanos + spacing) }
                 pendingLock.wait(untilMonotonicNanos: min(deadline, now + 1_000_000_000))
                 if monotonicNanos() >= lastMaintenance + 1_000_000_000 { break }
             }
