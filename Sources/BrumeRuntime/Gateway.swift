@@ -23,100 +23,6 @@ public struct StartupError: Error, CustomStringConvertible {
     public init(_ d: String) { description = d }
 }
 
-/// The pipeline between sources and the outbox: the local rules (filters,
-/// transforms, windows, derived metrics, triggers), then the outbox. Trigger
-/// commands go to the command path; trigger events go upward with the command
-/// results, ahead of the telemetry backlog.
-final class Pipeline: ReadingSink {
-    let outbox: Outbox
-    private let engine: Locked<RulesEngine?>
-    var rules: RulesEngine? { engine.withLock { $0 } }
-    let commands = Locked<CommandService?>(nil)
-    let logger: Logger
-    /// Latest value per stream (status page) and live subscribers (`brume tail`).
-    let live = LatestValues()
-    let broadcaster = ReadingBroadcaster()
-    init(outbox: Outbox, rules: RulesEngine?, logger: Logger) {
-        self.outbox = outbox
-        self.engine = Locked(rules)
-        self.logger = logger
-        var set = RecentSet(capacity: 20_000)
-        for r in outbox.tailReadings(limit: 20_000) { set.insert(r) }
-        recent = Locked(set)
-    }
-
-    /// Swaps the rules atomically; state of unchanged rules carries over.
-    func replaceRules(_ new: RulesEngine?) {
-        engine.withLock { old in
-            if let new, let o = old { new.carryState(from: o) }
-            old = new
-        }
-    }
-    /// Readings seen lately: a broker redelivering a message that was already
-    /// committed (the gateway died before its PUBACK left) is recognised and
-    /// dropped, counted as `duplicate_redelivery`. Seeded from the outbox tail.
-    let recent: Locked<RecentSet>
-    let duplicatesDropped = Counter()
-
-    @discardableResult
-    func accept(_ readings: [Reading], from source: String, redelivery: Redelivery) -> UInt64 {
-        // Only a broker redelivers, and only right after a reconnect: other
-        // identical readings (a pulse counter, lines read in one chunk) are real.
-        let fresh: [Reading]
-        switch redelivery {
-        case .never:
-            fresh = readings
-        case .possible:
-            recent.withLock { set in for r in readings { set.insert(r) } }
-            fresh = readings
-        case .likely:
-            fresh = recent.withLock { set in
-                var out: [Reading] = []
-                out.reserveCapacity(readings.count)
-                for r in readings where !set.contains(r) {
-                    set.insert(r)
-                    out.append(r)
-                }
-                return out
-            }
-        }
-        if fresh.count < readings.count { duplicatesDropped.add(Int64(readings.count - fresh.count)) }
-        live.record(fresh, source: source)
-        // A broker that delivers them again if they are lost: they may wait in memory for the
-        // cloud's acknowledgement (the outbox's hold).
-        let holdable = redelivery != .never
-        guard let rules else {
-            broadcaster.publish(fresh)
-            return outbox.append(fresh, holdable: holdable)
-        }
-        return deliver(rules.process(fresh), holdable: holdable)
-    }
-    @discardableResult
-    func deliver(_ out: RulesOutput, holdable: Bool = false) -> UInt64 {
-        broadcaster.publish(out.readings)
-        let ticket = outbox.append(out.readings, holdable: holdable)
-        if !out.commands.isEmpty || !out.events.isEmpty {
-            let service = commands.withLock { $0 }
-            for c in out.commands {
-                if let service {
-                    service.submit(Command(id: "trigger-\(c.trigger)-\(c.at)", actuator: c.actuator, value: c.value, expires: nil, origin: "trigger:\(c.trigger)"))
-                } else {
-                    logger.error("trigger fired but no actuator path is configured", metadata: ["trigger": "\(c.trigger)"])
-                }
-            }
-            for e in out.events {
-                logger.notice("trigger \(e.kind)", metadata: ["trigger": "\(e.trigger)", "detail": "\(e.detail)"])
-                service?.recordEvent(e)
-            }
-        }
-        return ticket
-    }
-    func flushNow() { outbox.flush() }
-    func waitDurable(_ ticket: UInt64, timeout: Duration) -> Bool {
-        outbox.waitProcessed(ticket, timeout: timeout)
-    }
-}
-
 /// One running gateway: the outbox, the uplink and the sources, started in
 /// that order and stopped in reverse so that a shutdown drains the sources
 /// into the outbox before SQLite closes.
@@ -129,13 +35,13 @@ public final class Gateway: Sendable {
     public let reloads = Counter()
     public let reloadsRejected = Counter()
     let lastReload = Locked<ReloadResult?>(nil)
-    private let reloadLock = Mutex<Void>(())
+    let reloadLock = Mutex<Void>(())
     public let outbox: Outbox
     /// Every uplink, each with its own cursor over the outbox; the first is the primary.
     public let uplinks: [RunningUplink]
     /// The primary uplink (the first configured).
     public var uplink: RunningUplink { uplinks[0] }
-    private let sourceList: Locked<[RunningSource]>
+    let sourceList: Locked<[RunningSource]>
     /// The running sources (a reload may replace some).
     var sources: [RunningSource] { sourceList.withLock { $0 } }
     let commands: CommandService?
@@ -147,8 +53,8 @@ public final class Gateway: Sendable {
     private let running = Atomic<Bool>(false)
     /// Set when the gateway stops because of a storage fault (run() then throws).
     let faultExit = Locked<StorageFault?>(nil)
-    private let lockFD: Int32
-    private let logger: Logger
+    let lockFD: Int32
+    let logger: Logger
 
     public init(config: GatewayConfig, configPath: String? = nil, logger: Logger) throws {
         self.config = config
@@ -330,96 +236,6 @@ public final class Gateway: Sendable {
     /// gateway exits by itself (`[buffer] fault_restart_after`).
     var restartAfter: Duration { .milliseconds(config.buffer.faultRestartAfterMillis) }
 
-    /// SIGHUP, `brume reload` and `POST /api/v1/reload`: re-reads the configuration.
-    ///
-    /// Invalid → rejected with the same diagnostics as `brume check`; the running
-    /// configuration stays. Valid → applied as a whole: sources that did not
-    /// change keep running (connections, counters, ports untouched), removed ones
-    /// stop, new and changed ones start; actuators are rebound; rules, derived
-    /// metrics and triggers are swapped keeping the state of every rule that did
-    /// not change; `[log] level` applies at once. The outbox is never touched.
-    /// Changes to [gateway], [buffer], [uplink] and [api] need a restart: such a
-    /// reload is rejected as a whole (nothing half-applied), and says so.
-    @discardableResult
-    func reload() -> ReloadResult {
-        reloadLock.withLock { _ in reloadLocked() }
-    }
-
-    private func reloadLocked() -> ReloadResult {
-        guard let path = configPath else {
-            return ReloadResult(ok: false, atMillis: wallClockMillis(), message: "this gateway was started without a configuration file", errors: [])
-        }
-        SystemdNotify.send("RELOADING=1")
-        defer { SystemdNotify.send("READY=1") }
-        func reject(_ message: String, _ errors: [String] = []) -> ReloadResult {
-            reloadsRejected.add()
-            for e in errors { logger.error("reload rejected", metadata: ["diagnostic": "\(e)"]) }
-            logger.error("reload rejected: \(message); the running configuration stays", metadata: ["config": "\(path)", "errors": "\(errors.count)"])
-            let r = ReloadResult(ok: false, atMillis: wallClockMillis(), message: "rejected: \(message)", errors: errors)
-            lastReload.withLock { $0 = r }
-            return r
-        }
-        let new: GatewayConfig
-        switch ConfigLoader.load(path: path) {
-        case .failure(.unreadable(_, let reason)):
-            return reject("cannot read \(path)", ["\(path): \(reason)"])
-        case .failure(.invalid(let diags)):
-            return reject("the configuration has \(diags.filter { $0.severity == .error }.count) error(s)", diags.map { "\($0)" })
-        case .success(let (cfg, _)):
-            new = cfg
-        }
-        let old = currentConfig.withLock { $0 }
-        var restart: [String] = []
-        if new.gateway != old.gateway { restart.append("[gateway]") }
-        if new.buffer != old.buffer { restart.append("[buffer]") }
-        if new.uplinks != old.uplinks { restart.append("[uplink]") }
-        if new.api != old.api { restart.append("[api]") }
-        if commands == nil && (!new.actuators.isEmpty || !new.rules.triggers.isEmpty) { restart.append("the first [[actuator]]/[[trigger]]") }
-        guard restart.isEmpty else {
-            return reject("\(restart.joined(separator: ", ")) changed: restart brume to apply (systemctl restart brume)")
-        }
-        // Build everything new first: if one cannot be built, nothing changes.
-        let oldSources = Dictionary(old.sources.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let running = Dictionary(sources.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var built: [String: RunningSource] = [:]
-        for sc in new.sources where oldSources[sc.name] != sc {
-            do { built[sc.name] = try SourceKinds.make(sc, sink: pipeline, logger: logger) } catch {
-                return reject("source \"\(sc.name)\" cannot be built: \(error)")
-            }
-        }
-        let newNames = Set(new.sources.map(\.name))
-        let stopped = running.filter { !newNames.contains($0.key) || built[$0.key] != nil }
-        // Apply: stop what goes (ports and client ids are free again), then start what comes.
-        for (_, src) in stopped { src.stop() }
-        for name in stopped.keys where !newNames.contains(name) { live.remove(source: name) }
-        var list: [RunningSource] = []
-        for sc in new.sources {
-            if let b = built[sc.name] { b.start(); list.append(b) } else if let r = running[sc.name] { list.append(r) }
-        }
-        sourceList.withLock { $0 = list }
-        if let commands { commands.replaceActuators(new.actuators, drivers: SourceKinds.drivers(new.actuators, sources: list)) }
-        pipeline.replaceRules(new.rules.compiled.map { RulesEngine(rules: $0, clock: wallClockMillis) })
-        if new.log != old.log, let level = Logger.Level(rawValue: new.log.level) { LogfmtHandler.level.withLock { $0 = level } }
-        currentConfig.withLock { $0 = new }
-        configLoadedMillis.withLock { $0 = wallClockMillis() }
-        reloads.add()
-        let added = built.keys.filter { running[$0] == nil }.sorted()
-        let changed = built.keys.filter { running[$0] != nil }.sorted()
-        let removed = stopped.keys.filter { !newNames.contains($0) }.sorted()
-        var parts: [String] = []
-        if !added.isEmpty { parts.append("sources added: \(added.joined(separator: ", "))") }
-        if !changed.isEmpty { parts.append("sources restarted: \(changed.joined(separator: ", "))") }
-        if !removed.isEmpty { parts.append("sources removed: \(removed.joined(separator: ", "))") }
-        parts.append("\(list.count - built.count) sources unchanged")
-        parts.append("\(new.rules.rules.count) rules, \(new.rules.derived.count) derived, \(new.rules.triggers.count) triggers, \(new.actuators.count) actuators")
-        let message = "applied: " + parts.joined(separator: "; ")
-        logger.notice("configuration reloaded", metadata: ["config": "\(path)", "sources.added": "\(added)", "sources.restarted": "\(changed)",
-                                                          "sources.removed": "\(removed)", "rules": "\(new.rules.rules.count)", "actuators": "\(new.actuators.count)"])
-        let r = ReloadResult(ok: true, atMillis: wallClockMillis(), message: message, errors: [])
-        lastReload.withLock { $0 = r }
-        return r
-    }
-
     /// The uplink that carries commands (the first MQTT one) is online: safe states count from its outages.
     var commandUplinkOnline: Bool {
         (uplinks.first { $0.config.kind == .mqtt } ?? uplink).state == .online
@@ -481,49 +297,6 @@ public final class Gateway: Sendable {
         }
     }
 
-    /// One gateway per data_dir: two would fight over the outbox and the MQTT client ids.
-    /// The lock (flock on data_dir/brume.lock) goes with the process, even on kill -9.
-    static func lockDataDir(_ dir: String) throws -> Int32 {
-        let path = dir + "/brume.lock"
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { throw StartupError("cannot create \(path): \(String(cString: strerror(errno)))") }
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            close(fd)
-            throw StartupError("another brume is already running with data_dir \(dir) (\(path) is locked); stop it first")
-        }
-        return fd
-    }
-
-    static func ensureDirectory(_ path: String) throws {
-        var parts: [String] = []
-        var cur = ""
-        for comp in path.split(separator: "/", omittingEmptySubsequences: false) {
-            cur += (cur.isEmpty && path.hasPrefix("/") ? "/" : (cur.isEmpty ? "" : "/")) + comp
-            parts.append(cur)
-        }
-        for p in parts where !p.isEmpty && p != "/" {
-            if mkdir(p, 0o750) != 0 && errno != EEXIST {
-                throw StartupError("cannot create data_dir \(path): \(String(cString: strerror(errno)))")
-            }
-        }
-        if access(path, W_OK) != 0 { throw StartupError("data_dir \(path) is not writable: \(String(cString: strerror(errno)))") }
-    }
-
-    /// Reads a secret file (first line, trailing newline removed). Warns when
-    /// the file is readable by group or others. The secret is never logged.
-    static func secret(_ path: String?, logger: Logger) throws -> String? {
-        guard let path else { return nil }
-        var st = stat()
-        guard stat(path, &st) == 0 else { throw StartupError("cannot read password_file \(path): \(String(cString: strerror(errno)))") }
-        if st.st_mode & 0o077 != 0 {
-            logger.warning("secret file is readable by group or others; chmod 600 it", metadata: ["file": "\(path)"])
-        }
-        guard case .success(let text) = ConfigLoader.readFile(path) else {
-            throw StartupError("cannot read password_file \(path): \(String(cString: strerror(errno)))")
-        }
-        return String(text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
-            .trimmingCharacters(in: "\r")
-    }
 }
 
 /// Runs a gateway until SIGTERM or SIGINT, then shuts it down gracefully.
