@@ -136,7 +136,8 @@ extension Outbox {
         let back = t.readings.count - index
         guard back > 0 else { return }
         pending.insert(contentsOf: t.readings[index...], at: 0)
-        pendingArrival.insert(contentsOf: repeatElement(monotonicNanos(), count: back), at: 0)
+        // Their own arrival times: pending stays in arrival order (the commit deadlines rely on it).
+        pendingArrival.insert(contentsOf: t.arrival[index...], at: 0)
         pendingHoldable.insert(contentsOf: t.holdable[index...], at: 0)
         pendingFirstSeq = t.firstSeq + Int64(index)
     }
