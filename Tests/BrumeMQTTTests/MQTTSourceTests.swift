@@ -1,4 +1,3 @@
-@testable import BrumeConfig
 import BrumeCore
 import BrumeTestKit
 import Foundation
