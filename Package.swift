@@ -38,6 +38,8 @@ let package = Package(
         // Fault injection only: an SQLite VFS that keeps unsynced writes in memory, so that a
         // kill -9 is a power cut (bench/chaos.sh power-cut, BRUME_FAULT_POWERCUT=1).
         .target(name: "CPowerCut", dependencies: ["CSQLite"]),
+        // ntp_adjtime(3), read only: is the system clock synchronised (Glibc's module lacks sys/timex.h).
+        .target(name: "CClock"),
 
         // Vocabulary: readings, values, payload parsing, wire format. No C, no I/O.
         .target(name: "BrumeCore", dependencies: [.product(name: "Logging", package: "swift-log")], swiftSettings: strict),
@@ -61,7 +63,7 @@ let package = Package(
         ], swiftSettings: strict),
         // Composition: config -> services, signals, shutdown order.
         .target(name: "BrumeRuntime", dependencies: [
-            "BrumeCore", "BrumeConfig", "BrumeRules", "BrumeStore", "BrumeMQTT", "BrumeSerial", "BrumeModbus", "BrumeUplink",
+            "BrumeCore", "BrumeConfig", "BrumeRules", "BrumeStore", "BrumeMQTT", "BrumeSerial", "BrumeModbus", "BrumeUplink", "CClock",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -120,7 +120,8 @@ struct SerialDevice: ParsableCommand {
             }
             if silenceAfter > 0 && i == silenceAfter { usleep(UInt32(silenceFor * 1e6)) }
         }
-        usleep(300_000) // let the reader drain the pty
+        // Let the reader drain the pty: closing the master discards what it has not read.
+        pty.drain(timeoutSeconds: 15)
         if linger > 0 { usleep(UInt32(linger * 1e6)) }
         print("{\"lines\":\(stats.lines),\"last_seq\":\(seq - 1),\"garbage\":\(stats.garbage),\"truncated\":\(stats.truncated),\"bad_checksum\":\(stats.badChecksum),\"dropped\":\(stats.dropped),\"unplugs\":\(stats.unplugs)}")
         pty.close()
@@ -168,6 +169,15 @@ struct Pty {
     mutating func sendBytes(_ b: [UInt8], _ dropped: inout Int) {
         let n = b.withUnsafeBytes { write(master, $0.baseAddress, $0.count) }
         if n < b.count { dropped += 1 } // nobody reads: the line is lost, as on a real wire
+    }
+
+    /// Waits (up to the timeout) until the reader has taken every byte written, then 300 ms more.
+    func drain(timeoutSeconds: Double) {
+        let FIONREAD: UInt = 0x541B
+        let deadline = Double(monotonicNanos()) / 1e9 + timeoutSeconds
+        var waiting: Int32 = 1
+        while Double(monotonicNanos()) / 1e9 < deadline, ioctl(slave, FIONREAD, &waiting) == 0, waiting > 0 { usleep(20_000) }
+        usleep(300_000)
     }
 
     /// Poll mode: waits for the request string written by the gateway.

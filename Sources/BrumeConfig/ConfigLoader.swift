@@ -63,7 +63,7 @@ struct Builder {
 
     func build(_ root: TOMLTable) -> GatewayConfig? {
         let top = TableReader(root, context: "", sink: sink)
-        let topKeys = ["gateway", "buffer", "log", "api", "uplink", "source", "actuator", "rule", "derived", "trigger"]
+        let topKeys = ["gateway", "buffer", "clock", "log", "api", "uplink", "source", "actuator", "rule", "derived", "trigger"]
 
         // [gateway]
         var gwID = ""
@@ -124,6 +124,17 @@ struct Builder {
                 a.error(a.position(of: "listen"), "listening on \(api.host) (not loopback) needs token_file = \"/etc/brume/api.token\": anyone on the network could read the gateway's data otherwise")
             }
             a.finish()
+        }
+
+        // [clock]
+        var clock = ClockSection()
+        if let c = top.subtable("clock", context: "[clock]") {
+            if let v = c.oneOf("unsynchronised", ClockSection.Unsynchronised.allCases.map(\.rawValue)) { clock.unsynchronised = ClockSection.Unsynchronised(rawValue: v)! }
+            if let v = c.duration("wait", min: 0) {
+                if v > 7 * 86_400_000 { c.error(c.position(of: "wait"), "\"wait\" must be at most \"7d\" (readings wait in the outbox meanwhile), got \"\(Units.formatDuration(v))\"") }
+                else { clock.waitMillis = v }
+            }
+            c.finish()
         }
 
         // [log]
@@ -253,6 +264,7 @@ struct Builder {
         config.actuators = actuators
         config.rules = rules
         config.api = api
+        config.clock = clock
         return config
     }
 

@@ -13,6 +13,8 @@ public struct GatewayConfig: Sendable {
     public var actuators: [ActuatorConfig] = []
     /// The local HTTP API (status page, metrics, live readings).
     public var api = APISection()
+    /// What to do with readings stamped while the system clock is not synchronised.
+    public var clock = ClockSection()
     /// Local rules, derived metrics and triggers, already compiled (checked).
     public var rules: RulesConfig = RulesConfig()
 }
@@ -95,6 +97,25 @@ public struct BufferSection: Sendable, Hashable {
     /// commit) wait in memory this long for the cloud's acknowledgement before they are
     /// committed; "0s": committed within `commit_interval` like every other reading.
     public var holdMillis: Int64 = 2_000
+}
+
+/// `[clock]`: boards without a real-time clock stamp readings with 1970 or a stale time until
+/// NTP synchronises the system clock.
+public struct ClockSection: Sendable, Hashable {
+    public enum Unsynchronised: String, Sendable, Hashable, CaseIterable {
+        /// Readings stamped while the clock is not synchronised wait (up to `wait`) and are
+        /// corrected once it is; after `wait`, or across a reboot, they are sent flagged.
+        case correct
+        /// Sent at once, flagged `"clock":"unsynced"` (never corrected).
+        case flag
+        /// The system clock is trusted as it is (an RTC and no NTP by design): nothing marked.
+        case trust
+    }
+    /// `unsynchronised`: "correct" (default), "flag" or "trust".
+    public var unsynchronised: Unsynchronised = .correct
+    /// `wait`: how long readings stamped by an unsynchronised clock wait for the sync.
+    public var waitMillis: Int64 = 600_000
+    public init() {}
 }
 
 public struct LogSection: Sendable, Hashable {

@@ -47,6 +47,8 @@ public final class Gateway: Sendable {
     let commands: CommandService?
     let pipeline: Pipeline
     let metrics = MetricsExporter()
+    /// Whether the system clock may stamp readings (boards without a real-time clock).
+    let clock: ClockMonitor
     var live: LatestValues { pipeline.live }
     var broadcaster: ReadingBroadcaster { pipeline.broadcaster }
     let startedMillis = wallClockMillis()
@@ -71,11 +73,14 @@ public final class Gateway: Sendable {
             historicalAfterMillis: config.uplinks.first?.historicalAfterMillis ?? 10_000)
         options.uplinks = config.uplinks.map(\.name)
         options.hold = .milliseconds(b.holdMillis)
+        let clockState = ClockState(bootID: ClockMonitor.bootID(), trusted: true)
+        options.clock = clockState
         do {
             outbox = try Outbox(options: options, logger: logger)
         } catch {
             throw StartupError("cannot open the outbox at \(options.path): \(error)")
         }
+        clock = ClockMonitor(outbox: outbox, state: clockState, settings: config.clock, logger: logger)
         guard !config.uplinks.isEmpty else { throw StartupError("no uplink configured") }
         let outbox = self.outbox
         uplinks = try config.uplinks.map { try UplinkKinds.make($0, gatewayID: config.gateway.id, outbox: outbox, logger: logger) }
@@ -157,7 +162,8 @@ public final class Gateway: Sendable {
                 commands.stop()
             }))
         }
-        var ops: [@Sendable () async -> Void] = [{ await self.reportPeriodically() }]
+        let clock = self.clock
+        var ops: [@Sendable () async -> Void] = [{ await self.reportPeriodically() }, { await clock.run() }]
         if configPath != nil {
             ops.append { for await _ in await UnixSignalsSequence(trapping: .sighup) { self.reload() } }
         }
@@ -228,6 +234,7 @@ public final class Gateway: Sendable {
             "gateway.id": "\(config.gateway.id)", "outbox.buffered": "\(st.bufferedReadings)",
             "outbox.unacked_batches": "\(outbox.unackedBatches().count)", "sources": "\(sources.count)",
         ])
+        clock.poll() // before the first reading: may the clock stamp them?
         outbox.start()
     }
 

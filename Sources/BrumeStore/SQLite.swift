@@ -101,6 +101,7 @@ final class Statement {
     }
 
     func bind(_ i: Int32, _ v: Int64) { sqlite3_bind_int64(stmt, i, v) }
+    func bindNull(_ i: Int32) { sqlite3_bind_null(stmt, i) }
     func bind(_ i: Int32, _ v: String) { sqlite3_bind_text(stmt, i, v, -1, SQLITE_TRANSIENT_PTR) }
     func bindBlob(_ i: Int32, _ bytes: [UInt8]) {
         bytes.withUnsafeBytes { b in

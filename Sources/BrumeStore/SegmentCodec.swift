@@ -28,6 +28,12 @@ import BrumeCore
 //                0x11...0x19  decimal with k = tag - 0x10 fraction digits: zigzag varint m,
 //                      value = Double(m) / 10^k (one correctly rounded IEEE division, so the
 //                      decoder reproduces the exact bits; the encoder only picks it if it does)
+//   version 2 only (readings stamped while the system clock was not synchronised; a segment
+//   without any is written as version 1):
+//   boot       varint byte length, UTF-8 bytes: the boot id of the gateway that stamped them
+//   marked     varint   number of marked readings M, then M times:
+//     index    varint   index of the reading minus the previous marked index (the first: minus 0)
+//     boot ms  zigzag varint   its boot-clock ms (CLOCK_BOOTTIME) minus the previous one's
 //   crc        4 bytes  CRC-32 (IEEE 802.3, reflected, poly 0xEDB88320) of every byte before it, LE.
 //
 // The encoder picks the shortest of the number encodings that round-trips bit-exactly.
@@ -48,6 +54,8 @@ public enum SegmentError: Error, Sendable, Hashable, CustomStringConvertible {
 public enum SegmentCodec {
     public static let magic: UInt8 = 0xB5
     public static let version: UInt8 = 1
+    /// With the boot-clock times of readings stamped by an unsynchronised clock.
+    public static let versionWithClock: UInt8 = 2
 
     static let tagInteger: UInt8 = 0x00
     static let tagFloat64: UInt8 = 0x01
@@ -62,7 +70,8 @@ public enum SegmentCodec {
     private static let twoTo53: Double = 9_007_199_254_740_992
 
     /// Encodes readings whose sequence numbers are firstSeq, firstSeq+1, ... into a compact blob.
-    public static func encode(_ readings: some Collection<Reading>) -> [UInt8] {
+    /// `boot`: the boot id written with readings that carry `unsyncedBootMillis` (version 2).
+    public static func encode(_ readings: some Collection<Reading>, boot: String = "") -> [UInt8] {
         // Intern strings in order of first use.
         var index: [String: Int] = [:]
         var table: [String] = []
@@ -87,8 +96,9 @@ public enum SegmentCodec {
 
         var out: [UInt8] = []
         out.reserveCapacity(16 + tableBytes + readings.count * 10)
+        let marked = readings.contains { $0.unsyncedBootMillis != nil }
         out.append(magic)
-        out.append(version)
+        out.append(marked ? versionWithClock : version)
         putVarint(UInt64(readings.count), &out)
         putVarint(UInt64(table.count), &out)
         for s in table {
@@ -109,6 +119,19 @@ public enum SegmentCodec {
                 putVarint(UInt64(ref.string), &out)
             case .number(let d):
                 putNumber(d, &out)
+            }
+        }
+        if marked {
+            putVarint(UInt64(boot.utf8.count), &out)
+            out.append(contentsOf: boot.utf8)
+            let marks = readings.enumerated().compactMap { i, r in r.unsyncedBootMillis.map { (i, $0) } }
+            putVarint(UInt64(marks.count), &out)
+            var previousIndex = 0, previousBoot: Int64 = 0
+            for (i, b) in marks {
+                putVarint(UInt64(i - previousIndex), &out)
+                putVarint(zigzag(b &- previousBoot), &out)
+                previousIndex = i
+                previousBoot = b
             }
         }
         let crc = crc32(out)
@@ -160,10 +183,15 @@ public enum SegmentCodec {
     /// (bad magic/version, CRC mismatch, truncation, varint overflow, bad UTF-8, bad index or tag,
     /// count mismatch, trailing bytes). Never traps on hostile input.
     public static func decode(_ blob: UnsafeRawBufferPointer) throws(SegmentError) -> [Reading] {
+        try decodeSegment(blob).readings
+    }
+
+    /// Decodes a blob, with the boot id of its marked readings (version 2; nil for version 1).
+    public static func decodeSegment(_ blob: UnsafeRawBufferPointer) throws(SegmentError) -> (readings: [Reading], boot: String?) {
         let n = blob.count
         guard n >= 8 else { throw .corrupt("truncated: \(n) bytes") }
         guard blob[0] == magic else { throw .corrupt("bad magic byte 0x\(String(blob[0], radix: 16))") }
-        guard blob[1] == version else { throw .corrupt("unsupported version \(blob[1])") }
+        guard blob[1] == version || blob[1] == versionWithClock else { throw .corrupt("unsupported version \(blob[1])") }
         let bodyEnd = n - 4
         let stored = UInt32(blob[bodyEnd]) | UInt32(blob[bodyEnd + 1]) << 8 | UInt32(blob[bodyEnd + 2]) << 16 | UInt32(blob[bodyEnd + 3]) << 24
         let computed = crc32(UnsafeRawBufferPointer(rebasing: blob[0..<bodyEnd]))
@@ -223,8 +251,28 @@ public enum SegmentCodec {
             }
             readings.append(Reading(device: device, metric: metric, time: time, value: value))
         }
+        var boot: String?
+        if blob[1] == versionWithClock {
+            let length = try r.varint("boot id length")
+            guard length <= UInt64(r.end - r.pos) else { throw .corrupt("boot id truncated") }
+            let bytes = UnsafeRawBufferPointer(rebasing: blob[r.pos..<(r.pos + Int(length))])
+            guard let b = String(validating: bytes.bindMemory(to: UInt8.self), as: UTF8.self) else { throw .corrupt("boot id is not valid UTF-8") }
+            boot = b
+            r.pos += Int(length)
+            let marks = try r.varint("marked count")
+            guard marks <= count else { throw .corrupt("\(marks) marked readings of \(count)") }
+            var index: UInt64 = 0, bootMillis: Int64 = 0
+            for m in 0..<Int(marks) {
+                let step = try r.varint("marked index")
+                let (next, overflow) = index.addingReportingOverflow(step)
+                guard !overflow, next < count, m == 0 || step > 0 else { throw .corrupt("marked index out of order or range") }
+                index = next
+                bootMillis = bootMillis &+ unzigzag(try r.varint("boot time delta"))
+                readings[Int(index)].unsyncedBootMillis = bootMillis
+            }
+        }
         guard r.pos == bodyEnd else { throw .corrupt("\(bodyEnd - r.pos) unexpected bytes after \(count) readings") }
-        return readings
+        return (readings, boot)
     }
 
     /// Decodes a blob made by `encode`. See `decode(_: UnsafeRawBufferPointer)`.

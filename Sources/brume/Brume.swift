@@ -171,7 +171,8 @@ func jsonString(_ s: String) -> String {
 
 /// Fault injection for the chaos suite: the wall clock of this process follows the offset
 /// written in a file ("+8d", "-1h", "0"), re-read every 100 ms, as if the system clock jumped
-/// while the gateway runs. Never set in production; logged loudly when it is.
+/// while the gateway runs; a second word, "unsynced" or "synced", overrides the kernel's clock
+/// synchronisation status as the clock monitor sees it (a board without a real-time clock). Never set in production; logged loudly when it is.
 enum ClockFault {
     static func follow(_ path: String, logger: Logger) {
         logger.warning("fault injection: the wall clock follows an offset file (BRUME_FAULT_CLOCK_OFFSET_FILE)", metadata: ["file": "\(path)"])
@@ -179,7 +180,12 @@ enum ClockFault {
             var last: Int64 = 0
             while true {
                 if case .success(let text) = ConfigLoader.readFile(path) {
-                    let s = text.filter { !$0.isWhitespace }
+                    let words = text.split(whereSeparator: \.isWhitespace)
+                    let s = words.first.map(String.init) ?? ""
+                    let status: Int8 = words.count > 1 ? (words[1] == "unsynced" ? 0 : words[1] == "synced" ? 1 : -1) : -1
+                    if clockFaultSynchronised.exchange(status, ordering: .relaxed) != status {
+                        logger.warning("fault injection: clock synchronisation status", metadata: ["status": "\(status == 0 ? "unsynced" : status == 1 ? "synced" : "real")"])
+                    }
                     let neg = s.hasPrefix("-")
                     let body = (s.hasPrefix("-") || s.hasPrefix("+")) ? String(s.dropFirst()) : s
                     if let ms = body == "0" ? 0 : (Units.parseDuration(body) ?? Int64(body)) {

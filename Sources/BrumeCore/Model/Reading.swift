@@ -25,12 +25,19 @@ public struct Reading: Sendable, Hashable {
     public var metric: String
     public var time: Int64
     public var value: Value
+    /// Set when the gateway stamped this reading while the system clock was not synchronised
+    /// (a board without a real-time clock, before NTP): the boot clock (`CLOCK_BOOTTIME`, ms) at
+    /// that moment. The outbox corrects `time` from it once the clock is synchronised, and the
+    /// wire format flags the reading (`"clock":"unsynced"`) when that is impossible (a reboot
+    /// came first). nil for every other reading.
+    public var unsyncedBootMillis: Int64?
 
-    public init(device: String, metric: String, time: Int64, value: Value) {
+    public init(device: String, metric: String, time: Int64, value: Value, unsyncedBootMillis: Int64? = nil) {
         self.device = device
         self.metric = metric
         self.time = time
         self.value = value
+        self.unsyncedBootMillis = unsyncedBootMillis
     }
 }
 

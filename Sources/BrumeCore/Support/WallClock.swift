@@ -21,6 +21,10 @@ public func wallClockMillis() -> Int64 {
 /// Zero in normal operation. Monotonic time is never affected, as with a real jump.
 public let wallClockFaultOffsetMillis = Atomic<Int64>(0)
 
+/// Fault injection only (the same file, "<offset> unsynced" or "<offset> synced"): what the
+/// clock monitor believes of the kernel's synchronisation status. -1: no override.
+public let clockFaultSynchronised = Atomic<Int8>(-1)
+
 /// Monotonic nanoseconds (for latency and intervals; never goes backwards).
 public func monotonicNanos() -> UInt64 {
     var ts = timespec()

@@ -2,7 +2,8 @@
 ///   `temperature,device=boiler,gw=gw-01 value=71.5 1764169999000`
 /// with the metric (or the device) as the measurement, `device`/`metric` and `gw` as tags,
 /// one field `value` (float, boolean or string) and the reading's time in the write's
-/// precision.
+/// precision. A reading whose time could not be corrected after the gateway's clock was
+/// unsynchronised carries the tag `clock=unsynced`.
 ///
 /// InfluxDB keeps one point per series and timestamp, and Brume stamps readings on receipt
 /// with millisecond resolution, so a burst puts several readings of one series in one
@@ -43,6 +44,8 @@ public enum InfluxLineProtocol {
             }
             out.append(contentsOf: ",gw=".utf8)
             escape(gateway, into: &out, measurement: false)
+            // Stamped by an unsynchronised clock and never corrected: a tag, so queries can leave it out.
+            if r.unsyncedBootMillis != nil { out.append(contentsOf: ",clock=unsynced".utf8) }
             out.append(contentsOf: " value=".utf8)
             switch r.value {
             case .number(let d): WireFormat.appendNumber(d, to: &out)

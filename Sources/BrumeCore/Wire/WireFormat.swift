@@ -154,6 +154,9 @@ public enum WireFormat {
     /// ```
     /// (on one line, no spaces). `d` device, `m` metric, `t` ms since the epoch (integer),
     /// `v` a number (`formatNumber`), `true`/`false` or a string. `hist` is true for backlog.
+    /// A reading stamped by the gateway while its clock was not synchronised, and that could not
+    /// be corrected (the gateway rebooted, or the clock stayed unsynchronised past `[clock] wait`),
+    /// ends with `,"clock":"unsynced"`: its `t` is the board's clock, not the true time.
     public static func encodeTelemetry(gateway: String, batchID: String, historical: Bool,
                                        readings: some Sequence<Reading>, into out: inout [UInt8]) {
         out.append(contentsOf: #"{"v":1,"gw":"#.utf8)
@@ -176,6 +179,7 @@ public enum WireFormat {
             case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
             case .string(let s): appendString(s, to: &out)
             }
+            if r.unsyncedBootMillis != nil { out.append(contentsOf: #","clock":"unsynced""#.utf8) }
             out.append(UInt8(ascii: "}"))
         }
         out.append(UInt8(ascii: "]"))
@@ -285,7 +289,12 @@ public struct TelemetryBatch: Sendable, Hashable {
             case .string(let s): value = .string(s)
             default: throw WireError("\(path).v: expected a number, bool or string, got \(v.kindName)")
             }
-            readings.append(Reading(device: device, metric: metric, time: Int64(td), value: value))
+            var unsynced: Int64?
+            if let c = element["clock"] {
+                guard case .string("unsynced") = c else { throw WireError("\(path).clock: expected \"unsynced\", got \(c)") }
+                unsynced = 0 // the boot clock is not on the wire: only the flag
+            }
+            readings.append(Reading(device: device, metric: metric, time: Int64(td), value: value, unsyncedBootMillis: unsynced))
         }
         return TelemetryBatch(version: WireFormat.version, gateway: gateway, batchID: batchID,
                               historical: historical, readings: readings)

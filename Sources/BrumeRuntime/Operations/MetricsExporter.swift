@@ -72,6 +72,11 @@ final class MetricsExporter: Sendable {
         "brume_outbox_in_memory_readings": "Readings waiting in memory: the hold window for the cloud's acknowledgement, or the next group commit.",
         "brume_outbox_delivered_from_memory_total": "Readings every uplink acknowledged before they were committed: never written to the card.",
         "brume_outbox_storage_fault": "1 while the outbox has a storage fault, by kind (disk_full, io_error, corrupt, data_folder_gone).",
+        "brume_clock_synchronized": "1 while the kernel says the system clock is synchronised (NTP, chrony, timesyncd).",
+        "brume_clock_trusted": "1 while the clock may stamp readings as they are (0: they are marked and wait for the sync).",
+        "brume_clock_max_error_seconds": "The kernel's maximum error estimate of the system clock.",
+        "brume_clock_marked_readings_total": "Readings stamped while the clock was not trusted (corrected after the sync, or flagged).",
+        "brume_clock_waiting": "1 while readings stamped by an unsynchronised clock wait for the sync (batches stop before them).",
         "brume_uplink_held": "1 while the uplink holds its backlog because the endpoint or the configuration is wrong (see status).",
         "brume_uplink_splits_total": "Batches split because they were too large for the endpoint or batch_max_bytes.",
         "brume_uplink_up": "1 while the uplink is connected.",
@@ -130,6 +135,13 @@ final class MetricsExporter: Sendable {
         for kind in [StorageFault.Kind.diskFull, .ioError, .corrupt, .dataFolderGone] {
             gauge("brume_outbox_storage_fault", [("kind", kind.rawValue)], fault?.kind == kind ? 1 : 0)
         }
+        if let c = g.clock.last.withLock({ $0 }) {
+            gauge("brume_clock_synchronized", [], c.synchronised ? 1 : 0)
+            gauge("brume_clock_trusted", [], c.trusted ? 1 : 0)
+            if c.maxErrorMicros >= 0 { gauge("brume_clock_max_error_seconds", [], Double(c.maxErrorMicros) / 1_000_000) }
+        }
+        counter("brume_clock_marked_readings_total", [], g.clock.state.markedTotal.load(ordering: .relaxed))
+        if case .waiting = g.outbox.clockStatus { gauge("brume_clock_waiting", [], 1) } else { gauge("brume_clock_waiting", [], 0) }
         let backlog = g.outbox.backlog()
         for up in g.uplinks {
             let ul = [("uplink", up.config.name)]

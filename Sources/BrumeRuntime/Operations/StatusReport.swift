@@ -78,6 +78,8 @@ extension Gateway {
             } ?? .null),
         ])
 
+        let clockJSON = clockStatusJSON(obj: obj, num: num)
+
         let latest = live.snapshot
         var sourcesJSON: [JSONValue] = []
         for src in sources {
@@ -146,10 +148,36 @@ extension Gateway {
         }
 
         return obj([
-            ("now_ms", num(now)), ("gateway", gateway), ("uplinks", uplinks), ("buffer", buffer), ("sources", .array(sourcesJSON)),
+            ("now_ms", num(now)), ("gateway", gateway), ("uplinks", uplinks), ("buffer", buffer), ("clock", clockJSON), ("sources", .array(sourcesJSON)),
             ("rules", .array(rulesJSON)), ("commands", commandsJSON), ("recent_errors", .array(errors)),
             ("process", obj([("rss_bytes", num(ProcessStats.residentBytes())), ("cpu_seconds", .number((ProcessStats.cpuSeconds() * 100).rounded() / 100))])),
             ("api", obj([("stream_subscribers", num(Int64(broadcaster.count)))])),
+        ])
+    }
+
+    /// The system clock: synchronised (the kernel's view), trusted to stamp readings, and what
+    /// became of readings stamped while it was not.
+    func clockStatusJSON(obj: ([(String, JSONValue)]) -> JSONValue, num: (Int64?) -> JSONValue) -> JSONValue {
+        let snap = clock.last.withLock { $0 }
+        let readings: (String, JSONValue?) = switch outbox.clockStatus {
+        case .none: ("none", nil)
+        case .waiting(let first): ("waiting", num(first))
+        case .corrected(let offset): ("corrected", num(offset))
+        case .flagged: ("flagged", nil)
+        }
+        return obj([
+            ("synchronised", snap.map { .bool($0.synchronised) } ?? .null),
+            ("trusted", snap.map { .bool($0.trusted) } ?? .null),
+            ("reason", snap.map { .string($0.reason) } ?? .null),
+            ("max_error_ms", snap.map { $0.maxErrorMicros < 0 ? .null : .number(Double($0.maxErrorMicros / 1000)) } ?? .null),
+            ("mode", .string(clock.settings.unsynchronised.rawValue)),
+            ("wait_ms", num(clock.settings.waitMillis)),
+            // Readings stamped while it was not trusted, in this boot: none, waiting (from the
+            // first's sequence number), corrected (by this offset, wall - boot clock), or flagged.
+            ("unsynced_readings", .string(readings.0)),
+            ("first_waiting_seq", readings.0 == "waiting" ? (readings.1 ?? .null) : .null),
+            ("correction_offset_ms", readings.0 == "corrected" ? (readings.1 ?? .null) : .null),
+            ("marked", num(clock.state.markedTotal.load(ordering: .relaxed))),
         ])
     }
 

@@ -185,19 +185,25 @@ extension Outbox {
                 live[i].resend.removeFirst()
                 guard again.first >= pendingFirstSeq, again.last < pendingFirstSeq + Int64(pending.count) else { continue }
                 let lo = Int(again.first - pendingFirstSeq)
-                return (again, Array(pending[lo...(lo + again.count - 1)]))
+                return (again, clockApplied(Array(pending[lo...(lo + again.count - 1)])))
             }
             let from = max(live[i].sentThrough + 1, pendingFirstSeq)
             let offset = Int(from - pendingFirstSeq)
             guard offset < pending.count else { return nil }
-            let available = pending.count - offset
+            var available = pending.count - offset
+            // Readings stamped by a clock not yet resolved wait for it, in memory or committed.
+            if clockMarkedPending, clockUnresolved,
+               let m = pending[offset...].firstIndex(where: { $0.unsyncedBootMillis != nil }) {
+                available = m - offset
+                if available == 0 { return nil }
+            }
             let waited = (monotonicNanos() &- pendingArrival[offset]) / 1_000_000
             if available < maxReadings && Int64(clamping: waited) < maxDelayMillis { return nil }
             let n = min(maxReadings, available)
             let rec = BatchRecord(first: from, last: from + Int64(n) - 1, historical: false, uplink: key, run: run)
             live[i].sentThrough = rec.last
             live[i].inflight.append(rec)
-            return (rec, Array(pending[offset..<(offset + n)]))
+            return (rec, clockApplied(Array(pending[offset..<(offset + n)])))
         }
     }
 

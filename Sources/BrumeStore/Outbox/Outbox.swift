@@ -54,6 +54,9 @@ public final class Outbox: @unchecked Sendable {
     /// A source waits for a commit: commit as soon as the minimum spacing allows.
     var urgent = false
     var lastCommitNanos: UInt64 = 0
+    /// Readings marked by an unsynchronised clock were appended in this run (live batches then
+    /// check for them).
+    var clockMarkedPending = false
 
     let dbLock = Mutex<Void>(())
     let store: Store
@@ -139,7 +142,14 @@ public final class Outbox: @unchecked Sendable {
         }
         if readings.isEmpty { return appendedTotal }
         let t = monotonicNanos()
-        pending.append(contentsOf: readings)
+        if let clock = options.clock, !clock.isTrusted {
+            // Stamped by a clock not yet synchronised: keep their boot-clock time (see ClockState).
+            var marked = Array(readings)
+            if clock.mark(&marked) > 0 { clockMarkedPending = true }
+            pending.append(contentsOf: marked)
+        } else {
+            pending.append(contentsOf: readings)
+        }
         pendingArrival.append(contentsOf: repeatElement(t, count: readings.count))
         pendingHoldable.append(contentsOf: repeatElement(holdable, count: readings.count))
         appendedTotal += UInt64(readings.count)

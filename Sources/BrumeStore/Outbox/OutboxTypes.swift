@@ -31,6 +31,9 @@ public struct OutboxOptions: Sendable {
     /// cloud acknowledges meanwhile is never written (an SD card at field rates); the rest is
     /// committed then. 0: every reading is committed within `commitInterval`.
     public var hold: Duration = .seconds(2)
+    /// The system clock's state (the runtime's clock monitor keeps it): while it is not
+    /// synchronised, readings stamped by it are marked and wait for it. nil: trusted.
+    public var clock: ClockState?
     public var synchronous: SyncLevel
     /// Readings waiting for the next commit, at most (backpressure beyond).
     public var maxPendingReadings: Int

@@ -39,7 +39,9 @@ extension Store {
     func nextBatch(uplink: String, maxReadings: Int, maxDelayMillis: Int64, lane: ClosedRange<Int64>, backlog: Bool) -> Outbox.NextBatch {
         do {
             let first = try firstUnbatched(uplink, in: lane)
-            let lastCommitted = min(nextSeq - 1, lane.upperBound)
+            var lastCommitted = min(nextSeq - 1, lane.upperBound)
+            // Readings stamped by a clock not yet synchronised wait for it (or for `[clock] wait`).
+            if let stop = unresolvedFrom { lastCommitted = min(lastCommitted, stop - 1) }
             if first > lastCommitted { return .empty }
             let available = lastCommitted - first + 1
             // Commit time of the segment that holds `first`.
@@ -86,7 +88,13 @@ extension Store {
                 if let c = cache, c.first <= seq, seq < c.first + Int64(c.readings.count) {
                     let lo = Int(seq - c.first)
                     let hi = min(c.readings.count, Int(last - c.first + 1))
-                    out.append(contentsOf: c.readings[lo..<hi])
+                    if c.boot == nil {
+                        out.append(contentsOf: c.readings[lo..<hi])
+                    } else {
+                        var part = Array(c.readings[lo..<hi])
+                        applyClock(&part, boot: c.boot)
+                        out.append(contentsOf: part)
+                    }
                     seq = c.first + Int64(hi)
                     continue
                 }
@@ -101,9 +109,9 @@ extension Store {
                     seq = f
                     continue
                 }
-                let decoded: [Reading]
+                let decoded: (readings: [Reading], boot: String?)
                 do {
-                    decoded = try segmentsAfterStmt.withBlob(3) { try SegmentCodec.decode($0) }
+                    decoded = try segmentsAfterStmt.withBlob(3) { try SegmentCodec.decodeSegment($0) }
                 } catch {
                     let l = segmentsAfterStmt.int(1)
                     segmentsAfterStmt.reset()
@@ -111,7 +119,7 @@ extension Store {
                     seq = l + 1 // the rest of the batch still goes
                     continue
                 }
-                cache = (f, decoded)
+                cache = (f, decoded.readings, decoded.boot)
             }
             return out.isEmpty ? nil : out
         } catch {

@@ -17,7 +17,9 @@ extension Store {
     func insertSegment(_ readings: ArraySlice<Reading>, first given: Int64? = nil) -> InsertResult {
         // Readings acknowledged from memory were never written: their sequence numbers are a gap.
         if let given, given > nextSeq { nextSeq = given }
-        let blob = SegmentCodec.encode(readings)
+        let blob = SegmentCodec.encode(readings, boot: bootID)
+        // The first reading of this boot stamped by an unsynchronised clock, if none before.
+        let firstMarked = clockBoots[bootID] == nil ? readings.firstIndex { $0.unsyncedBootMillis != nil } : nil
         let bytes = Int64(blob.count)
         let n = Int64(readings.count)
         let durable = options.synchronous == .full
@@ -48,6 +50,14 @@ extension Store {
                 insertSegmentStmt.bind(5, now())
                 insertSegmentStmt.bindBlob(6, blob)
                 try insertSegmentStmt.run()
+                if let i = firstMarked {
+                    let seq = first + Int64(i - readings.startIndex)
+                    let st = try db.prepare("INSERT OR IGNORE INTO clock_boot(boot, first_seq) VALUES (?, ?)")
+                    st.bind(1, bootID)
+                    st.bind(2, seq)
+                    try st.run()
+                    clockBoots[bootID] = .pending(firstSeq: seq)
+                }
                 // One page per commit, not two: next_seq is recovered from the segments at open
                 // (MAX(last_seq) + 1), and the `committed` counter is written with the next
                 // acknowledgement or at close (a crash may undercount it; nothing else).
@@ -240,7 +250,9 @@ extension Store {
         var n = 0
         while n < limit, (try? q.step()) == true {
             let first = q.int(0)
-            guard var rs = try? q.withBlob(1, { try SegmentCodec.decode($0) }) else { continue }
+            guard let decoded = try? q.withBlob(1, { try SegmentCodec.decodeSegment($0) }) else { continue }
+            var rs = decoded.readings
+            applyClock(&rs, boot: decoded.boot)
             if first <= doneSeq { rs.removeFirst(min(rs.count, Int(doneSeq - first + 1))) }
             chunks.append(rs)
             n += rs.count

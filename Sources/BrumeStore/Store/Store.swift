@@ -10,9 +10,19 @@ import Glibc
 
 // MARK: - the database
 
+/// What became of the readings a boot stamped while the system clock was not synchronised.
+enum ClockResolution: Equatable {
+    /// Not yet known: batches stop before the first of them.
+    case pending(firstSeq: Int64)
+    /// The clock was synchronised in the same boot: true time = boot-clock time + offset.
+    case corrected(offsetMillis: Int64)
+    /// Never synchronised in time (a reboot, or `[clock] wait` passed): sent flagged.
+    case unsynced
+}
+
 /// Everything that touches SQLite. Used only under `Outbox.dbLock`.
 final class Store {
-    static let schemaVersion: Int64 = 3
+    static let schemaVersion: Int64 = 4
     /// Dead letters kept, at most (the newest).
     static let maxDeadLetters = 1000
     /// Numbered migrations: index i brings user_version i to i+1.
@@ -65,6 +75,19 @@ final class Store {
         """
         ALTER TABLE batch ADD COLUMN run INTEGER NOT NULL DEFAULT 0;
         """,
+        // 4: boots whose readings were stamped while the system clock was not synchronised,
+        // and what became of them: corrected by `offset_ms` (wall - boot clock after the sync) or,
+        // with offset_ms NULL once resolved, sent flagged. `first_seq`: the first such reading;
+        // batches stop before it while the boot is unresolved.
+        """
+        CREATE TABLE clock_boot (
+            boot      TEXT PRIMARY KEY,
+            first_seq INTEGER NOT NULL,
+            resolved  INTEGER NOT NULL DEFAULT 0,
+            offset_ms INTEGER,
+            at_ms     INTEGER
+        ) WITHOUT ROWID;
+        """,
     ]
 
     let db: SQLiteDB
@@ -110,7 +133,14 @@ final class Store {
     let pageSize: Int64
 
     /// Decoded segment cache: the uplink reads one segment in many batches.
-    var cache: (first: Int64, readings: [Reading])?
+    var cache: (first: Int64, readings: [Reading], boot: String?)?
+    /// This boot (readings marked as stamped by an unsynchronised clock are written with it).
+    var bootID: String { options.clock?.bootID ?? "" }
+    /// Boots with marked readings: pending (batches stop at `first_seq`), corrected, or flagged.
+    var clockBoots: [String: ClockResolution] = [:]
+    /// Wall time (ms) of the latest synchronisation this outbox recorded: a true time, so a
+    /// clock earlier than this is certainly wrong.
+    var lastSyncedAtMillis: Int64?
     /// When each segment of this run was committed, on the monotonic clock (first_seq → ns):
     /// batch delays and ages are measured with it, so a wall-clock jump (NTP correcting a
     /// board without RTC) neither stalls batches nor evicts a young backlog. Segments of
@@ -284,6 +314,72 @@ final class Store {
         nextSeq = max(nextSeq, s.int(2) + 1)
         // `committed` is written lazily: at least what is accounted for.
         committed = max(committed, delivered + evicted.values.reduce(0, &+) + storedReadings)
+        try loadClockBoots()
+    }
+
+    /// Clock resolutions. A pending one of another boot can never be corrected (the boot
+    /// clock started again): it is resolved as unsynchronised, its readings go out flagged.
+    func loadClockBoots() throws {
+        clockBoots = [:]
+        let q = try db.prepare("SELECT boot, first_seq, resolved, offset_ms, at_ms FROM clock_boot")
+        var stale: [String] = []
+        while try q.step() {
+            let boot = q.text(0)
+            if q.int(2) != 0 {
+                clockBoots[boot] = q.isNull(3) ? .unsynced : .corrected(offsetMillis: q.int(3))
+                if !q.isNull(3) { lastSyncedAtMillis = max(lastSyncedAtMillis ?? .min, q.int(4)) }
+            } else if boot == bootID {
+                clockBoots[boot] = .pending(firstSeq: q.int(1))
+            } else {
+                stale.append(boot)
+            }
+        }
+        q.reset()
+        for boot in stale {
+            try resolveClock(boot: boot, offsetMillis: nil, firstSeq: 0)
+            logger.warning("readings stamped before the clock was synchronised, in an earlier boot, cannot be corrected: they are sent flagged (\"clock\":\"unsynced\")",
+                           metadata: ["boot": "\(boot)"])
+        }
+    }
+
+    /// Records what became of a boot's marked readings, durably (fsync) before any batch
+    /// carries them: a batch resent after a power cut must be encoded the same way.
+    func resolveClock(boot: String, offsetMillis: Int64?, firstSeq: Int64) throws(SQLiteError) {
+        let st = try db.prepare("""
+            INSERT INTO clock_boot(boot, first_seq, resolved, offset_ms, at_ms) VALUES (?, ?, 1, ?, ?)
+            ON CONFLICT(boot) DO UPDATE SET resolved = 1, offset_ms = excluded.offset_ms, at_ms = excluded.at_ms
+            """)
+        st.bind(1, boot)
+        st.bind(2, firstSeq)
+        if let offsetMillis { st.bind(3, offsetMillis) } else { st.bindNull(3) }
+        st.bind(4, now())
+        let level = (try? db.scalarInt("PRAGMA synchronous")) ?? 1
+        try? db.exec("PRAGMA synchronous=FULL")
+        defer { try? db.exec("PRAGMA synchronous=\(level)") }
+        try st.run()
+        // One row per boot: keep the newest thousand resolved ones (the latest sync among them; a backlog spanning more boots than that is not plausible).
+        try db.exec("DELETE FROM clock_boot WHERE resolved = 1 AND boot NOT IN (SELECT boot FROM clock_boot WHERE resolved = 1 ORDER BY at_ms DESC LIMIT 1000)")
+        clockBoots[boot] = offsetMillis.map { .corrected(offsetMillis: $0) } ?? .unsynced
+        if offsetMillis != nil { lastSyncedAtMillis = max(lastSyncedAtMillis ?? .min, now()) }
+    }
+
+    /// Where batches stop: the first reading of this boot stamped by a clock not yet resolved.
+    var unresolvedFrom: Int64? {
+        if case .pending(let first) = clockBoots[bootID] { return first }
+        return nil
+    }
+
+    /// The readings as they are sent: times corrected where the boot's clock was resolved.
+    func applyClock(_ readings: inout [Reading], boot: String?) {
+        guard let boot else { return }
+        let resolution = clockBoots[boot]
+        for i in readings.indices {
+            guard let b = readings[i].unsyncedBootMillis else { continue }
+            if case .corrected(let offset) = resolution {
+                readings[i].time = b &+ offset
+                readings[i].unsyncedBootMillis = nil
+            }
+        }
     }
 
     func raiseSequenceFloor(_ floor: Int64) throws {
