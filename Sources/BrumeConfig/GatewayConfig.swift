@@ -236,6 +236,11 @@ public struct MQTTSourceConfig: Sendable, Hashable {
     /// QoS1: acknowledge a message to the broker only once its readings are
     /// committed to the outbox (no loss on a crash; default true).
     public var ackAfterCommit: Bool
+    /// `mqtt_version`: "auto" (MQTT 5 where the broker speaks it), "5" or "3.1.1".
+    public var mqttVersion: String = "auto"
+    /// `receive_maximum` (MQTT 5): QoS1 messages the broker may send before Brume acknowledges
+    /// them — the window that lets a commit per second carry a second of readings.
+    public var receiveMaximum: Int = 1000
 }
 
 /// An HTTP(S) ingestion endpoint (`kind = "http"`).

@@ -101,6 +101,7 @@ final class Pipeline: ReadingSink {
         return ticket
     }
     func flushNow() { outbox.flush() }
+    func commitSoon() { outbox.commitSoon() }
     func waitDurable(_ ticket: UInt64, timeout: Duration) -> Bool {
         outbox.waitProcessed(ticket, timeout: timeout)
     }

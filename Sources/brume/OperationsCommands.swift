@@ -119,6 +119,17 @@ struct Status: ParsableCommand {
         let ev = (b["evicted"]?.members ?? []).filter { ($0.value.num ?? 0) > 0 }
         bl += ev.isEmpty ? ", nothing evicted" : ", evicted " + ev.map { "\($0.key) \($0.value.text)" }.joined(separator: ", ")
         out.append(bl)
+        let clk = s["clock"] ?? .null
+        if case .object = clk {
+            var cl = "clock   "
+            if clk["trusted"]?.text == "false" {
+                cl += clk["unsynced_readings"]?.text == "flagged" ? "not synchronised: readings it stamps go flagged \"clock\":\"unsynced\"" : "not synchronised: readings it stamps wait for NTP"
+            } else {
+                cl += clk["synchronised"]?.text == "true" ? "synchronised" : "not synchronised, trusted"
+            }
+            if let m = clk["marked"]?.num, m > 0 { cl += " (\(Int(m)) stamped unsynchronised, \(clk["unsynced_readings"]?.text ?? "?"))" }
+            out.append(cl)
+        }
         out.append("")
         var rows: [[String]] = [["SOURCE/DEVICE", "KIND/STATE", "READINGS", "ERRORS", "LAST", "VALUES"]]
         for src in s["sources"]?.arr ?? [] {

@@ -88,6 +88,8 @@ import Glibc
         #expect(metric(metrics, "brume_clock_waiting") == 1)
         #expect(metric(metrics, "brume_clock_trusted") == 0)
         #expect(metric(metrics, "brume_clock_marked_readings_total") == 10)
+        let (code, out, _) = try brumeCLI(rig, ["status"], name: "status")
+        #expect(code == 0 && out.contains("clock   not synchronised: readings it stamps wait for NTP (10 stamped unsynchronised, waiting)"), "\(out)")
 
         // NTP synchronises the clock: it jumps to the true time.
         let synced = wallClockMillis()

@@ -98,9 +98,17 @@ extension Builder {
                 sink.warning(r.table.entry(k)!.keyPosition, "\(r.context): \"\(k)\" has no effect with qos = 0")
             }
         }
+        let version = r.oneOf("mqtt_version", ["auto", "5", "3.1.1"]) ?? "auto"
+        let receiveMaximum = r.int("receive_maximum", range: 20...65535)
+        if receiveMaximum != nil && version == "3.1.1" {
+            sink.warning(r.table.entry("receive_maximum")!.keyPosition, "\(r.context): \"receive_maximum\" has no effect with mqtt_version = \"3.1.1\" (the broker's max_inflight_messages decides)")
+        }
         guard let conn, let device, let metric, let payload, !filters.isEmpty else { return nil }
-        return MQTTSourceConfig(connection: conn, subscribe: filters, qos: Int(qos), device: device, metric: metric, payload: payload,
-                                persistentSession: persistent, ackAfterCommit: ackAfterCommit)
+        var m = MQTTSourceConfig(connection: conn, subscribe: filters, qos: Int(qos), device: device, metric: metric, payload: payload,
+                                 persistentSession: persistent, ackAfterCommit: ackAfterCommit)
+        m.mqttVersion = version
+        if let receiveMaximum { m.receiveMaximum = Int(receiveMaximum) }
+        return m
     }
 
     func payloadFormat(_ r: TableReader) -> PayloadFormat? {

@@ -24,10 +24,15 @@ public protocol ReadingSink: Sendable {
     /// Commits what waits in memory now (a source that stops wants its readings safe before it
     /// acknowledges them).
     func flushNow()
+    /// A source waits for its readings to be safe and cannot receive more meanwhile (its
+    /// broker's window is full): commit soon rather than at the end of the commit window.
+    /// Ignored while readings wait for the cloud's acknowledgement (the hold).
+    func commitSoon()
 }
 
 extension ReadingSink {
     public func flushNow() {}
+    public func commitSoon() {}
 
     @discardableResult
     public func accept(_ readings: [Reading], from source: String) -> UInt64 {

@@ -96,6 +96,10 @@ public struct MQTTClientOptions: Sendable {
     /// 3.1.1 by default; `.auto` tries MQTT 5 first (PUBACK reason codes: a broker that drops a
     /// publish, e.g. denied by an ACL or over its size limit, says so instead of acknowledging).
     public var protocolVersion: MQTTProtocolVersion = .v311
+    /// MQTT 5: how many QoS1 messages the broker may send before we acknowledge them (the
+    /// Receive Maximum of CONNECT; libmosquitto's default is 20). With acknowledgements held
+    /// until a commit, this window decides how many readings one commit can carry.
+    public var receiveMaximum: Int = 20
 
     public init(host: String, port: Int, clientID: String, cleanSession: Bool = true, keepAlive: Int = 30,
                 username: String? = nil, password: String? = nil, tls: MQTTTLS? = nil, will: MQTTWill? = nil,
@@ -140,18 +144,42 @@ public struct MQTTHandlers: Sendable {
     /// Returning false means "never acknowledge these": the client is being stopped while
     /// they are not durable (a full disk), so it drops the connection without writing the
     /// PUBACKs, and the broker delivers them again to the next session.
-    public var ackGate: (@Sendable () -> Bool)?
+    public var ackGate: (@Sendable (AckGateContext) -> Bool)?
 
     public init(onConnect: @escaping @Sendable (MQTTClient, UInt64, Bool) -> Void = { _, _, _ in },
                 onDisconnect: @escaping @Sendable (UInt64, String) -> Void = { _, _ in },
                 onMessage: @escaping @Sendable (UnsafePointer<CChar>, UnsafeRawBufferPointer, Int32, Bool) -> Void = { _, _, _, _ in },
                 onPublished: @escaping @Sendable (UInt64, Int32, Int32) -> Void = { _, _, _ in },
-                ackGate: (@Sendable () -> Bool)? = nil) {
+                ackGate: (@Sendable (AckGateContext) -> Bool)? = nil) {
         self.ackGate = ackGate
         self.onConnect = onConnect
         self.onDisconnect = onDisconnect
         self.onMessage = onMessage
         self.onPublished = onPublished
+    }
+}
+
+/// What the ack gate knows while it waits: how many messages wait for their acknowledgement,
+/// how many the broker may send unacknowledged (its window), and whether more are arriving.
+public struct AckGateContext: Sendable {
+    /// Messages received since the last acknowledgements were written.
+    public var waiting: Int
+    /// The most QoS1 messages the broker sends before it waits for acknowledgements: our
+    /// Receive Maximum on MQTT 5; on 3.1.1 unknown, Mosquitto's default (20) assumed.
+    public var window: Int
+    let socket: Int32
+
+    public init(waiting: Int, window: Int, socket: Int32 = -1) {
+        self.waiting = waiting
+        self.window = window
+        self.socket = socket
+    }
+
+    /// More bytes wait on the connection (the broker is still sending).
+    public func moreArriving() -> Bool {
+        guard socket >= 0 else { return false }
+        var p = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+        return poll(&p, 1, 0) > 0
     }
 }
 
@@ -290,6 +318,18 @@ public final class MQTTClient: @unchecked Sendable {
 
     // MARK: - network thread
 
+    /// CONNECT. A persistent session on MQTT 5 needs a Session Expiry Interval (0, the default,
+    /// ends the session at the disconnect): "never expires", as a 3.1.1 persistent session.
+    private func connect(_ h: OpaquePointer, _ broker: MQTTBrokerAddress) -> Int32 {
+        guard negotiatedVersion.load(ordering: .relaxed) == MQTT_PROTOCOL_V5, !options.cleanSession else {
+            return mosquitto_connect(h, broker.host, Int32(broker.port), Int32(options.keepAlive))
+        }
+        var props: OpaquePointer? = nil
+        _ = mosquitto_property_add_int32(&props, Int32(MQTT_PROP_SESSION_EXPIRY_INTERVAL.rawValue), UInt32.max)
+        defer { mosquitto_property_free_all(&props) }
+        return mosquitto_connect_bind_v5(h, broker.host, Int32(broker.port), Int32(options.keepAlive), nil, props)
+    }
+
     private func runLoop() {
         var backoff = Backoff(initial: options.reconnectInitial, maximum: options.reconnectMax)
         let brokers = [MQTTBrokerAddress(host: options.host, port: options.port)] + options.alternates
@@ -301,7 +341,7 @@ public final class MQTTClient: @unchecked Sendable {
             }
             let broker = brokers[index % brokers.count]
             currentBroker.set(broker)
-            let rc = mosquitto_connect(h, broker.host, Int32(broker.port), Int32(options.keepAlive))
+            let rc = connect(h, broker)
             if rc != 0 {
                 connectFailures.add()
                 let reason = rc == Int32(MOSQ_ERR_ERRNO.rawValue) ? String(cString: strerror(errno)) : String(cString: mosquitto_strerror(rc))
@@ -375,7 +415,7 @@ public final class MQTTClient: @unchecked Sendable {
     /// The gate refused: the connection must be dropped without writing anything.
     private var abandoned = false
 
-    private func pumpGated(_ h: OpaquePointer, gate: @Sendable () -> Bool) -> Int32 {
+    private func pumpGated(_ h: OpaquePointer, gate: @Sendable (AckGateContext) -> Bool) -> Int32 {
         let sock = mosquitto_socket(h)
         if sock < 0 { return Int32(MOSQ_ERR_NO_CONN.rawValue) }
         var fds = [pollfd(fd: sock, events: Int16(POLLIN) | (mosquitto_want_write(h) ? Int16(POLLOUT) : 0), revents: 0),
@@ -400,7 +440,8 @@ public final class MQTTClient: @unchecked Sendable {
             }
         }
         if deliveredSinceWrite > 0 {
-            guard gate() else {
+            let v5 = negotiatedVersion.load(ordering: .relaxed) == MQTT_PROTOCOL_V5
+            guard gate(AckGateContext(waiting: deliveredSinceWrite, window: v5 ? options.receiveMaximum : 20, socket: sock)) else {
                 abandoned = true
                 return Int32(MOSQ_ERR_CONN_LOST.rawValue)
             }
@@ -444,6 +485,7 @@ public final class MQTTClient: @unchecked Sendable {
         // wait 40 ms for a delayed TCP ACK.
         _ = mosquitto_int_option(h, MOSQ_OPT_TCP_NODELAY, 1)
         _ = mosquitto_max_inflight_messages_set(h, UInt32(max(0, options.maxInflight)))
+        if v5 { _ = mosquitto_int_option(h, MOSQ_OPT_RECEIVE_MAXIMUM, Int32(min(65535, max(1, options.receiveMaximum)))) }
         if let u = options.username { _ = mosquitto_username_pw_set(h, u, options.password) }
         if let will = options.will {
             _ = will.payload.withUnsafeBytes { mosquitto_will_set(h, will.topic, Int32($0.count), $0.baseAddress, will.qos, will.retain) }

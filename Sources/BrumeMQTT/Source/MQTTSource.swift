@@ -56,7 +56,7 @@ public final class MQTTSource: Source {
         self.logger = lg
         let receiver = MessageReceiver(name: name, config: config, sink: sink, stats: stats, logger: lg, now: now)
         self.receiver = receiver
-        let gate: (@Sendable () -> Bool)? = (config.qos > 0 && config.ackAfterCommit) ? { @Sendable in receiver.waitUntilDurable() } : nil
+        let gate: (@Sendable (AckGateContext) -> Bool)? = (config.qos > 0 && config.ackAfterCommit) ? { @Sendable ctx in receiver.waitUntilDurable(ctx) } : nil
         let handlers = MQTTHandlers(onConnect: { _, _, _ in receiver.connectedAt.store(monotonicNanos(), ordering: .relaxed) },
                                     onMessage: { topic, payload, _, _ in receiver.receive(topic: topic, payload: payload) },
                                     ackGate: gate)
@@ -206,19 +206,41 @@ final class MessageReceiver: Sendable {
         }
     }
 
+    /// Messages waiting from which a pause in arrivals may mean the broker's window is full.
+    static let stallCheckAfter = 16
+
     /// The ack gate: returns once every reading received so far is committed.
     /// True once everything received is durable; false if the source stops first (the
     /// messages are then never acknowledged, and the broker delivers them again).
-    func waitUntilDurable() -> Bool {
+    ///
+    /// While it waits the broker sends at most its window of messages; once that many wait, the
+    /// source stalls until the commit. So the outbox is asked to commit soon when the window is
+    /// (nearly) full, or when at least 16 wait and nothing more arrives for 50 ms (a broker whose
+    /// window is smaller than ours: EMQX caps it at its `max_inflight`, 32 by default). Otherwise
+    /// one commit per commit window carries everything that arrived (an SD card at field rates).
+    func waitUntilDurable(_ ctx: AckGateContext) -> Bool {
         let ticket = lastTicket.load(ordering: .relaxed)
         var waitedMillis = 0
-        while !sink.waitDurable(ticket, timeout: .milliseconds(200)) {
+        var asked = false
+        var idle = 0
+        if ctx.waiting >= max(1, ctx.window - max(4, ctx.window / 8)) {
+            sink.commitSoon()
+            asked = true
+        }
+        while !sink.waitDurable(ticket, timeout: .milliseconds(25)) {
             if stopping.load(ordering: .acquiring) {
                 // Held readings are committed now, then acknowledged; a full disk still gives up.
                 sink.flushNow()
                 return sink.waitDurable(ticket, timeout: .seconds(1))
             }
-            waitedMillis += 200
+            if !asked && ctx.waiting >= MessageReceiver.stallCheckAfter {
+                idle = ctx.moreArriving() ? 0 : idle + 1
+                if idle >= 2 {
+                    sink.commitSoon()
+                    asked = true
+                }
+            }
+            waitedMillis += 25
             if waitedMillis % 5000 == 0, let n = limiter.admit() {
                 logger.warning("outbox has not committed for a while: acknowledgements to the broker are held back",
                                metadata: ["waited_s": "\(waitedMillis / 1000)", "suppressed": "\(n)"])

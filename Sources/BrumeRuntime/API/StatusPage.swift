@@ -194,7 +194,16 @@ function renderHead(s){
 }
 
 // ---- buffer ----
-function renderBuffer(b){
+function clockLine(c){
+ if(!c)return null;
+ const u=c.unsynced_readings;
+ const txt=c.trusted===false?(u==="flagged"?"not synchronised: its readings go flagged":"not synchronised: readings wait for NTP"):
+  c.synchronised?"synchronised":"not synchronised (trusted)";
+ const tn=c.trusted===false?" c-warn":"";
+ return h("div",{class:"sm",style:"margin-top:8px",title:c.reason||""},"clock: ",h("b",{class:tn.trim()||null},txt),
+  isNum(c.marked)&&c.marked>0?" · "+fmtN(c.marked)+" stamped unsynchronised"+(u==="corrected"?", corrected":u==="flagged"?", flagged":u==="waiting"?", waiting":""):"");
+}
+function renderBuffer(b,clock){
  if(!b){section("buffer","Buffer",null,empty("No buffer data"));return}
  const max=b.max_bytes,pct=isNum(b.bytes)&&isNum(max)&&max>0?Math.min(100,b.bytes/max*100):null;
  const t=pct==null?"":pct>=80?" t-bad":pct>=50?" t-warn":"";
@@ -204,7 +213,8 @@ function renderBuffer(b){
   h("div",{class:"bar"+t,role:"meter","aria-valuemin":0,"aria-valuemax":100,"aria-valuenow":pct==null?null:pct.toFixed(1)},h("i",{style:"width:"+(pct==null?0:Math.max(pct,pct>0?.6:0)).toFixed(2)+"%"})),
   h("div",{class:"sm"},isNum(b.bytes)?[h("b",null,fmtBytes(b.bytes))," of ",fmtBytes(max)]:"size unknown",pct==null?"":" ("+(pct<1&&pct>0?pct.toFixed(2):pct.toFixed(1))+"%)"),
   h("div",{class:"stats",style:"margin-top:10px"},stat("oldest",age(b.oldest_ms,"up")),stat("evicted",fmtN(evT),evT?"c-warn":"")),
-  Object.keys(ev).length?h("div",{class:"chips"},chips(ev,"t-warn")):null);
+  Object.keys(ev).length?h("div",{class:"chips"},chips(ev,"t-warn")):null,
+  clockLine(clock));
 }
 
 // ---- uplinks ----
@@ -284,7 +294,7 @@ function renderErrors(list){
 }
 
 function render(s){
- const parts=[[renderHead,s],[renderBuffer,s.buffer],[renderUplinks,s.uplinks],[renderSources,s.sources],
+ const parts=[[renderHead,s],[b=>renderBuffer(b,s.clock),s.buffer],[renderUplinks,s.uplinks],[renderSources,s.sources],
   [renderRules,s.rules],[renderCommands,s.commands],[renderErrors,s.recent_errors]];
  for(const [f,x] of parts){try{f(x)}catch(e){console.error(f.name,e)}}  // one bad section never blanks the page
 }

@@ -6,8 +6,10 @@ import Logging
 /// `[[source]] kind = "mqtt"`: a field broker's topics → readings; actuators published to it.
 enum MQTTSourceKind {
     static func make(_ s: SourceConfig, _ m: MQTTSourceConfig, sink: Pipeline, logger: Logger) throws -> RunningSource {
-        let client = UplinkKinds.mqttClientOptions(m.connection, password: try Gateway.secret(m.connection.passwordFile, logger: logger),
+        var client = UplinkKinds.mqttClientOptions(m.connection, password: try Gateway.secret(m.connection.passwordFile, logger: logger),
                                                    cleanSession: !(m.persistentSession && m.qos > 0), maxInflight: 32)
+        client.protocolVersion = m.mqttVersion == "3.1.1" ? .v311 : m.mqttVersion == "5" ? .v5 : .auto
+        client.receiveMaximum = m.receiveMaximum
         let options = MQTTSourceOptions(client: client, subscribe: m.subscribe, qos: m.qos, device: m.device, metric: m.metric,
                                         payload: m.payload, ackAfterCommit: m.ackAfterCommit)
         let src = MQTTSource(name: s.name, options: options, sink: sink, logger: logger)

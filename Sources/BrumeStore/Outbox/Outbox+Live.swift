@@ -79,14 +79,12 @@ extension Outbox {
         return due
     }
 
-    /// A source waits for its readings to be safe: commit early (after the minimum spacing)
-    /// only when holding would cost throughput — nothing is held, or so many messages wait that
-    /// a field broker's in-flight window (Mosquitto's default: 20) may be full.
+    /// A source waits for its readings to be safe and asked for an early commit (after the
+    /// minimum spacing): without a hold, any waiting source; with one, a source whose broker's
+    /// window is full (`commitSoon`).
     var urgentCommitDueLocked: Bool {
-        urgent && !pending.isEmpty && (holdNanos == 0 || pending.count >= Outbox.urgentAfterReadings)
+        urgent && !pending.isEmpty
     }
-
-    static let urgentAfterReadings = 16
 
     /// Drops the readings at the head of pending that every uplink acknowledged from memory:
     /// they are delivered and never written. Releases the sources waiting for them.
@@ -180,6 +178,8 @@ extension Outbox {
         guard options.hold > .zero else { return nil }
         return pendingLock.withLock {
             guard live[i].active else { return nil }
+            // A commit in progress: its readings go first, from the database.
+            guard !committing else { return nil }
             // Batches that were in flight at a disconnect: the same again (a consumer dedups them).
             while let again = live[i].resend.first {
                 live[i].resend.removeFirst()

@@ -57,6 +57,10 @@ public final class Outbox: @unchecked Sendable {
     /// Readings marked by an unsynchronised clock were appended in this run (live batches then
     /// check for them).
     var clockMarkedPending = false
+    /// Readings taken from memory and not yet all in the database: the live lanes wait, or
+    /// they would send newer readings ahead of them and record batches past readings no batch
+    /// holds yet (the database lane continues after the last recorded batch).
+    var committing = false
 
     let dbLock = Mutex<Void>(())
     let store: Store
@@ -153,7 +157,7 @@ public final class Outbox: @unchecked Sendable {
         pendingArrival.append(contentsOf: repeatElement(t, count: readings.count))
         pendingHoldable.append(contentsOf: repeatElement(holdable, count: readings.count))
         appendedTotal += UInt64(readings.count)
-        if pending.count >= options.maxSegmentReadings || (urgent && pending.count >= Outbox.urgentAfterReadings) { pendingLock.broadcast() }
+        if pending.count >= options.maxSegmentReadings { pendingLock.broadcast() }
         if holdActive { commitSignal.yield() } // live lanes take them
         return appendedTotal
     }
@@ -175,9 +179,10 @@ public final class Outbox: @unchecked Sendable {
             pendingLock.lock()
             return processedTotal >= ticket
         }
-        // Held readings wait for the cloud (or their hold deadline), not for an early commit.
-        if !holdActive { urgent = true }
-        // (append wakes the writer too once enough wait: see urgentCommitDueLocked)
+        // Without a hold, a waiting source is committed as soon as the minimum spacing allows;
+        // with one, readings wait for the cloud or their commit window, unless the source asks
+        // (`commitSoon`: its broker's window is full).
+        if options.hold == .zero { urgent = true }
         pendingLock.broadcast()
         while processedTotal < ticket {
             let now = monotonicNanos()
@@ -185,6 +190,18 @@ public final class Outbox: @unchecked Sendable {
             pendingLock.wait(untilMonotonicNanos: min(deadline, now + 100_000_000))
         }
         return true
+    }
+
+    /// A source cannot receive more until its readings are safe (its broker's in-flight window
+    /// is full): commit after the minimum spacing instead of at the end of the commit window.
+    /// Ignored while held readings wait for the cloud's acknowledgement (the hold): it comes
+    /// within milliseconds, or the hold's end commits them.
+    public func commitSoon() {
+        pendingLock.withLock {
+            guard !holdActive, !pending.isEmpty else { return }
+            urgent = true
+            pendingLock.broadcast()
+        }
     }
 
     /// Commits what is pending now (used at shutdown and by tests).
@@ -223,6 +240,7 @@ public final class Outbox: @unchecked Sendable {
             let wasFlush = flushRequested
             let taken = takePendingLocked()
             let through = appendedTotal
+            committing = !taken.readings.isEmpty
             urgent = false
             pendingLock.broadcast()
             pendingLock.unlock()
@@ -234,6 +252,7 @@ public final class Outbox: @unchecked Sendable {
                     // and `append` blocks once maxPendingReadings are waiting.
                     pendingLock.withLock {
                         putBackLocked(taken, from: done)
+                        committing = false
                         if wasFlush { flushRequested = false } // a flush cannot wait for the disk
                         pendingLock.broadcast()
                     }
@@ -248,8 +267,10 @@ public final class Outbox: @unchecked Sendable {
                 pendingLock.withLock {
                     processedTotal = max(processedTotal, through)
                     lastCommitNanos = monotonicNanos()
+                    committing = false
                     pendingLock.broadcast()
                 }
+                commitSignal.yield() // the live lanes may go on
             }
             if wasFlush {
                 pendingLock.withLock {
@@ -269,9 +290,11 @@ public final class Outbox: @unchecked Sendable {
     func commitPending() {
         let (taken, through): (Taken, UInt64) = pendingLock.withLock {
             let t = takePendingLocked()
+            committing = !t.readings.isEmpty
             pendingLock.broadcast()
             return (t, appendedTotal)
         }
+        defer { pendingLock.withLock { committing = false } }
         if !taken.readings.isEmpty {
             let done = commit(taken)
             if done < taken.readings.count {
