@@ -67,14 +67,16 @@ class Scenario:
 class Broker:
     """Mosquitto as TestKit configures it: persistence, user root, big queues,
     max_inflight_messages 0, set_tcp_nodelay true; stop = SIGTERM (saves sessions)."""
-    def __init__(self, sc, name):
+    def __init__(self, sc, name, inflight=0):
+        """`inflight`: max_inflight_messages (0: unlimited; 20 is Mosquitto's default, a field
+        broker nobody tuned)."""
         self.sc, self.port = sc, free_port()
         self.dir = os.path.join(sc.tmp, name); os.makedirs(self.dir)
         self.conf = os.path.join(self.dir, "mosquitto.conf")
         with open(self.conf, "w") as f:
             f.write(f"listener {self.port} 127.0.0.1\nuser root\nallow_anonymous true\npersistence true\n"
                     f"persistence_location {self.dir}/\nautosave_interval 1\nmax_queued_messages 10000000\n"
-                    "max_queued_bytes 0\nmax_inflight_messages 0\nset_tcp_nodelay true\n")
+                    f"max_queued_bytes 0\nmax_inflight_messages {inflight}\nset_tcp_nodelay true\n")
         self.p, self.starts = None, 0
         self.start()
 

@@ -65,7 +65,8 @@ import Testing
     }
 
     /// The cloud away: held readings are committed once a second (one commit per second keeps a
-    /// card alive at any rate), or at once when many wait (a field broker's in-flight window).
+    /// card alive at any rate, however many wait), or soon when their source asks (its broker's
+    /// in-flight window is full: `commitSoon`).
     @Test func withoutLiveLanesHeldReadingsAreCommittedWithinASecond() throws {
         let dir = TestKit.tempDir()
         let b = try box(dir)
@@ -76,10 +77,17 @@ import Testing
         let waited = ContinuousClock.now - t0
         #expect(waited >= .milliseconds(900) && waited < .seconds(2), "committed after \(waited)")
         #expect(b.stats.segments == 1)
-        let many = b.append((6...40).map(r), holdable: true) // 35 wait: commit early
+        let many = b.append((6...1005).map(r), holdable: true) // 1,000 wait: still one commit a second
         let t1 = ContinuousClock.now
+        #expect(!b.waitProcessed(many, timeout: .milliseconds(600)))
         #expect(b.waitProcessed(many, timeout: .seconds(3)))
-        #expect(ContinuousClock.now - t1 < .milliseconds(500))
+        #expect(ContinuousClock.now - t1 >= .milliseconds(900))
+        #expect(b.stats.segments == 2)
+        let stalled = b.append((1006...1025).map(r), holdable: true)
+        let t2 = ContinuousClock.now
+        b.commitSoon() // the source's broker stopped sending: commit now
+        #expect(b.waitProcessed(stalled, timeout: .seconds(3)))
+        #expect(ContinuousClock.now - t2 < .milliseconds(500))
     }
 
     /// Two uplinks: a reading leaves memory unwritten only when both have it; the one that had
