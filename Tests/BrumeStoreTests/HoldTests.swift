@@ -40,6 +40,30 @@ import Testing
         #expect(s.bufferedReadings == 0 && s.pendingInMemory == 0)
     }
 
+    /// At field rates a reading waits in memory ~100 ms for its live batch and the cloud's
+    /// answer; the writer's once-a-second maintenance must not commit it meanwhile (it did: a
+    /// held reading was written whenever the maintenance tick caught it, and the database lane
+    /// then held the live lane back for its batch delay, so nearly every reading was written).
+    @Test func maintenanceNeverCommitsHeldReadings() throws {
+        let dir = TestKit.tempDir()
+        let b = try box(dir)
+        defer { b.stop(); b.close() }
+        b.setLive(uplink: "cloud", active: true)
+        b.setConnected(uplink: "cloud", true)
+        for i in 1...12 {
+            let ticket = b.append([r(i)], holdable: true)
+            // Its source waits as the MQTT gate does: in 25 ms slices (each wakes the writer).
+            let gate = Thread { while !b.waitProcessed(ticket, timeout: .milliseconds(25)) {} }
+            gate.start()
+            usleep(150_000) // the live batch delay and the cloud's round trip
+            guard let (batch, _) = b.nextLiveBatch(uplink: "cloud", maxReadings: 500, maxDelayMillis: 0) else { Issue.record("no live batch"); return }
+            b.ackLive(batch)
+            usleep(100_000)
+        }
+        #expect(b.stats.commits == 0, "\(b.stats.commits) commits of readings the cloud acknowledged from memory")
+        #expect(b.deliveredFromMemory.current == 12)
+    }
+
     @Test func whatTheCloudDidNotAcknowledgeInTimeIsCommittedWithItsBatchRecorded() throws {
         let dir = TestKit.tempDir()
         let b = try box(dir, hold: .milliseconds(200))

@@ -173,14 +173,21 @@ public final class Mosquitto: @unchecked Sendable {
         set_tcp_nodelay true
         """
         confBase = conf
-        try (conf + "\n" + extra + "\n").write(toFile: "\(self.dir)/mosquitto.conf", atomically: true, encoding: .utf8)
+        try Mosquitto.config(conf, extra).write(toFile: "\(self.dir)/mosquitto.conf", atomically: true, encoding: .utf8)
         try start()
+    }
+
+    /// The base lines, less those `extra` sets again (Mosquitto keeps the first of a repeated option).
+    static func config(_ base: String, _ extra: String) -> String {
+        let keys = Set(extra.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) })
+        let kept = base.split(separator: "\n").filter { line in !keys.contains(line.split(separator: " ").first.map(String.init) ?? "") }
+        return kept.joined(separator: "\n") + "\n" + extra + "\n"
     }
 
     /// Restarts the broker with other extra lines (e.g. the ACL fixed).
     public func reconfigure(extra: String) throws {
         stop()
-        try (confBase + "\n" + extra + "\n").write(toFile: "\(dir)/mosquitto.conf", atomically: true, encoding: .utf8)
+        try Mosquitto.config(confBase, extra).write(toFile: "\(dir)/mosquitto.conf", atomically: true, encoding: .utf8)
         try start()
     }
 

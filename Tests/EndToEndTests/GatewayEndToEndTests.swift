@@ -23,7 +23,7 @@ final class Rig {
     let apiPort: Int
 
     init(extraBuffer: String = "", extraSources: (String) -> String = { _ in "" }, mqttSource: Bool = true, api: ((Int) -> String)? = nil,
-         uplinkExtra: String = "") throws {
+         uplinkExtra: String = "", sourceExtra: String = "") throws {
         field = try Mosquitto(dir: dir, name: "field")
         cloud = try Mosquitto(dir: dir, name: "cloud")
         config = "\(dir)/gateway.toml"
@@ -56,6 +56,7 @@ final class Rig {
         device = "{1}"
         metric = "{2}"
         payload = { json = { value = "/v", time = "/ts" } }
+        \(sourceExtra)
         """ : "")
         \(extraSources(dir).replacingOccurrences(of: "FIELD_URL", with: field.url))
         """.write(toFile: config, atomically: true, encoding: .utf8)

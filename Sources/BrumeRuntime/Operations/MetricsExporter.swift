@@ -68,6 +68,7 @@ final class MetricsExporter: Sendable {
         "brume_outbox_oldest_age_seconds": "Age of the oldest buffered reading (0 when empty).",
         "brume_outbox_evicted_total": "Readings dropped from the outbox, by reason (max_bytes, max_age, buffer_full, purged, corrupt).",
         "brume_outbox_committed_total": "Readings committed to the outbox.",
+        "brume_outbox_commits_total": "Group commits (transactions that stored readings): SD-card writes, one fsync each.",
         "brume_outbox_commit_failures_total": "Outbox commits that failed (disk full, I/O) and were retried.",
         "brume_outbox_in_memory_readings": "Readings waiting in memory: the hold window for the cloud's acknowledgement, or the next group commit.",
         "brume_outbox_delivered_from_memory_total": "Readings every uplink acknowledged before they were committed: never written to the card.",
@@ -129,6 +130,7 @@ final class MetricsExporter: Sendable {
         for (reason, n) in ob.evicted { counter("brume_outbox_evicted_total", [("reason", reason)], n) }
         counter("brume_outbox_committed_total", [], ob.committed)
         counter("brume_outbox_commit_failures_total", [], ob.commitFailures)
+        counter("brume_outbox_commits_total", [], ob.commits)
         gauge("brume_outbox_in_memory_readings", [], Double(ob.pendingInMemory))
         counter("brume_outbox_delivered_from_memory_total", [], g.outbox.deliveredFromMemory.current)
         let fault = g.outbox.storageFault

@@ -71,7 +71,7 @@ extension Gateway {
             ("readings", num(ob.bufferedReadings + Int64(ob.pendingInMemory))), ("in_memory", num(Int64(ob.pendingInMemory))),
             ("delivered_from_memory", num(outbox.deliveredFromMemory.current)), ("bytes", num(ob.bufferedBytes)), ("max_bytes", num(outbox.options.maxBytes)),
             ("oldest_ms", num(ob.oldestMillis)), ("evicted", reasons(ob.evicted)), ("committed", num(ob.committed)),
-            ("delivered", num(ob.delivered)), ("commit_failures", num(ob.commitFailures)),
+            ("delivered", num(ob.delivered)), ("commits", num(ob.commits)), ("commit_failures", num(ob.commitFailures)),
             ("storage_fault", outbox.storageFault.map { f in
                 obj([("kind", .string(f.kind.rawValue)), ("detail", .string(f.detail)), ("since_ms", .number(Double(f.sinceMillis))),
                      ("needs_restart", .bool(f.needsRestart))])

@@ -238,6 +238,19 @@ public final class Outbox: @unchecked Sendable {
             }
             let stopNow = stopping
             let wasFlush = flushRequested
+            // Out of the wait for maintenance only: what waits in memory is not due (held
+            // readings wait for the cloud): leave it there.
+            let now = monotonicNanos()
+            let due = stopNow || wasFlush || pending.count >= options.maxSegmentReadings
+                || (!pending.isEmpty && now >= commitDeadlineLocked(interval: interval))
+                || (urgentCommitDueLocked && now >= lastCommitNanos + spacing)
+            if !due {
+                pendingLock.unlock()
+                lastMaintenance = monotonicNanos()
+                dbLock.withLock { _ in store.evictByAge() }
+                checkDataFolder()
+                continue
+            }
             let taken = takePendingLocked()
             let through = appendedTotal
             committing = !taken.readings.isEmpty
