@@ -28,6 +28,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
+        // Ed25519 signatures of commands (already built for AsyncHTTPClient's TLS stack).
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // System libraries (Debian: libmosquitto-dev, libsqlite3-dev, libserialport-dev).
@@ -70,6 +72,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ], exclude: ["API/status.html"], swiftSettings: strict),
         .executableTarget(name: "brume", dependencies: [
             "BrumeRuntime", "BrumeConfig", "BrumeCore", "BrumeStore", "BrumeSerial", "CPowerCut",
@@ -90,7 +93,8 @@ let package = Package(
         .testTarget(name: "BrumeSerialTests", dependencies: ["BrumeSerial", "BrumeCore", "BrumeTestKit", "firmware-sim"]),
         .testTarget(name: "BrumeModbusTests", dependencies: ["BrumeModbus", "BrumeCore", "BrumeTestKit", "firmware-sim"]),
         .testTarget(name: "BrumeUplinkTests", dependencies: ["BrumeUplink", "BrumeStore", "BrumeCore", "BrumeTestKit"]),
-        .testTarget(name: "BrumeRuntimeTests", dependencies: ["BrumeRuntime", "BrumeCore", "BrumeStore", "BrumeTestKit"]),
+        .testTarget(name: "BrumeRuntimeTests", dependencies: ["BrumeRuntime", "BrumeConfig", "BrumeCore", "BrumeStore", "BrumeTestKit",
+                                                            .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "BrumeMQTTTests", dependencies: ["BrumeMQTT", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore", "BrumeSerial", "BrumeTestKit",
                                                           .product(name: "CompressNIO", package: "compress-nio")]),

@@ -51,7 +51,7 @@ class LoopFS:
         os.rmdir(self.mnt)
 
 
-def case(rate, online, seconds, buffer_extra, source_extra="", loop=None):
+def case(rate, online, seconds, buffer_extra, source_extra="", loop=None, warm=3.0):
     sc = chaos.Scenario(f"field-{rate}-{'on' if online else 'off'}")
     try:
         # The field broker as installed: Mosquitto's defaults (max_inflight_messages 20).
@@ -80,7 +80,6 @@ payload = {{ json = {{ value = "/v", time = "/ts" }} }}
         gw = chaos.Gateway(sc, cfg)
         gw.start(wait_connected=False)
         gw.wait_log('msg="MQTT connected"', count=2 if online else 1, timeout=10)
-        warm = 3.0
         n = int(rate * (seconds + warm + 2))
         load = chaos.Load(sc, field, n, rate=rate)
         time.sleep(warm)
@@ -112,6 +111,8 @@ def main():
     ap.add_argument("--variant", action="append", default=[], help='NAME=[buffer] lines, e.g. before=\'hold = "0s"\'')
     ap.add_argument("--only-variants", action="store_true", help="do not run the default configuration")
     ap.add_argument("--block", action="store_true", help="data folder on a loop device: also the block layer's bytes")
+    ap.add_argument("--warmup", type=float, default=3.0, help="seconds before the window (the WAL reaches its steady size after wal_autocheckpoint commits)")
+    ap.add_argument("--cloud", default="online,offline", help="online, offline or both")
     a = ap.parse_args()
     chaos.BIN = a.bin
     variants = ([] if a.only_variants else [("default", "")]) + [tuple(v.split("=", 1)) for v in a.variant]
@@ -121,8 +122,8 @@ def main():
         for name, extra in variants:
             buf, _, src = extra.partition("|")
             for rate in [int(r) for r in a.rates.split(",")]:
-                for online in (True, False):
-                    rec = case(rate, online, a.seconds, buf.replace("\\n", "\n"), src.replace("\\n", "\n"), loop)
+                for online in [c == "online" for c in a.cloud.split(",")]:
+                    rec = case(rate, online, a.seconds, buf.replace("\\n", "\n"), src.replace("\\n", "\n"), loop, a.warmup)
                     rec["variant"] = name
                     print(json.dumps(rec), flush=True)
                     out.append(rec)

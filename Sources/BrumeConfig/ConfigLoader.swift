@@ -63,7 +63,7 @@ struct Builder {
 
     func build(_ root: TOMLTable) -> GatewayConfig? {
         let top = TableReader(root, context: "", sink: sink)
-        let topKeys = ["gateway", "buffer", "clock", "log", "api", "uplink", "source", "actuator", "rule", "derived", "trigger"]
+        let topKeys = ["gateway", "buffer", "clock", "commands", "log", "api", "uplink", "source", "actuator", "rule", "derived", "trigger"]
 
         // [gateway]
         var gwID = ""
@@ -133,6 +133,50 @@ struct Builder {
             if let v = c.duration("wait", min: 0) {
                 if v > 7 * 86_400_000 { c.error(c.position(of: "wait"), "\"wait\" must be at most \"7d\" (readings wait in the outbox meanwhile), got \"\(Units.formatDuration(v))\"") }
                 else { clock.waitMillis = v }
+            }
+            c.finish()
+        }
+
+        // [commands]
+        var commandsSection = CommandsSection()
+        if let c = top.subtable("commands", context: "[commands]") {
+            if let k = c.subtable("keys", context: "[commands.keys]") {
+                for e in k.table.entries {
+                    guard case .string(let text) = e.node.value else {
+                        k.error(e.keyPosition, "key \"\(e.key)\": expected the Ed25519 public key in base64 (a string)")
+                        continue
+                    }
+                    if !e.key.unicodeScalars.allSatisfy(isNameScalar) || e.key.utf8.count > 64 {
+                        k.error(e.keyPosition, "key id \"\(e.key)\" must use only letters, digits, '.', '_' and '-' (at most 64)")
+                    } else if let raw = Base64.decode(text), raw.count == 32 {
+                        commandsSection.publicKeys[e.key] = raw
+                        k.markAllKnown()
+                    } else {
+                        k.error(e.node.position, "key \"\(e.key)\": expected an Ed25519 public key, 32 bytes in base64 (brume keygen writes one), got \"\(text.prefix(60))\"")
+                    }
+                }
+            }
+            commandsSection.requireSignatures = !commandsSection.publicKeys.isEmpty
+            if let v = c.oneOf("signatures", ["required", "optional", "off"]) {
+                if v == "required" && commandsSection.publicKeys.isEmpty {
+                    c.error(c.position(of: "signatures"), "signatures = \"required\" needs at least one key in [commands.keys]")
+                }
+                if v == "off" && !commandsSection.publicKeys.isEmpty {
+                    c.error(c.position(of: "signatures"), "signatures = \"off\" with keys in [commands.keys]: remove the keys, or use \"optional\" while backends move to signing")
+                }
+                commandsSection.requireSignatures = v == "required"
+                commandsSection.unsignedAcknowledged = v == "off"
+            }
+            if let v = c.duration("max_lifetime", min: 1000) {
+                if v > 30 * 86_400_000 { c.error(c.position(of: "max_lifetime"), "\"max_lifetime\" must be at most \"30d\", got \"\(Units.formatDuration(v))\"") }
+                else { commandsSection.maxLifetimeMillis = v }
+            }
+            if let v = c.duration("retention", min: 60_000) {
+                if v > 3650 * 86_400_000 { c.error(c.position(of: "retention"), "\"retention\" must be at most \"10y\"") }
+                else { commandsSection.retentionMillis = v }
+            }
+            if commandsSection.retentionMillis <= commandsSection.maxLifetimeMillis {
+                c.error(c.table.position, "\"retention\" (\(Units.formatDuration(commandsSection.retentionMillis))) must be longer than \"max_lifetime\" (\(Units.formatDuration(commandsSection.maxLifetimeMillis))): a command forgotten before it expires could be replayed")
             }
             c.finish()
         }
@@ -259,12 +303,16 @@ struct Builder {
             sink.error(root.entry("actuator")?.keyPosition ?? root.entry("trigger")?.keyPosition ?? root.position,
                        "actuators and triggers report through an MQTT uplink (commands arrive on it): add an [uplink.NAME] with kind = \"mqtt\"")
         }
+        if !actuators.isEmpty && commandsSection.publicKeys.isEmpty && !commandsSection.unsignedAcknowledged {
+            sink.warning(root.position, "actuators are declared and [commands.keys] is empty: commands are accepted unsigned — anyone who can publish to the uplink's PREFIX/commands drives them (see docs/security.md: brume keygen, [commands.keys])")
+        }
         if sink.hasErrors { return nil }
         var config = GatewayConfig(gateway: GatewaySection(id: gwID, dataDir: dataDir), buffer: buffer, log: log, uplinks: uplinks, sources: sources)
         config.actuators = actuators
         config.rules = rules
         config.api = api
         config.clock = clock
+        config.commands = commandsSection
         return config
     }
 

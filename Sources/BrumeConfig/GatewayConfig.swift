@@ -15,6 +15,8 @@ public struct GatewayConfig: Sendable {
     public var api = APISection()
     /// What to do with readings stamped while the system clock is not synchronised.
     public var clock = ClockSection()
+    /// Who may command the actuators: signatures, lifetimes, the journal's retention.
+    public var commands = CommandsSection()
     /// Local rules, derived metrics and triggers, already compiled (checked).
     public var rules: RulesConfig = RulesConfig()
 }
@@ -70,7 +72,13 @@ public struct ActuatorConfig: Sendable, Hashable {
         case (.number, .number(let d)): return d.isFinite ? nil : "expected a finite number"
         case (.bool, .bool): return nil
         case (.bool, _): return "expected true or false"
-        case (.string, .string(let s)): return s.utf8.count <= 256 ? nil : "string too long"
+        case (.string, .string(let s)):
+            if s.utf8.count > 256 { return "string too long" }
+            // A line end or escape sequence would end the device's command line or start another.
+            if let bad = s.unicodeScalars.first(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) || $0 == "\u{2028}" || $0 == "\u{2029}" }) {
+                return "contains a control character (U+\(String(bad.value, radix: 16, uppercase: true))): not sent to a device"
+            }
+            return nil
         case (.string, _): return "expected a string"
         }
     }
@@ -115,6 +123,23 @@ public struct ClockSection: Sendable, Hashable {
     public var unsynchronised: Unsynchronised = .correct
     /// `wait`: how long readings stamped by an unsynchronised clock wait for the sync.
     public var waitMillis: Int64 = 600_000
+    public init() {}
+}
+
+/// `[commands]`: commands from the cloud drive real actuators; who may send them.
+public struct CommandsSection: Sendable, Hashable {
+    /// `keys`: key id → Ed25519 public key (32 bytes, base64) of the backends that sign commands.
+    public var publicKeys: [String: [UInt8]] = [:]
+    /// `signatures`: "required" (the default once keys are set) or "optional" (signed ones are
+    /// checked, unsigned ones accepted: a migration); without keys, commands are unsigned.
+    public var requireSignatures = false
+    /// `signatures = "off"`: unsigned commands on purpose (no warning from brume check).
+    public var unsignedAcknowledged = false
+    /// `max_lifetime`: a command's `expires` may be at most this far ahead (signed commands must
+    /// carry one): with the journal's retention beyond it, a replay is always expired.
+    public var maxLifetimeMillis: Int64 = 86_400_000
+    /// `retention`: finished commands are forgotten after this long (the journal stays small).
+    public var retentionMillis: Int64 = 7 * 86_400_000
     public init() {}
 }
 

@@ -44,8 +44,13 @@ extension Gateway {
 
     /// Reads a secret file (first line, trailing newline removed). Warns when
     /// the file is readable by group or others. The secret is never logged.
-    static func secret(_ path: String?, logger: Logger) throws -> String? {
-        guard let path else { return nil }
+    /// A secret's first line. A relative path is looked up in `$CREDENTIALS_DIRECTORY` when
+    /// systemd provides one (`LoadCredential=NAME:/path` in the unit, `password_file = "NAME"`).
+    static func secret(_ given: String?, logger: Logger) throws -> String? {
+        guard var path = given else { return nil }
+        if !path.hasPrefix("/"), let dir = getenv("CREDENTIALS_DIRECTORY").map({ String(cString: $0) }), !dir.isEmpty {
+            path = dir + "/" + path
+        }
         var st = stat()
         guard stat(path, &st) == 0 else { throw StartupError("cannot read password_file \(path): \(String(cString: strerror(errno)))") }
         if st.st_mode & 0o077 != 0 {

@@ -107,7 +107,8 @@ public final class Gateway: Sendable {
                 throw StartupError("cannot open the command journal: \(error)")
             }
             commands = CommandService(journal: journal, actuators: config.actuators, drivers: drivers, uplink: up, gatewayID: config.gateway.id,
-                                      password: try Gateway.secret(up.connection.passwordFile, logger: logger), logger: logger)
+                                      password: try Gateway.secret(up.connection.passwordFile, logger: logger), logger: logger,
+                                      auth: CommandAuth(config.commands, gatewayID: config.gateway.id), clock: clockState)
         }
         let c = commands
         pipeline.commands.withLock { $0 = c }

@@ -224,6 +224,22 @@ public final class CommandJournal: @unchecked Sendable {
         }
     }
 
+    /// Forgets finished commands whose final state the cloud has, last changed before `before`
+    /// (ms since the epoch), and reported events: the journal stays small on a card. A command
+    /// must expire within `[commands] max_lifetime`, shorter than the retention, so a replay of
+    /// a forgotten one has expired. Returns how many commands went.
+    @discardableResult
+    public func prune(before: Int64) throws -> Int {
+        try lock.withLock { _ in
+            let d = try db.prepare("DELETE FROM command WHERE state IN ('done', 'failed', 'expired', 'rejected') AND reported = state AND updated_at < ?")
+            d.bind(1, before)
+            try d.run()
+            let n = Int(sqlite3_changes(db.handle))
+            try db.exec("DELETE FROM event WHERE reported = 1")
+            return n
+        }
+    }
+
     /// Forces a re-report of the current state (a repeated id).
     public func reReport(_ id: String) throws {
         try lock.withLock { _ in

@@ -31,7 +31,7 @@ import BrumeCore
 //   version 2 only (readings stamped while the system clock was not synchronised; a segment
 //   without any is written as version 1):
 //   boot       varint byte length, UTF-8 bytes: the boot id of the gateway that stamped them
-//   marked     varint   number of marked readings M, then M times:
+//   marked     varint   number of marked readings M (at least 1), then M times:
 //     index    varint   index of the reading minus the previous marked index (the first: minus 0)
 //     boot ms  zigzag varint   its boot-clock ms (CLOCK_BOOTTIME) minus the previous one's
 //   crc        4 bytes  CRC-32 (IEEE 802.3, reflected, poly 0xEDB88320) of every byte before it, LE.
@@ -260,7 +260,8 @@ public enum SegmentCodec {
             boot = b
             r.pos += Int(length)
             let marks = try r.varint("marked count")
-            guard marks <= count else { throw .corrupt("\(marks) marked readings of \(count)") }
+            // The encoder writes version 2 only with marks: anything else is not one of ours.
+            guard marks >= 1, marks <= count else { throw .corrupt("\(marks) marked readings of \(count)") }
             var index: UInt64 = 0, bootMillis: Int64 = 0
             for m in 0..<Int(marks) {
                 let step = try r.varint("marked index")

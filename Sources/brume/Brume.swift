@@ -26,7 +26,7 @@ struct Brume: AsyncParsableCommand {
         commandName: "brume",
         abstract: "Brume: IoT edge gateway. Reads sensors, buffers in SQLite, syncs batches to the cloud.",
         version: brumeVersion,
-        subcommands: [Run.self, Check.self, Status.self, Tail.self, Reload.self, Buffer.self, Ports.self],
+        subcommands: [Run.self, Check.self, Status.self, Tail.self, Reload.self, Buffer.self, Ports.self, Keygen.self, Sign.self],
         defaultSubcommand: nil)
 }
 
@@ -207,3 +207,59 @@ enum ClockFault {
 /// Starts a detached thread running `body`.
 @discardableResult
 func Thread_start(_ body: @escaping @Sendable () -> Void) -> pthread_t { DedicatedThread.start("brume-cli", detached: true, body) }
+
+struct Keygen: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create an Ed25519 key pair for signing commands.",
+        discussion: "Writes KID.key (the private key: keep it on the backend, mode 600) and prints the line for the gateways' [commands.keys].")
+
+    @Option(help: "The key id (letters, digits, '.', '_', '-'), e.g. the year: k2026.") var kid: String
+    @Option(help: "Where to write KID.key.") var out: String = "."
+
+    func run() throws {
+        guard !kid.isEmpty, kid.utf8.count <= 64, kid.unicodeScalars.allSatisfy({ ($0.properties.isAlphabetic && $0.isASCII) || ("0"..."9").contains($0) || ".-_".unicodeScalars.contains($0) }) else {
+            printErr("--kid must use only letters, digits, '.', '_' and '-' (at most 64)")
+            throw ExitCode(2)
+        }
+        let (priv, pub) = CommandSigning.keygen()
+        let path = "\(out)/\(kid).key"
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard fd >= 0 else {
+            printErr("cannot create \(path): \(String(cString: strerror(errno)))")
+            throw ExitCode(1)
+        }
+        let text = priv + "\n"
+        _ = text.withCString { write(fd, $0, strlen($0)) }
+        close(fd)
+        print("private key written to \(path) (keep it on the backend that signs commands)")
+        print("for gateway.toml:\n[commands.keys]\n\(kid) = \"\(pub)\"")
+    }
+}
+
+struct Sign: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Sign a command for one gateway (for a backend's tests or a technician).",
+        discussion: """
+        Prints the command with "kid" and "sig" added; publish it to PREFIX/commands, e.g.
+          brume sign --key k2026.key --kid k2026 --gateway gw-01 '{"id":"c-1","actuator":"pump","value":"on","expires":1764170060000}' \\
+            | mosquitto_pub -t brume/gw-01/commands -q 1 -s
+        """)
+
+    @Option(help: "The private key file (brume keygen).") var key: String
+    @Option(help: "Its key id, as in [commands.keys].") var kid: String
+    @Option(help: "The gateway id the command is for ([gateway] id).") var gateway: String
+    @Argument(help: "The command as JSON (id, actuator, value, expires).") var command: String
+
+    func run() throws {
+        guard case .success(let text) = ConfigLoader.readFile(key) else {
+            printErr("cannot read \(key)")
+            throw ExitCode(1)
+        }
+        do {
+            print(try CommandSigning.sign(commandJSON: command, gateway: gateway, keyID: kid, privateKeyBase64: text))
+        } catch {
+            printErr("\(error)")
+            throw ExitCode(2)
+        }
+    }
+}

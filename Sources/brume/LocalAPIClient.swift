@@ -49,7 +49,7 @@ struct LocalAPIClient {
     private func send(_ fd: Int32, method: String, path: String) throws(Failure) {
         var req = "\(method) \(path) HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\nUser-Agent: brume-cli\r\n"
         if let token { req += "Authorization: Bearer \(token)\r\n" }
-        if method == "POST" { req += "Content-Length: 0\r\n" }
+        if method == "POST" { req += "Content-Length: 0\r\nX-Brume-Request: 1\r\n" }
         req += "\r\n"
         let bytes = Array(req.utf8)
         var off = 0

@@ -23,7 +23,7 @@ public enum TestHTTP {
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         guard rc == 0 else { throw TestError("cannot connect to 127.0.0.1:\(port)") }
-        var req = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        var req = "\(method) \(path) HTTP/1.1\r\n\(headers["Host"] == nil ? "Host: 127.0.0.1\r\n" : "")Connection: close\r\n"
         for (k, v) in headers { req += "\(k): \(v)\r\n" }
         if method != "GET" { req += "Content-Length: 0\r\n" }
         req += "\r\n"

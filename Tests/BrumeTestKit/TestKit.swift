@@ -13,6 +13,11 @@ public enum TestKit {
         return exe.deletingLastPathComponent()
     }
 
+    /// The repository's root folder (this file is Tests/BrumeTestKit/TestKit.swift).
+    public static var repositoryRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
     public static func product(_ name: String) -> String {
         productsDir.appendingPathComponent(name).path
     }

@@ -128,7 +128,7 @@ func metric(_ text: String, _ prefix: String) -> Double? {
         #expect(after["buffer"]?["evicted"]?["purged"]?.number == 500)
         let m = try TestHTTP.request(port: rig.apiPort, path: "/metrics").body
         #expect(metric(m, #"brume_outbox_evicted_total{reason="purged"}"#) == 500)
-        #expect(try TestHTTP.request("POST", port: rig.apiPort, path: "/api/v1/buffer/purge").status == 400, "the API wants ?confirm=yes")
+        #expect(try TestHTTP.request("POST", port: rig.apiPort, path: "/api/v1/buffer/purge", headers: ["X-Brume-Request": "1"]).status == 400, "the API wants ?confirm=yes")
     }
 
     @Test func reloadAddsRemovesAndRestartsSourcesKeepingTheOthers() throws {

@@ -8,13 +8,56 @@ public struct Command: Sendable, Hashable {
     public var expires: Int64?
     /// Where it came from: "cloud" or "trigger:NAME" (local rules).
     public var origin: String
+    /// `"kid"` and `"sig"`: the key id and the signature (base64) over `signedBytes(gateway:)`.
+    public var signature: (keyID: String, base64: String)?
 
-    public init(id: String, actuator: String, value: Value, expires: Int64?, origin: String = "cloud") {
+    public init(id: String, actuator: String, value: Value, expires: Int64?, origin: String = "cloud",
+                signature: (keyID: String, base64: String)? = nil) {
         self.id = id
         self.actuator = actuator
         self.value = value
         self.expires = expires
         self.origin = origin
+        self.signature = signature
+    }
+
+    public static func == (a: Command, b: Command) -> Bool {
+        a.id == b.id && a.actuator == b.actuator && a.value == b.value && a.expires == b.expires && a.origin == b.origin
+            && a.signature?.keyID == b.signature?.keyID && a.signature?.base64 == b.signature?.base64
+    }
+
+    public func hash(into h: inout Hasher) {
+        h.combine(id)
+        h.combine(actuator)
+        h.combine(value)
+        h.combine(expires)
+        h.combine(origin)
+    }
+
+    /// What a signature covers: a fixed text, not the JSON as sent (its field order, spaces and
+    /// escapes do not matter), bound to one gateway (a command for another gateway does not
+    /// verify here) and to the command's id, actuator, value and expiry:
+    ///
+    ///     brume-command-v1\n<gateway id>\n<id>\n<actuator>\n<value as JSON>\n<expires or ->
+    ///
+    /// The value as JSON: numbers as `WireFormat.formatNumber`, `true`/`false`, strings quoted
+    /// and escaped as `WireFormat.appendString`.
+    public func signedBytes(gateway: String) -> [UInt8] {
+        var out = Array("brume-command-v1\n".utf8)
+        out.append(contentsOf: gateway.utf8)
+        out.append(10)
+        out.append(contentsOf: id.utf8)
+        out.append(10)
+        out.append(contentsOf: actuator.utf8)
+        out.append(10)
+        switch value {
+        case .number(let d): WireFormat.appendNumber(d, to: &out)
+        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
+        case .string(let s): WireFormat.appendString(s, to: &out)
+        }
+        out.append(10)
+        if let expires { WireFormat.appendInteger(expires, to: &out) } else { out.append(UInt8(ascii: "-")) }
+        return out
     }
 }
 
@@ -93,6 +136,14 @@ public enum CommandParser {
         case .number(let d)? where d.isFinite && d >= 0 && d < 1e15: expires = Int64(d)
         default: throw CommandParseError(id: id, reason: "malformed", message: "\"expires\" must be milliseconds since the epoch")
         }
-        return Command(id: id, actuator: actuator, value: value, expires: expires)
+        var signature: (keyID: String, base64: String)?
+        switch (json["kid"], json["sig"]) {
+        case (nil, nil): break
+        case (.string(let kid)?, .string(let sig)?) where !kid.isEmpty && kid.utf8.count <= 64 && !sig.isEmpty && sig.utf8.count <= 256:
+            signature = (kid, sig)
+        default:
+            throw CommandParseError(id: id, reason: "bad_signature", message: "\"kid\" and \"sig\" go together: a key id (at most 64 bytes) and a base64 signature")
+        }
+        return Command(id: id, actuator: actuator, value: value, expires: expires, signature: signature)
     }
 }

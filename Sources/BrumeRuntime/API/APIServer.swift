@@ -20,8 +20,9 @@ import NIOCore
 ///   POST /api/v1/reload            re-read the configuration; the result as JSON
 ///   POST /api/v1/buffer/purge?confirm=yes   drop the buffered readings (counted)
 enum APIServer {
-    static func makeRouter(gateway: Gateway, token: String?) -> Router<BasicRequestContext> {
+    static func makeRouter(gateway: Gateway, token: String?, listenHost: String = "127.0.0.1") -> Router<BasicRequestContext> {
         let router = Router()
+        router.add(middleware: BrowserGuardMiddleware(listenHost: listenHost))
         router.add(middleware: TokenMiddleware(token: token))
         router.get("/") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
@@ -139,7 +140,7 @@ enum APIServer {
         var quiet = logger
         quiet.logLevel = .warning
         let authMode = token == nil ? "none (loopback)" : "bearer token"
-        let router = makeRouter(gateway: gateway, token: token)
+        let router = makeRouter(gateway: gateway, token: token, listenHost: config.host)
         let app = Application(router: router,
                               configuration: .init(address: .hostname(config.host, port: config.port), serverName: "brume"),
                               onServerRunning: { channel in
@@ -152,6 +153,68 @@ enum APIServer {
         } catch {
             logger.error("local API disabled: cannot serve", metadata: ["api.address": "\(config.host):\(config.port)", "error": "\(error)"])
         }
+    }
+}
+
+/// What a web page the technician has open must not do to the gateway on the same machine
+/// (or through an `ssh -L` tunnel):
+/// - **DNS rebinding**: a page on evil.example whose name resolves to 127.0.0.1 talks to the
+///   API with its own name in `Host`. A loopback listener answers only requests for a loopback
+///   name (`localhost`, `127.0.0.1`, `[::1]`, any port) or the listen address: 421 otherwise.
+/// - **Cross-site requests** (CSRF): a form or `fetch` from another site can POST without
+///   reading the answer. A state-changing request (anything but GET/HEAD) needs the header
+///   `X-Brume-Request: 1` — which a cross-site request cannot carry without a CORS preflight,
+///   and none is ever granted — and, if the browser sends `Origin`, the same host: 403 otherwise.
+/// - **Large bodies**: no endpoint takes one; more than 64 KiB is refused (413).
+/// `brume status/reload/buffer` send the header; the status page only reads.
+struct BrowserGuardMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let listenHost: String
+    static let headerName = HTTPField.Name("X-Brume-Request")!
+
+    var loopbackListener: Bool {
+        listenHost == "localhost" || listenHost == "::1" || listenHost.hasPrefix("127.")
+    }
+
+    /// The host part of a Host or Origin authority ("[::1]:9669" → "::1", "localhost:80" → "localhost").
+    static func hostPart(_ authority: Substring) -> String {
+        var a = authority
+        if a.hasPrefix("[") {
+            if let close = a.firstIndex(of: "]") { return String(a[a.index(after: a.startIndex)..<close]).lowercased() }
+            return String(a).lowercased()
+        }
+        if let colon = a.lastIndex(of: ":") { a = a[..<colon] }
+        return String(a).lowercased()
+    }
+
+    static func isLoopbackName(_ h: String) -> Bool {
+        h == "localhost" || h == "::1" || h.hasPrefix("127.") && h.split(separator: ".").count == 4 && h.split(separator: ".").allSatisfy { UInt8($0) != nil }
+    }
+
+    func refuse(_ status: HTTPResponse.Status, _ why: String) -> Response {
+        Response(status: status, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: why + "\n")))
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let host = Self.hostPart(Substring(request.head.authority ?? ""))
+        if loopbackListener && !(Self.isLoopbackName(host) || host == listenHost.lowercased()) {
+            return refuse(.misdirectedRequest, "this API answers requests for localhost only (Host \"\(host.prefix(100))\"): a web page cannot reach it by another name")
+        }
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > 64 << 10 {
+            return refuse(.contentTooLarge, "request body too large")
+        }
+        if request.method != .get && request.method != .head {
+            guard request.headers[Self.headerName] == "1" else {
+                return refuse(.forbidden, "a state-changing request needs the header X-Brume-Request: 1 (brume status/reload/buffer send it; a web page of another site cannot)")
+            }
+            if let origin = request.headers[.origin] {
+                let originHost = origin.split(separator: "/", omittingEmptySubsequences: true).dropFirst().first.map { Self.hostPart($0) } ?? ""
+                guard originHost == host else {
+                    return refuse(.forbidden, "cross-origin request refused (Origin \(origin.prefix(100)))")
+                }
+            }
+        }
+        return try await next(request, context)
     }
 }
 

@@ -54,9 +54,18 @@ final class CommandService: Sendable {
     private let limiter = LogRateLimiter(burst: 5, interval: .seconds(30))
     private let uplinkDown = Mutex<Int64?>(nil)
     private let safeApplied = Mutex<Set<String>>([])
+    let auth: CommandAuth
+    /// The board's clock (nil: trusted): an expiry cannot be checked by an unsynchronised clock.
+    let clock: ClockState?
+    /// Accepted commands' expiries on the monotonic clock (ns): a wall-clock jump (a board whose
+    /// clock NTP steps from 1970) neither runs an expired command nor expires a live one.
+    private let monoDeadlines = Mutex<[String: UInt64]>([:])
 
     init(journal: CommandJournal, actuators: [ActuatorConfig], drivers: [String: ActuatorDriver], uplink: UplinkConfig,
-         gatewayID: String, password: String?, logger: Logger, now: @escaping @Sendable () -> Int64 = wallClockMillis) {
+         gatewayID: String, password: String?, logger: Logger, auth: CommandAuth? = nil, clock: ClockState? = nil,
+         now: @escaping @Sendable () -> Int64 = wallClockMillis) {
+        self.auth = auth ?? CommandAuth(CommandsSection(), gatewayID: gatewayID)
+        self.clock = clock
         self.journal = journal
         self.bindings = Locked((Dictionary(actuators.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }), drivers))
         var lg = logger
@@ -129,7 +138,31 @@ final class CommandService: Sendable {
             poke.yield()
             return
         }
+        if let refusal = auth.refusal(cmd, now: now(), clockTrusted: clock?.isTrusted ?? true) {
+            stats.rejected.add(refusal.reason)
+            logRejected(cmd.id, refusal.reason, refusal.detail)
+            recordRejection(cmd, detail: "\(refusal.reason): \(refusal.detail)")
+            poke.yield()
+            return
+        }
+        if let e = cmd.expires {
+            let left = e - now()
+            let nanos = left <= 0 ? 0 : UInt64(min(left, 365 * 86_400_000)) * 1_000_000
+            monoDeadlines.withLock { d in
+                if d.count > 10_000 { let t = monotonicNanos(); d = d.filter { $0.value > t } } // bounded: finished ones go
+                d[cmd.id] = monotonicNanos() &+ nanos
+            }
+        }
         submit(cmd)
+    }
+
+    /// Expired: by the monotonic deadline set at receipt, or (after a restart) by the wall clock
+    /// when it is trusted; with an untrusted clock and no deadline, it cannot be told: expired.
+    private func hasExpired(_ cmd: Command) -> Bool {
+        guard let e = cmd.expires else { return false }
+        if let d = monoDeadlines.withLock({ $0[cmd.id] }) { return monotonicNanos() >= d }
+        if clock?.isTrusted == false { return true }
+        return e <= now()
     }
 
     /// Validation and journaling, for cloud commands and local triggers alike.
@@ -142,7 +175,7 @@ final class CommandService: Sendable {
             return
         }
         if let why = act.problem(with: cmd.value) {
-            let reason = why.hasPrefix("expected") ? "wrong_type" : "out_of_range"
+            let reason = why.hasPrefix("expected") ? "wrong_type" : why.hasPrefix("contains") ? "bad_value" : "out_of_range"
             stats.rejected.add(reason)
             logRejected(cmd.id, reason, why)
             recordRejection(cmd, detail: "\(reason): \(why)")
@@ -152,7 +185,7 @@ final class CommandService: Sendable {
         do {
             switch try journal.accept(cmd) {
             case .accepted:
-                if let e = cmd.expires, e <= now() {
+                if hasExpired(cmd) {
                     stats.expired.add()
                     try journal.transition(cmd.id, to: .expired, detail: "expired before it could run")
                 }
@@ -231,6 +264,22 @@ final class CommandService: Sendable {
                     poke.yield()
                 }
             }
+            group.addTask { [self] in
+                // The journal stays small: finished, reported commands are forgotten after the
+                // retention — by a clock that can be trusted (a 1970 clock would keep or drop
+                // everything).
+                while !Task.isCancelled {
+                    if clock?.isTrusted ?? true {
+                        do {
+                            let n = try journal.prune(before: now() - auth.retentionMillis)
+                            if n > 0 { logger.info("command journal: finished commands forgotten", metadata: ["commands": "\(n)", "retention_s": "\(auth.retentionMillis / 1000)"]) }
+                        } catch {
+                            logger.error("command journal: cannot prune", metadata: ["error": "\(error)"])
+                        }
+                    }
+                    try? await Task.sleep(for: .seconds(3600))
+                }
+            }
             var inflight: [Int32: (String, CommandState)] = [:]
             var eventsInflight: [Int32: Int64] = [:]
             var generation: UInt64?
@@ -295,7 +344,8 @@ final class CommandService: Sendable {
             if started.contains(name) { continue }
             started.insert(name) // later commands of this actuator wait their turn, in order
             guard busy.withLock({ $0.insert(name).inserted }) else { continue }
-            if let e = rec.command.expires, e <= now() {
+            if hasExpired(rec.command) {
+                monoDeadlines.withLock { _ = $0.removeValue(forKey: rec.command.id) }
                 stats.expired.add()
                 try? journal.transition(rec.command.id, to: .expired, detail: "expired before it could run")
                 busy.withLock { _ = $0.remove(name) }
@@ -372,8 +422,46 @@ final class CommandService: Sendable {
 }
 
 /// "{value}" in a template becomes the command's value.
+/// A command value in an actuator's template (`write`, `payload`, `ack_payload`), in one pass
+/// (a value containing "{value}" is not expanded again). In a JSON template the value is written
+/// as JSON — escaped inside a string (`"{value}"`), a JSON literal elsewhere (`{"v":{value}}`) —
+/// so it can never add fields or end the document. Elsewhere (a serial line) it goes as text;
+/// control characters never reach here (`ActuatorConfig.problem(with:)` refuses them).
 func render(_ template: String, _ value: Value) -> String {
-    template.replacingAll("{value}", with: value.description)
+    let probe = template.replacingAll("{value}", with: "0")
+    guard template.contains("{value}"), probe.first == "{" || probe.first == "[",
+          (try? JSONParser.parse(Array(probe.utf8))) != nil else {
+        return template.replacingAll("{value}", with: value.description)
+    }
+    var out = ""
+    var inString = false, escaped = false
+    var rest = Substring(template)
+    while !rest.isEmpty {
+        if !escaped, rest.hasPrefix("{value}") {
+            var json: [UInt8] = []
+            switch value {
+            case .number(let d): WireFormat.appendNumber(d, to: &json)
+            case .bool(let b): json.append(contentsOf: (b ? "true" : "false").utf8)
+            case .string(let text): WireFormat.appendString(text, to: &json)
+            }
+            var literal = String(decoding: json, as: UTF8.self)
+            if inString {
+                if case .string = value { literal = String(literal.dropFirst().dropLast()) } // already inside quotes
+            }
+            out += literal
+            rest = rest.dropFirst(7)
+            continue
+        }
+        let c = rest.first!
+        if inString {
+            if escaped { escaped = false } else if c == "\\" { escaped = true } else if c == "\"" { inString = false }
+        } else if c == "\"" {
+            inString = true
+        }
+        out.append(c)
+        rest = rest.dropFirst()
+    }
+    return out
 }
 
 extension String {

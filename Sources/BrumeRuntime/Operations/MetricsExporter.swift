@@ -90,6 +90,7 @@ final class MetricsExporter: Sendable {
         "brume_uplink_errors_total": "Failed deliveries, by reason (network, http_503, http_429, not_connected ...).",
         "brume_uplink_backlog_readings": "Readings this uplink has not acknowledged yet.",
         "brume_commands": "Commands in the journal, by state.",
+        "brume_commands_rejected_total": "Commands refused, by reason (unsigned, bad_signature, unknown_key, clock_unsynchronised, bad_value, ...).",
         "brume_rule_in_total": "Readings a rule matched.",
         "brume_rule_out_total": "Readings a rule passed on or produced.",
         "brume_rule_dropped_total": "Readings a rule dropped (filter, deadband, rate limit).",
@@ -164,6 +165,7 @@ final class MetricsExporter: Sendable {
             var counts = commands.journal.counts()
             for s in ["accepted", "sent", "done", "failed", "expired", "rejected"] where counts[s] == nil { counts[s] = 0 }
             for (state, n) in counts { gauge("brume_commands", [("state", state)], Double(n)) }
+            for (reason, n) in commands.stats.rejected.snapshot { counter("brume_commands_rejected_total", [("reason", reason)], n) }
         }
         if let rules = g.pipeline.rules {
             for (name, st) in rules.stats() {

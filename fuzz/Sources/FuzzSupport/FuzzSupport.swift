@@ -60,7 +60,7 @@ public func sameBits(_ a: Value, _ b: Value) -> Bool {
 
 public func sameBits(_ a: [Reading], _ b: [Reading]) -> Bool {
     guard a.count == b.count else { return false }
-    for (x, y) in zip(a, b) where x.device != y.device || x.metric != y.metric || x.time != y.time || !sameBits(x.value, y.value) {
+    for (x, y) in zip(a, b) where x.device != y.device || x.metric != y.metric || x.time != y.time || x.unsyncedBootMillis != y.unsyncedBootMillis || !sameBits(x.value, y.value) {
         return false
     }
     return true
