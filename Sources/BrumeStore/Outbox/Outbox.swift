@@ -182,7 +182,9 @@ public final class Outbox: @unchecked Sendable {
         // Without a hold, a waiting source is committed as soon as the minimum spacing allows;
         // with one, readings wait for the cloud or their commit window, unless the source asks
         // (`commitSoon`: its broker's window is full).
-        if options.hold == .zero { urgent = true }
+        // (Readings that cannot be held — the newest pending one is not holdable — are
+        // committed early for a waiter too.)
+        if options.hold == .zero || pendingHoldable.last == false { urgent = true }
         pendingLock.broadcast()
         while processedTotal < ticket {
             let now = monotonicNanos()
