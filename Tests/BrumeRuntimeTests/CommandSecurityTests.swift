@@ -1,8 +1,15 @@
 @testable import BrumeRuntime
 @testable import BrumeConfig
 import BrumeCore
+import BrumeTestKit
 import Crypto
+import Foundation
+import Logging
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Signed commands and the values sent to devices, without a broker (the end-to-end tests run
 /// the same through real Mosquitto and `brume sign`).
@@ -83,5 +90,21 @@ import Testing
         }
         #expect(Base64.encode(Array("hello".utf8)) == "aGVsbG8=")
         for bad in ["aGVsbG8", "aGVsbG8==", "aGVs bG8=", "aGVsbG9=", "====", "a=bc"] { #expect(Base64.decode(bad) == nil, "\(bad)") }
+    }
+}
+
+/// Secrets from systemd credentials (`LoadCredential=`): a relative `*_file` is looked up in
+/// `$CREDENTIALS_DIRECTORY`; an absolute one as it is.
+@Suite(.serialized) struct CredentialsTests {
+    @Test func aRelativeSecretFileComesFromTheCredentialsDirectory() throws {
+        let dir = TestKit.tempDir()
+        try "s3cret\nignored\n".write(toFile: "\(dir)/cloud-password", atomically: true, encoding: .utf8)
+        chmod("\(dir)/cloud-password", 0o600)
+        setenv("CREDENTIALS_DIRECTORY", dir, 1)
+        defer { unsetenv("CREDENTIALS_DIRECTORY") }
+        let logger = Logger(label: "test")
+        #expect(try Gateway.secret("cloud-password", logger: logger) == "s3cret")
+        #expect(try Gateway.secret("\(dir)/cloud-password", logger: logger) == "s3cret")
+        #expect(throws: (any Error).self) { try Gateway.secret("missing", logger: logger) }
     }
 }

@@ -77,4 +77,23 @@ import Testing
         #expect(j.recoveredFrom?.contains("commands.db.corrupt-") == true)
         guard case .accepted = try j.accept(cmd("after")) else { Issue.record("not accepted"); return }
     }
+
+    /// Retention: finished commands whose final state the cloud has are forgotten; a command
+    /// still waiting, running or not yet reported is kept, whatever its age.
+    @Test func pruningForgetsOnlyFinishedReportedCommands() throws {
+        let dir = TestKit.tempDir()
+        let j = try journal(dir, now: 1_000_000)
+        for id in ["done-reported", "done-unreported", "waiting", "sent"] { _ = try j.accept(cmd(id)) }
+        try j.transition("done-reported", to: .done)
+        try j.transition("done-unreported", to: .done)
+        try j.transition("sent", to: .sent)
+        try j.markReported([("done-reported", .done)])
+        #expect(try j.prune(before: 999_999) == 0, "nothing older than the retention yet")
+        #expect(try j.prune(before: 2_000_000) == 1)
+        #expect(try j.record(id: "done-reported") == nil)
+        for id in ["done-unreported", "waiting", "sent"] { #expect(try j.record(id: id) != nil, "\(id) was forgotten") }
+        // Forgotten: the same id is a new command (a replay must have expired by then: signed
+        // commands expire within max_lifetime, shorter than the retention).
+        guard case .accepted = try j.accept(cmd("done-reported")) else { Issue.record("not accepted as new"); return }
+    }
 }
