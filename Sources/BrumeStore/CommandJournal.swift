@@ -94,11 +94,7 @@ public final class CommandJournal: @unchecked Sendable {
 
     static func encodeValue(_ v: Value) -> String {
         var out: [UInt8] = []
-        switch v {
-        case .number(let d): WireFormat.appendNumber(d, to: &out)
-        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
-        case .string(let s): WireFormat.appendString(s, to: &out)
-        }
+        WireFormat.appendValue(v, to: &out)
         return String(decoding: out, as: UTF8.self)
     }
 

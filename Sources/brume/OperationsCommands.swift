@@ -371,11 +371,7 @@ struct BufferExport: ParsableCommand {
                 out.append(contentsOf: #","t":"#.utf8)
                 WireFormat.appendInteger(sr.reading.time, to: &out)
                 out.append(contentsOf: #","v":"#.utf8)
-                switch sr.reading.value {
-                case .number(let d): WireFormat.appendNumber(d, to: &out)
-                case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
-                case .string(let s): WireFormat.appendString(s, to: &out)
-                }
+                WireFormat.appendValue(sr.reading.value, to: &out)
                 out.append(contentsOf: "}\n".utf8)
                 n += 1
                 if out.count > 60_000 { flushOut(&out) }

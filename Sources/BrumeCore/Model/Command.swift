@@ -50,11 +50,7 @@ public struct Command: Sendable, Hashable {
         out.append(10)
         out.append(contentsOf: actuator.utf8)
         out.append(10)
-        switch value {
-        case .number(let d): WireFormat.appendNumber(d, to: &out)
-        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
-        case .string(let s): WireFormat.appendString(s, to: &out)
-        }
+        WireFormat.appendValue(value, to: &out)
         out.append(10)
         if let expires { WireFormat.appendInteger(expires, to: &out) } else { out.append(UInt8(ascii: "-")) }
         return out

@@ -50,6 +50,15 @@ public enum WireFormat {
         out.append(contentsOf: d.description.utf8)
     }
 
+    /// Appends a reading's value as JSON: `formatNumber`, `true`/`false`, or a quoted string.
+    public static func appendValue(_ v: Value, to out: inout [UInt8]) {
+        switch v {
+        case .number(let d): appendNumber(d, to: &out)
+        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
+        case .string(let s): appendString(s, to: &out)
+        }
+    }
+
     /// Appends the decimal digits of `v` to `out`.
     public static func appendInteger(_ v: Int64, to out: inout [UInt8]) {
         if v < 0 { out.append(UInt8(ascii: "-")) }
@@ -174,11 +183,7 @@ public enum WireFormat {
             out.append(contentsOf: #","t":"#.utf8)
             appendInteger(r.time, to: &out)
             out.append(contentsOf: #","v":"#.utf8)
-            switch r.value {
-            case .number(let d): appendNumber(d, to: &out)
-            case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
-            case .string(let s): appendString(s, to: &out)
-            }
+            appendValue(r.value, to: &out)
             if r.unsyncedBootMillis != nil { out.append(contentsOf: #","clock":"unsynced""#.utf8) }
             out.append(UInt8(ascii: "}"))
         }

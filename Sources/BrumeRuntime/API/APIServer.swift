@@ -197,7 +197,8 @@ struct BrowserGuardMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let host = Self.hostPart(Substring(request.head.authority ?? ""))
-        if loopbackListener && !(Self.isLoopbackName(host) || host == listenHost.lowercased()) {
+        // (No Host at all — an HTTP/1.0 tool — is no browser: browsers always send one.)
+        if loopbackListener && !(host.isEmpty || Self.isLoopbackName(host) || host == listenHost.lowercased()) {
             return refuse(.misdirectedRequest, "this API answers requests for localhost only (Host \"\(host.prefix(100))\"): a web page cannot reach it by another name")
         }
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > 64 << 10 {

@@ -73,11 +73,7 @@ struct CommandAuth: Sendable {
         out.append(contentsOf: ",\"actuator\":".utf8)
         WireFormat.appendString(cmd.actuator, to: &out)
         out.append(contentsOf: ",\"value\":".utf8)
-        switch cmd.value {
-        case .number(let d): WireFormat.appendNumber(d, to: &out)
-        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
-        case .string(let s): WireFormat.appendString(s, to: &out)
-        }
+        WireFormat.appendValue(cmd.value, to: &out)
         if let e = cmd.expires {
             out.append(contentsOf: ",\"expires\":".utf8)
             WireFormat.appendInteger(e, to: &out)

@@ -216,11 +216,7 @@ final class CommandService: Sendable {
             if i > 0 { out.append(UInt8(ascii: ",")) }
             WireFormat.appendString(k, to: &out)
             out.append(UInt8(ascii: ":"))
-            switch v {
-            case .number(let d): WireFormat.appendNumber(d, to: &out)
-            case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
-            case .string(let s): WireFormat.appendString(s, to: &out)
-            }
+            WireFormat.appendValue(v, to: &out)
         }
         out.append(contentsOf: "}}".utf8)
         do { try journal.addEvent(String(decoding: out, as: UTF8.self)) } catch {
@@ -439,11 +435,7 @@ func render(_ template: String, _ value: Value) -> String {
     while !rest.isEmpty {
         if !escaped, rest.hasPrefix("{value}") {
             var json: [UInt8] = []
-            switch value {
-            case .number(let d): WireFormat.appendNumber(d, to: &json)
-            case .bool(let b): json.append(contentsOf: (b ? "true" : "false").utf8)
-            case .string(let text): WireFormat.appendString(text, to: &json)
-            }
+            WireFormat.appendValue(value, to: &json)
             var literal = String(decoding: json, as: UTF8.self)
             if inString {
                 if case .string = value { literal = String(literal.dropFirst().dropLast()) } // already inside quotes

@@ -85,11 +85,7 @@ final class ReadingBroadcaster: Sendable {
         out.append(contentsOf: #","t":"#.utf8)
         WireFormat.appendInteger(r.time, to: &out)
         out.append(contentsOf: #","v":"#.utf8)
-        switch r.value {
-        case .number(let d): WireFormat.appendNumber(d, to: &out)
-        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
-        case .string(let s): WireFormat.appendString(s, to: &out)
-        }
+        WireFormat.appendValue(r.value, to: &out)
         out.append(UInt8(ascii: "}"))
     }
 
