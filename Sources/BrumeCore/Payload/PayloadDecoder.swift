@@ -432,7 +432,9 @@ func rfc3339Millis(_ b: UnsafeBufferPointer<UInt8>) -> Int64? {
     guard i == n else { return nil }
     let days = daysFromCivil(year: year, month: month, day: day)
     let seconds = Int64(days) * 86_400 + Int64(hour * 3600 + minute * 60 + second) - Int64(offsetSeconds)
-    return seconds * 1000 + Int64(millis)
+    // The same bound as numeric times (±1e14 ms, year 5138): arithmetic on it cannot overflow.
+    let ms = seconds * 1000 + Int64(millis)
+    return ms.magnitude < 100_000_000_000_000 ? ms : nil
 }
 
 func isLeapYear(_ y: Int) -> Bool {
