@@ -23,7 +23,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
-        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        // No default traits: "FullFoundation" links Foundation with ICU (47 MB), "ConfigurationSupport" swift-configuration; neither is used.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
@@ -78,7 +79,13 @@ let package = Package(
             "BrumeRuntime", "BrumeConfig", "BrumeCore", "BrumeStore", "BrumeSerial", "CPowerCut",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: strict),
+        ], swiftSettings: strict, linkerSettings: [
+            // A small release binary (docs/PERFORMANCE.md, "Binary size"): lld, no dynamic symbol
+            // table (crash backtraces are symbolised from the unstripped build or the -dbgsym
+            // package), relative relocations packed (DT_RELR, glibc >= 2.36: Debian 12).
+            .unsafeFlags(["-use-ld=lld", "-Xlinker", "--no-export-dynamic", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"],
+                         .when(platforms: [.linux], configuration: .release)),
+        ]),
         .executableTarget(name: "firmware-sim", dependencies: [
             "BrumeCore", "BrumeMQTT", "BrumeSerial", "CModbus",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

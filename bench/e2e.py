@@ -4,9 +4,16 @@ subscriber) and Brume (load generator -> field broker -> brume -> cloud broker
 -> cloud counter), in the same run, on the same machine. Prints medians and
 ratios; the machines are shared and noisy, so compare ratios, not absolutes.
 
-Usage: bench/e2e.sh [--readings N] [--runs R] [--soak SECONDS]
+Loads (--loads, alternated within each run, medians per load):
+  loadgen  firmware-sim loadgen, QoS1, JSON {"v":SEQ,"ts":MS} on 10 devices (the original)
+  pub0     mosquitto_pub -l (the C client) at QoS0: N one-number messages on one topic
+  pub1     mosquitto_pub -l at QoS1 (its default 20 in flight)
+The ceiling of a load is what a plain subscriber gets from the same broker with the same
+publisher (firmware-sim count for loadgen, mosquitto_sub for the C client), in the same run.
+
+Usage: bench/e2e.sh [--readings N] [--runs R] [--soak SECONDS] [--loads loadgen,pub0,pub1]
 """
-import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time
 
 BIN = None
 
@@ -57,9 +64,50 @@ def loadgen(port, count, start=1):
                           "--start", str(start), "--devices", "10"], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
-def ceiling(tmp, n):
+def seq_file(tmp, n):
+    path = os.path.join(tmp, f"seq-{n}.txt")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write("".join(f"{i}\n" for i in range(1, n + 1)))
+    return path
+
+def publish(load, port, n, tmp):
+    """Starts publishing readings 1...n with the given load; returns a function that waits
+    for the publisher to finish (call it once the readings have arrived)."""
+    if load == "loadgen":
+        loadgen(port, n)
+        return lambda: None
+    qos = {"pub0": "0", "pub1": "1"}[load]
+    p = subprocess.Popen(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", qos, "-t", "load/dev0/seq",
+                          "-i", f"bench-pub-{time.monotonic_ns()}", "-l"], stdin=subprocess.PIPE)
+    data = open(seq_file(tmp, n), "rb").read()
+    # Standard input stays open until the readings have arrived: mosquitto_pub 2.0.11 exits at
+    # end of input without waiting for the PUBACKs of its last QoS1 messages (the broker then
+    # drops them, logging a bogus "out of memory", mosquitto#3253).
+    writer = threading.Thread(target=lambda: p.stdin.write(data) and p.stdin.flush(), daemon=True)
+    writer.start()
+    def finish():
+        writer.join(); p.stdin.close(); p.wait(timeout=30)
+        assert p.returncode == 0, p.returncode
+    return finish
+
+def ceiling(tmp, n, load="loadgen"):
     bp, port = broker(tmp, f"ceiling-{time.monotonic_ns()}")
     try:
+        if load != "loadgen":
+            # The C clients end to end: mosquitto_pub -> broker -> mosquitto_sub (QoS1 subscription,
+            # as Brume's), timed from the first publish to the n-th message received.
+            sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-t", "load/#",
+                                    "-C", str(n), "-i", f"bench-sub-{time.monotonic_ns()}"],
+                                   stdout=subprocess.DEVNULL)
+            time.sleep(0.5)  # subscribed (no ready signal from mosquitto_sub)
+            t0 = time.monotonic()
+            finish = publish(load, port, n, tmp)
+            sub.wait(timeout=300)
+            t1 = time.monotonic()
+            finish()
+            assert sub.returncode == 0, sub.returncode
+            return n / (t1 - t0)
         ready = os.path.join(tmp, f"count-{time.monotonic_ns()}.ready")
         c = subprocess.Popen([f"{BIN}/firmware-sim", "count", "--broker", f"mqtt://127.0.0.1:{port}", "--topic", "load/#",
                               "--expect", str(n), "--ready-file", ready], stdout=subprocess.PIPE, text=True)
@@ -74,7 +122,7 @@ def ceiling(tmp, n):
     finally:
         bp.terminate(); bp.wait()
 
-def brume_run(tmp, n, soak, commit_interval=None):
+def brume_run(tmp, n, soak, commit_interval=None, load="loadgen"):
     field, fport = broker(tmp, f"field-{time.monotonic_ns()}")
     cloud, cport = broker(tmp, f"cloud-{time.monotonic_ns()}")
     data = os.path.join(tmp, f"var-{time.monotonic_ns()}")
@@ -94,7 +142,7 @@ name = "load"
 kind = "mqtt"
 url = "mqtt://127.0.0.1:{fport}"
 subscribe = ["load/+/+"]
-payload = {{ json = {{ value = "/v", time = "/ts" }} }}
+payload = {'{ json = { value = "/v", time = "/ts" } }' if load == "loadgen" else '"number"'}
 """)
     ready = os.path.join(tmp, f"cloud-{time.monotonic_ns()}.ready")
     counter = subprocess.Popen([f"{BIN}/firmware-sim", "cloud", "--broker", f"mqtt://127.0.0.1:{cport}", "--expect", str(n),
@@ -115,10 +163,11 @@ payload = {{ json = {{ value = "/v", time = "/ts" }} }}
         time.sleep(1.0)
         idle = proc_stat(g.pid)
         t0 = time.monotonic()
-        loadgen(fport, n)
+        finish = publish(load, fport, n, tmp)
         out, _ = counter.communicate(timeout=600)
         t1 = time.monotonic() - 0.3  # the counter lingers 300 ms after the last reading
         busy = proc_stat(g.pid)
+        finish()
         r = json.loads(out.strip().splitlines()[-1])
         soaked = None
         if soak > 0:
@@ -143,16 +192,29 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--soak", type=float, default=0)
     ap.add_argument("--commit-interval", help='[buffer] commit_interval for brume (default "50ms")')
+    ap.add_argument("--loads", default="loadgen,pub0,pub1", help="comma-separated: loadgen, pub0, pub1")
     ap.add_argument("--bin", required=True)
     a = ap.parse_args()
     BIN = a.bin
     tmp = tempfile.mkdtemp(prefix="brume-bench-")
-    ceilings, runs = [], []
+    loads = a.loads.split(",")
+    results = {}
+    per_load = {l: ([], []) for l in loads}
     for i in range(a.runs):
-        ceilings.append(ceiling(tmp, a.readings))
-        runs.append(brume_run(tmp, a.readings, a.soak if i == a.runs - 1 else 0, a.commit_interval))
-        r = runs[-1]
-        print(f"run {i+1}: ceiling {ceilings[-1]:,.0f}/s  brume {r['rate']:,.0f}/s  (lost {r['report']['missing']}, dup {r['report']['duplicates']})", flush=True)
+        for load in loads:
+            ceilings, runs = per_load[load]
+            ceilings.append(ceiling(tmp, a.readings, load))
+            last = i == a.runs - 1 and load == loads[-1]
+            runs.append(brume_run(tmp, a.readings, a.soak if last else 0, a.commit_interval, load))
+            r = runs[-1]
+            print(f"run {i+1} {load}: ceiling {ceilings[-1]:,.0f}/s  brume {r['rate']:,.0f}/s  ratio {r['rate'] / ceilings[-1]:.2f}"
+                  f"  (lost {r['report']['missing']}, dup {r['report']['duplicates']}, cpu {r['cpu_s_per_million']:.2f} s/M)", flush=True)
+    for load in loads:
+        results[load] = summary(a, *per_load[load])
+    print(json.dumps(results, indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+def summary(a, ceilings, runs):
     med = lambda k: statistics.median(r[k] for r in runs)
     ceil = statistics.median(ceilings)
     res = {
@@ -166,8 +228,7 @@ def main():
         "latency_ms_p99": statistics.median(r["report"]["latency_ms"]["p99"] for r in runs),
         "lost": sum(r["report"]["missing"] for r in runs), "duplicates": sum(r["report"]["duplicates"] for r in runs),
     }
-    print(json.dumps(res, indent=2))
-    shutil.rmtree(tmp, ignore_errors=True)
+    return res
 
 if __name__ == "__main__":
     main()

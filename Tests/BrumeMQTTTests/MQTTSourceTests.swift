@@ -71,6 +71,27 @@ func sourceConfig(port: Int, subscribe: [String], device: String = "{1}", metric
         #expect(pointer.stats.errors["value_not_found"] == 1)
     }
 
+    /// A QoS 0 message on a QoS 1 subscription is never delivered again: the outbox must not
+    /// hold it in memory waiting for a redelivery (a crash would lose it silently).
+    @Test func messagesPublishedAtQoS0AreNeverTakenAsRedeliverable() throws {
+        let dir = TestKit.tempDir()
+        let broker = try Mosquitto(dir: dir)
+        let sink = CollectingSink()
+        let src = MQTTSource(name: "s", options: sourceConfig(port: broker.port, subscribe: ["s/+/+"], clientID: "qos"), sink: sink, logger: Logger(label: "t"))
+        src.start()
+        defer { src.stop() }
+        #expect(TestKit.waitUntil(timeout: 10) { src.state == .connected })
+        usleep(200_000)
+        for (qos, value) in [("0", "1"), ("1", "2"), ("0", "3")] {
+            let p = try Child("/usr/bin/mosquitto_pub", ["-p", "\(broker.port)", "-q", qos, "-t", "s/d/m", "-m", value], dir: dir, name: "pub\(value)")
+            #expect(p.wait(timeout: 10) == 0)
+            #expect(TestKit.waitUntil(timeout: 10) { sink.all.count == Int(value)! })
+        }
+        #expect(sink.all.map(\.value) == [.number(1), .number(2), .number(3)])
+        let r = sink.redeliveryOfAll
+        #expect(r.count == 3 && r[0] == .never && r[1] != .never && r[2] == .never, "\(r)")
+    }
+
     @Test func persistentSessionKeepsReadingsPublishedWhileAway() throws {
         let dir = TestKit.tempDir()
         let broker = try Mosquitto(dir: dir)

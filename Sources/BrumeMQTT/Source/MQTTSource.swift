@@ -58,7 +58,7 @@ public final class MQTTSource: Source {
         self.receiver = receiver
         let gate: (@Sendable (AckGateContext) -> Bool)? = (config.qos > 0 && config.ackAfterCommit) ? { @Sendable ctx in receiver.waitUntilDurable(ctx) } : nil
         let handlers = MQTTHandlers(onConnect: { _, _, _ in receiver.connectedAt.store(monotonicNanos(), ordering: .relaxed) },
-                                    onMessage: { topic, payload, _, _ in receiver.receive(topic: topic, payload: payload) },
+                                    onMessage: { topic, payload, qos, _ in receiver.receive(topic: topic, payload: payload, qos: qos) },
                                     ackGate: gate)
         client = MQTTClient(options: config.client, logger: lg, handlers: handlers)
         for f in config.subscribe { client.addSubscription(f, qos: Int32(config.qos)) }
@@ -150,7 +150,8 @@ final class MessageReceiver: Sendable {
         self.now = now
     }
 
-    func receive(topic topicPtr: UnsafePointer<CChar>, payload: UnsafeRawBufferPointer) {
+    /// `qos`: the message's, as delivered (the lower of the publisher's and the subscription's).
+    func receive(topic topicPtr: UnsafePointer<CChar>, payload: UnsafeRawBufferPointer, qos: Int32 = 1) {
         let topic = String(cString: topicPtr)
         // An actuator's acknowledgement?
         let acked: Bool = ackWaiters.withLock { ws in
@@ -184,9 +185,11 @@ final class MessageReceiver: Sendable {
         }
         stats.readings.add(Int64(out.count))
         stats.lastReadingMillis.set(out[out.count - 1].time)
-        // QoS 0 is never redelivered; QoS1 is, right after a reconnect.
+        // QoS 0 is never redelivered — also a QoS 0 message on a QoS 1 subscription (the publisher
+        // chose QoS 0): it must not wait in memory for a redelivery that never comes. QoS1 is,
+        // right after a reconnect.
         let redelivery: Redelivery
-        if !redeliverable {
+        if !redeliverable || qos == 0 {
             redelivery = .never
         } else if monotonicNanos() &- connectedAt.load(ordering: .relaxed) < MessageReceiver.redeliveryWindowNanos {
             redelivery = .likely
