@@ -152,7 +152,7 @@ public final class CommandJournal: @unchecked Sendable {
     }
 
     private func records(_ sql: String, _ bindText: String? = nil) throws -> [CommandRecord] {
-        let q = try db.prepare(sql)
+        let q = try db.cached(sql)
         defer { q.reset() }
         if let bindText { q.bind(1, bindText) }
         var out: [CommandRecord] = []
@@ -192,7 +192,7 @@ public final class CommandJournal: @unchecked Sendable {
     /// States not yet reported upward (the latest state of each command).
     public func unreported(limit: Int = 100) throws -> [CommandResult] {
         try lock.withLock { _ in
-            let q = try db.prepare("SELECT id, state, updated_at, detail FROM command WHERE reported IS NOT state ORDER BY updated_at, seq LIMIT \(limit)")
+            let q = try db.cached("SELECT id, state, updated_at, detail FROM command WHERE reported IS NOT state ORDER BY updated_at, seq LIMIT \(limit)")
             defer { q.reset() }
             var out: [CommandResult] = []
             while try q.step() { out.append(CommandResult(id: q.text(0), state: CommandState(rawValue: q.text(1)) ?? .failed, at: q.int(2), detail: q.text(3))) }
@@ -256,7 +256,7 @@ public final class CommandJournal: @unchecked Sendable {
 
     public func unreportedEvents(limit: Int = 50) throws -> [(seq: Int64, body: String)] {
         try lock.withLock { _ in
-            let q = try db.prepare("SELECT seq, body FROM event WHERE reported = 0 ORDER BY seq LIMIT \(limit)")
+            let q = try db.cached("SELECT seq, body FROM event WHERE reported = 0 ORDER BY seq LIMIT \(limit)")
             defer { q.reset() }
             var out: [(Int64, String)] = []
             while try q.step() { out.append((q.int(0), q.text(1))) }
@@ -271,7 +271,7 @@ public final class CommandJournal: @unchecked Sendable {
 
     public func counts() -> [String: Int64] {
         (try? lock.withLock { _ in
-            let q = try db.prepare("SELECT state, COUNT(*) FROM command GROUP BY state")
+            let q = try db.cached("SELECT state, COUNT(*) FROM command GROUP BY state")
             defer { q.reset() }
             var out: [String: Int64] = [:]
             while try q.step() { out[q.text(0)] = q.int(1) }

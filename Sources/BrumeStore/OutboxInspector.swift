@@ -33,7 +33,7 @@ public struct OutboxInspector {
     }
 
     private func meta(_ key: String) throws -> Int64 {
-        let q = try db.prepare("SELECT value FROM meta WHERE key = ?")
+        let q = try db.cached("SELECT value FROM meta WHERE key = ?")
         defer { q.reset() }
         q.bind(1, key)
         return try q.step() ? q.int(0) : 0
@@ -45,7 +45,7 @@ public struct OutboxInspector {
         s.delivered = try meta("delivered")
         // Readings in segments (next_seq and `committed` are written lazily; sequence numbers
         // without a segment — delivered from memory, refused — are not readings).
-        let q = try db.prepare("SELECT COALESCE(SUM(bytes), 0), COUNT(*), MIN(created_ms), MAX(created_ms), COALESCE(SUM(count), 0), MIN(first_seq) FROM segment WHERE last_seq > ?")
+        let q = try db.cached("SELECT COALESCE(SUM(bytes), 0), COUNT(*), MIN(created_ms), MAX(created_ms), COALESCE(SUM(count), 0), MIN(first_seq) FROM segment WHERE last_seq > ?")
         defer { q.reset() }
         q.bind(1, done)
         if try q.step() {
@@ -54,14 +54,14 @@ public struct OutboxInspector {
             if !q.isNull(2) { s.oldestMillis = q.int(2); s.newestMillis = q.int(3) }
             s.buffered = q.int(4) - (q.isNull(5) ? 0 : max(0, done - q.int(5) + 1))
         }
-        let b = try db.prepare("SELECT COUNT(*) FROM batch WHERE acked = 0")
+        let b = try db.cached("SELECT COUNT(*) FROM batch WHERE acked = 0")
         defer { b.reset() }
         if try b.step() { s.unackedBatches = b.int(0) }
-        let e = try db.prepare("SELECT reason, readings FROM eviction")
+        let e = try db.cached("SELECT reason, readings FROM eviction")
         defer { e.reset() }
         while try e.step() { s.evicted[e.text(0)] = e.int(1) }
         s.committed = max(try meta("committed"), s.delivered + s.evicted.values.reduce(0, &+) + s.buffered)
-        let pc = try db.prepare("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")
+        let pc = try db.cached("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")
         defer { pc.reset() }
         if try pc.step() { s.fileBytes = pc.int(0) }
         return s
@@ -74,7 +74,7 @@ public struct OutboxInspector {
     /// Calls `body` with every buffered (undelivered) reading whose time is ≥ `sinceMillis`, oldest first.
     public func forEachBuffered(sinceMillis: Int64?, _ body: (StoredReading) -> Void) throws {
         let done = try meta("done_seq")
-        let q = try db.prepare("SELECT first_seq, data FROM segment WHERE last_seq > ? ORDER BY first_seq")
+        let q = try db.cached("SELECT first_seq, data FROM segment WHERE last_seq > ? ORDER BY first_seq")
         defer { q.reset() }
         q.bind(1, done)
         while try q.step() {

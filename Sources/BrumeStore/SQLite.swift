@@ -39,7 +39,10 @@ final class SQLiteDB {
         sqlite3_busy_timeout(h, 5000)
     }
 
-    deinit { sqlite3_close_v2(handle) }
+    deinit {
+        statements.removeAll()
+        sqlite3_close_v2(handle)
+    }
 
     /// Virtual-machine steps and full-scan steps of the statements run so far (counted when a
     /// statement is reset or finalized): the outbox's tests assert that the hot paths are index
@@ -63,8 +66,19 @@ final class SQLiteDB {
         return Statement(db: self, stmt: stmt, sql: sql)
     }
 
-    func scalarInt(_ sql: String) throws(SQLiteError) -> Int64? {
+    /// Prepared once per connection, kept (the outbox's queries run many times a second; parsing
+    /// them again cost more than running them). Only for a statement that is reset after each
+    /// use (`defer { q.reset() }`): a cached statement left stepping would hold a read snapshot.
+    func cached(_ sql: String) throws(SQLiteError) -> Statement {
+        if let s = statements[sql] { return s }
         let s = try prepare(sql)
+        statements[sql] = s
+        return s
+    }
+    private var statements: [String: Statement] = [:]
+
+    func scalarInt(_ sql: String) throws(SQLiteError) -> Int64? {
+        let s = try cached(sql)
         defer { s.reset() }
         guard try s.step() else { return nil }
         return s.isNull(0) ? nil : s.int(0)
@@ -74,7 +88,9 @@ final class SQLiteDB {
 }
 
 final class Statement {
-    let db: SQLiteDB
+    /// Weak: the connection keeps its cached statements (`SQLiteDB.cached`). A statement that
+    /// outlives its connection still finalizes (sqlite3_close_v2 waits for that).
+    weak var db: SQLiteDB?
     let stmt: OpaquePointer
     let sql: String
 
@@ -96,6 +112,7 @@ final class Statement {
     }
 
     private func count() {
+        guard let db else { return }
         db.vmSteps += Int64(sqlite3_stmt_status(stmt, SQLITE_STMTSTATUS_VM_STEP, 1))
         db.fullScanSteps += Int64(sqlite3_stmt_status(stmt, SQLITE_STMTSTATUS_FULLSCAN_STEP, 1))
     }
@@ -115,7 +132,7 @@ final class Statement {
         let rc = sqlite3_step(stmt)
         if rc == SQLITE_ROW { return true }
         if rc == SQLITE_DONE { return false }
-        let e = db.error(rc, sql)
+        let e = db?.error(rc, sql) ?? SQLiteError(code: rc, message: String(cString: sqlite3_errstr(rc)), context: sql)
         sqlite3_reset(stmt)
         throw e
     }

@@ -86,9 +86,12 @@ public enum SegmentCodec {
         }
         var refs: [(device: Int, metric: Int, string: Int)] = []
         refs.reserveCapacity(readings.count)
+        // Consecutive readings mostly share a device (and often a metric): no hashing then.
+        var lastDevice = "", lastMetric = ""
+        var d = -1, m = -1
         for r in readings {
-            let d = intern(r.device)
-            let m = intern(r.metric)
+            if d < 0 || r.device != lastDevice { d = intern(r.device); lastDevice = r.device }
+            if m < 0 || r.metric != lastMetric { m = intern(r.metric); lastMetric = r.metric }
             var s = -1
             if case .string(let v) = r.value { s = intern(v) }
             refs.append((d, m, s))

@@ -56,16 +56,38 @@ public final class Waiter<T: Sendable>: Sendable {
     }
 }
 
-/// MQTT topic filter matching (`+` one level, `#` the rest).
+/// MQTT topic filter matching (`+` one level, `#` the rest, also the parent level: `a/#`
+/// matches `a`). Byte by byte, without allocating: it runs for every message a source receives.
 public func topicMatches(filter: String, topic: String) -> Bool {
-    let f = filter.split(separator: "/", omittingEmptySubsequences: false)
-    let t = topic.split(separator: "/", omittingEmptySubsequences: false)
-    var i = 0
-    while i < f.count {
-        if f[i] == "#" { return true }
-        if i >= t.count { return false }
-        if f[i] != "+" && f[i] != t[i] { return false }
-        i += 1
+    var filter = filter, topic = topic
+    return filter.withUTF8 { f in topic.withUTF8 { t in topicMatches(filter: f, topic: t) } }
+}
+
+public func topicMatches(filter f: UnsafeBufferPointer<UInt8>, topic t: UnsafeBufferPointer<UInt8>) -> Bool {
+    let slash = UInt8(ascii: "/"), plus = UInt8(ascii: "+"), hash = UInt8(ascii: "#")
+    var fi = 0, ti = 0
+    while fi < f.count {
+        // At the start of a filter level.
+        if f[fi] == hash { return true }
+        if f[fi] == plus && (fi + 1 == f.count || f[fi + 1] == slash) {
+            while ti < t.count && t[ti] != slash { ti += 1 }
+            fi += 1
+        } else {
+            while fi < f.count && f[fi] != slash {
+                guard ti < t.count, t[ti] == f[fi] else { return false }
+                fi += 1; ti += 1
+            }
+            if ti < t.count && t[ti] != slash { return false }
+        }
+        // Both at the end of a level.
+        if fi == f.count { return ti == t.count }
+        // f[fi] is "/": the topic needs a next level too, except before a final "#".
+        fi += 1
+        if ti == t.count {
+            return fi < f.count && f[fi] == hash && fi + 1 == f.count
+        }
+        ti += 1
     }
-    return i == t.count
+    // The filter is empty, or ends with an empty level ("a/"): so must the topic.
+    return ti == t.count
 }

@@ -66,24 +66,25 @@ public enum WireFormat {
     }
 
     private static func appendUnsigned(_ value: UInt64, minDigits: Int, to out: inout [UInt8]) {
-        var mag = value
-        let start = out.count
-        var n = 0
-        repeat {
-            out.append(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: mag % 10))
-            mag /= 10
-            n += 1
-        } while mag != 0 || n < minDigits
-        out[start...].reverse()
+        // Digits right to left into a stack buffer (20 digits hold UInt64.max), then one append.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(20, minDigits)) { buf in
+            var mag = value
+            var i = buf.count
+            repeat {
+                i -= 1
+                buf[i] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: mag % 10)
+                mag /= 10
+            } while mag != 0 || buf.count - i < minDigits
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: buf[i...]))
+        }
     }
 
     /// Appends `s` as a JSON string literal (quotes included) to `out`.
     public static func appendString(_ s: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
-        if s.utf8.withContiguousStorageIfAvailable({ appendEscaped($0, to: &out) }) == nil {
-            let bytes = Array(s.utf8)
-            bytes.withUnsafeBufferPointer { appendEscaped($0, to: &out) }
-        }
+        // withUTF8 also reaches a small (inline) string's bytes without allocating.
+        var s = s
+        s.withUTF8 { appendEscaped($0, to: &out) }
         out.append(UInt8(ascii: "\""))
     }
 
@@ -168,27 +169,34 @@ public enum WireFormat {
     /// ends with `,"clock":"unsynced"`: its `t` is the board's clock, not the true time.
     public static func encodeTelemetry(gateway: String, batchID: String, historical: Bool,
                                        readings: some Sequence<Reading>, into out: inout [UInt8]) {
-        out.append(contentsOf: #"{"v":1,"gw":"#.utf8)
+        out.reserveCapacity(out.count + 64 + readings.underestimatedCount * 56)
+        appendASCII(#"{"v":1,"gw":"#, to: &out)
         appendString(gateway, to: &out)
-        out.append(contentsOf: #","batch":"#.utf8)
+        appendASCII(#","batch":"#, to: &out)
         appendString(batchID, to: &out)
-        out.append(contentsOf: (historical ? #","hist":true,"readings":["# : #","hist":false,"readings":["#).utf8)
+        appendASCII(historical ? #","hist":true,"readings":["# : #","hist":false,"readings":["#, to: &out)
         var first = true
         for r in readings {
-            if first { first = false } else { out.append(UInt8(ascii: ",")) }
-            out.append(contentsOf: #"{"d":"#.utf8)
+            appendASCII(first ? #"{"d":"# : #",{"d":"#, to: &out)
+            first = false
             appendString(r.device, to: &out)
-            out.append(contentsOf: #","m":"#.utf8)
+            appendASCII(#","m":"#, to: &out)
             appendString(r.metric, to: &out)
-            out.append(contentsOf: #","t":"#.utf8)
+            appendASCII(#","t":"#, to: &out)
             appendInteger(r.time, to: &out)
-            out.append(contentsOf: #","v":"#.utf8)
+            appendASCII(#","v":"#, to: &out)
             appendValue(r.value, to: &out)
-            if r.unsyncedBootMillis != nil { out.append(contentsOf: #","clock":"unsynced""#.utf8) }
+            if r.unsyncedBootMillis != nil { appendASCII(#","clock":"unsynced""#, to: &out) }
             out.append(UInt8(ascii: "}"))
         }
         out.append(UInt8(ascii: "]"))
         out.append(UInt8(ascii: "}"))
+    }
+
+    /// A literal's bytes (a short String literal is stored inline and would be appended byte by byte).
+    @inline(__always)
+    static func appendASCII(_ s: StaticString, to out: inout [UInt8]) {
+        s.withUTF8Buffer { out.append(contentsOf: $0) }
     }
 
     /// A status document, exactly `{"state":"online","gw":"gw-demo-01","at":1764169999000}`

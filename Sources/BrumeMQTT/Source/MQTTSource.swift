@@ -165,8 +165,7 @@ final class MessageReceiver: Sendable {
             return
         }
         stats.messages.add()
-        let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
-        guard let d = device.render(levels: levels), !d.isEmpty, let m = metric.render(levels: levels) else {
+        guard let (d, m) = names(of: topic) else {
             drop("topic_mapping", "MQTT topic does not map to a device/metric: message dropped",
                  ["mqtt.topic": "\(topic)", "device": "\(device)", "metric": "\(metric)"])
             return
@@ -198,6 +197,21 @@ final class MessageReceiver: Sendable {
         }
         lastTicket.store(sink.accept(out, from: name, redelivery: redelivery), ordering: .relaxed)
     }
+
+    /// Device and metric of a topic, remembered for the topics seen last (a site's topics repeat:
+    /// splitting and rendering each message's topic cost more than the rest of its path).
+    private func names(of topic: String) -> (String, String)? {
+        if let hit = topicNames.withLock({ $0[topic] }) { return hit }
+        let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
+        guard let d = device.render(levels: levels), !d.isEmpty, let m = metric.render(levels: levels) else { return nil }
+        topicNames.withLock { cache in
+            if cache.count >= MessageReceiver.topicCacheSize { cache.removeAll(keepingCapacity: true) }
+            cache[topic] = (d, m)
+        }
+        return (d, m)
+    }
+    static let topicCacheSize = 4096
+    let topicNames = Mutex<[String: (String, String)]>([:])
 
     private func drop(_ reason: String, _ message: Logger.Message, _ md: Logger.Metadata) {
         stats.errors.add(reason)

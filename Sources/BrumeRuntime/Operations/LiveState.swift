@@ -27,11 +27,11 @@ final class LatestValues: Sendable {
             var devices = t[source] ?? [:]
             t[source] = nil // unique ownership: no copy on write below
             for r in readings {
-                if devices[r.device]?[r.metric] == nil {
-                    if streams.load(ordering: .relaxed) >= capacity { untracked.add(); continue }
+                if streams.load(ordering: .relaxed) >= capacity && devices[r.device]?[r.metric] == nil { untracked.add(); continue }
+                // One lookup per level, in place (this runs for every reading).
+                if devices[r.device, default: [:]].updateValue(Entry(value: r.value, time: r.time, received: now), forKey: r.metric) == nil {
                     streams.add(1, ordering: .relaxed)
                 }
-                devices[r.device, default: [:]][r.metric] = Entry(value: r.value, time: r.time, received: now)
             }
             t[source] = devices
         }

@@ -11,7 +11,7 @@ import Glibc
 extension Store {
     func unackedBatches(uplink: String) -> [BatchRecord] {
         do {
-            let q = try db.prepare("SELECT first_seq, last_seq, hist, run FROM batch WHERE uplink = ? AND acked = 0 ORDER BY first_seq")
+            let q = try db.cached("SELECT first_seq, last_seq, hist, run FROM batch WHERE uplink = ? AND acked = 0 ORDER BY first_seq")
             defer { q.reset() }
             q.bind(1, uplink)
             var out: [BatchRecord] = []
@@ -27,7 +27,7 @@ extension Store {
 
     /// First sequence number of `lane` not yet in a recorded batch.
     func firstUnbatched(_ uplink: String, in lane: ClosedRange<Int64>) throws(SQLiteError) -> Int64 {
-        let q = try db.prepare("SELECT last_seq FROM batch WHERE uplink = ? AND first_seq >= ? AND first_seq <= ? ORDER BY first_seq DESC LIMIT 1")
+        let q = try db.cached("SELECT last_seq FROM batch WHERE uplink = ? AND first_seq >= ? AND first_seq <= ? ORDER BY first_seq DESC LIMIT 1")
         defer { q.reset() }
         q.bind(1, uplink)
         q.bind(2, lane.lowerBound)
@@ -161,7 +161,7 @@ extension Store {
         do {
             try db.exec("BEGIN IMMEDIATE")
             do {
-                let d = try db.prepare("DELETE FROM batch WHERE uplink = ? AND first_seq = ? AND last_seq = ? AND acked = 0")
+                let d = try db.cached("DELETE FROM batch WHERE uplink = ? AND first_seq = ? AND last_seq = ? AND acked = 0")
                 defer { d.reset() }
                 d.bind(1, u)
                 d.bind(2, batch.first)
@@ -197,7 +197,7 @@ extension Store {
     /// transaction.
     func advance(_ u: String) throws(SQLiteError) {
         let from = cursor[u] ?? doneSeq
-        let q = try db.prepare("SELECT first_seq, last_seq, acked FROM batch WHERE uplink = ? AND first_seq > ? ORDER BY first_seq")
+        let q = try db.cached("SELECT first_seq, last_seq, acked FROM batch WHERE uplink = ? AND first_seq > ? ORDER BY first_seq")
         defer { q.reset() }
         q.bind(1, u)
         q.bind(2, from)
@@ -232,7 +232,7 @@ extension Store {
     /// Whether a segment holds any of `a...b` (a lookup by the primary key).
     func hasSegment(_ a: Int64, _ b: Int64) throws(SQLiteError) -> Bool {
         guard a <= b else { return false }
-        let q = try db.prepare("SELECT last_seq FROM segment WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1")
+        let q = try db.cached("SELECT last_seq FROM segment WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1")
         defer { q.reset() }
         q.bind(1, b)
         return try q.step() && q.int(0) >= a
@@ -243,7 +243,7 @@ extension Store {
     /// them again nor loses track of them.
     func recordLive(_ batch: BatchRecord, acked: Bool) throws(SQLiteError) {
         let u = key(batch.uplink)
-        let st = try db.prepare("INSERT OR REPLACE INTO batch(uplink, first_seq, last_seq, hist, acked, run) VALUES (?, ?, ?, ?, ?, ?)")
+        let st = try db.cached("INSERT OR REPLACE INTO batch(uplink, first_seq, last_seq, hist, acked, run) VALUES (?, ?, ?, ?, ?, ?)")
         defer { st.reset() }
         st.bind(1, u)
         st.bind(2, batch.first)
@@ -273,7 +273,7 @@ extension Store {
     }
 
     func hasBatch(_ u: String, after seq: Int64) throws(SQLiteError) -> Bool {
-        let q = try db.prepare("SELECT 1 FROM batch WHERE uplink = ? AND first_seq > ? LIMIT 1")
+        let q = try db.cached("SELECT 1 FROM batch WHERE uplink = ? AND first_seq > ? LIMIT 1")
         defer { q.reset() }
         q.bind(1, u)
         q.bind(2, seq)
@@ -332,7 +332,7 @@ extension Store {
 
     /// The dead letters, oldest first (the gateway's outbox and the read-only inspector alike).
     static func readDeadLetters(_ db: SQLiteDB, limit: Int) throws -> [Outbox.DeadLetter] {
-        let q = try db.prepare("SELECT id, uplink, first_seq, last_seq, status, response, at_ms, body FROM dead_letter ORDER BY id LIMIT \(max(1, limit))")
+        let q = try db.cached("SELECT id, uplink, first_seq, last_seq, status, response, at_ms, body FROM dead_letter ORDER BY id LIMIT \(max(1, limit))")
         defer { q.reset() }
         var out: [Outbox.DeadLetter] = []
         while try q.step() {

@@ -115,7 +115,7 @@ extension Store {
         guard needing > 0 else { return }
         var freed: Int64 = 0
         var through = doneSeq
-        let q = try db.prepare("SELECT first_seq, last_seq, bytes FROM segment ORDER BY first_seq")
+        let q = try db.cached("SELECT first_seq, last_seq, bytes FROM segment ORDER BY first_seq")
         defer { q.reset() }
         var victims: [(Int64, Int64, Int64)] = []
         while freed < needing, try q.step() {
@@ -137,7 +137,7 @@ extension Store {
         var through = requested
         // A recorded batch must stay whole: extend to its end.
         // (With several uplinks, the longest straddling batch of any of them.)
-        let straddle = try db.prepare("SELECT MAX(last_seq) FROM batch WHERE first_seq <= ? AND last_seq > ?")
+        let straddle = try db.cached("SELECT MAX(last_seq) FROM batch WHERE first_seq <= ? AND last_seq > ?")
         defer { straddle.reset() }
         straddle.bind(1, through)
         straddle.bind(2, through)
@@ -173,7 +173,7 @@ extension Store {
 
     func removeSegments(through: Int64) throws(SQLiteError) {
         // A range of the primary key (segments never overlap), not a scan of the table.
-        let q = try db.prepare("SELECT COALESCE(SUM(bytes), 0), COUNT(*), COALESCE(SUM(count), 0) FROM segment WHERE first_seq <= ?1 AND last_seq <= ?1")
+        let q = try db.cached("SELECT COALESCE(SUM(bytes), 0), COUNT(*), COALESCE(SUM(count), 0) FROM segment WHERE first_seq <= ?1 AND last_seq <= ?1")
         defer { q.reset() }
         q.bind(1, through)
         _ = try q.step()
@@ -218,7 +218,7 @@ extension Store {
         do {
             // From the oldest segment on, in key order, while they are older than the cutoff:
             // a walk over what is evicted (usually nothing: one row read per second).
-            let q = try db.prepare("SELECT last_seq, created_ms FROM segment ORDER BY first_seq")
+            let q = try db.cached("SELECT last_seq, created_ms FROM segment ORDER BY first_seq")
             defer { q.reset() }
             var through: Int64?
             while try q.step() {

@@ -287,7 +287,7 @@ final class Store {
         // Also after a failed transaction: what is in memory may be ahead of meta (next_seq and
         // the counters are written lazily), never behind.
         let inMemoryNext = nextSeq
-        let q = try db.prepare("SELECT key, value FROM meta")
+        let q = try db.cached("SELECT key, value FROM meta")
         defer { q.reset() }
         while try q.step() {
             let v = q.int(1)
@@ -299,18 +299,18 @@ final class Store {
             default: break
             }
         }
-        let e = try db.prepare("SELECT reason, readings FROM eviction")
+        let e = try db.cached("SELECT reason, readings FROM eviction")
         defer { e.reset() }
         while try e.step() { evicted[e.text(0)] = e.int(1) }
         // Cursors: the primary's is done_seq's history; an uplink seen for the first time starts
         // at what is still buffered (it does not get what left before it existed).
         cursor = [:]
-        let c = try db.prepare("SELECT key, value FROM meta WHERE key LIKE 'cursor:%'")
+        let c = try db.cached("SELECT key, value FROM meta WHERE key LIKE 'cursor:%'")
         defer { c.reset() }
         var stored: [String: Int64] = [:]
         while try c.step() { stored[String(c.text(0).dropFirst(7))] = c.int(1) }
         for k in uplinkKeys { cursor[k] = max(doneSeq, stored[k] ?? doneSeq) }
-        let s = try db.prepare("SELECT COALESCE(SUM(bytes), 0), COUNT(*), COALESCE(MAX(last_seq), 0), COALESCE(SUM(count), 0) FROM segment")
+        let s = try db.cached("SELECT COALESCE(SUM(bytes), 0), COUNT(*), COALESCE(MAX(last_seq), 0), COALESCE(SUM(count), 0) FROM segment")
         defer { s.reset() }
         _ = try s.step()
         totalBytes = s.int(0)
