@@ -1,3 +1,4 @@
+import BrumeTestKit
 import Testing
 @testable import BrumeCore
 

@@ -66,10 +66,12 @@ public func topicMatches(filter: String, topic: String) -> Bool {
 public func topicMatches(filter f: UnsafeBufferPointer<UInt8>, topic t: UnsafeBufferPointer<UInt8>) -> Bool {
     let slash = UInt8(ascii: "/"), plus = UInt8(ascii: "+"), hash = UInt8(ascii: "#")
     var fi = 0, ti = 0
+    /// The filter level at `i` is exactly `c` ("#", "+"; "#x" is a literal level).
+    func level(_ i: Int, is c: UInt8) -> Bool { i < f.count && f[i] == c && (i + 1 == f.count || f[i + 1] == slash) }
     while fi < f.count {
         // At the start of a filter level.
-        if f[fi] == hash { return true }
-        if f[fi] == plus && (fi + 1 == f.count || f[fi + 1] == slash) {
+        if level(fi, is: hash) { return true }
+        if level(fi, is: plus) {
             while ti < t.count && t[ti] != slash { ti += 1 }
             fi += 1
         } else {
@@ -83,9 +85,7 @@ public func topicMatches(filter f: UnsafeBufferPointer<UInt8>, topic t: UnsafeBu
         if fi == f.count { return ti == t.count }
         // f[fi] is "/": the topic needs a next level too, except before a final "#".
         fi += 1
-        if ti == t.count {
-            return fi < f.count && f[fi] == hash && fi + 1 == f.count
-        }
+        if ti == t.count { return level(fi, is: hash) }
         ti += 1
     }
     // The filter is empty, or ends with an empty level ("a/"): so must the topic.

@@ -168,8 +168,8 @@ public enum WireFormat {
     /// be corrected (the gateway rebooted, or the clock stayed unsynchronised past `[clock] wait`),
     /// ends with `,"clock":"unsynced"`: its `t` is the board's clock, not the true time.
     public static func encodeTelemetry(gateway: String, batchID: String, historical: Bool,
-                                       readings: some Sequence<Reading>, into out: inout [UInt8]) {
-        out.reserveCapacity(out.count + 64 + readings.underestimatedCount * 56)
+                                       readings: [Reading], into out: inout [UInt8]) {
+        out.reserveCapacity(out.count + 64 + readings.count * 56)
         appendASCII(#"{"v":1,"gw":"#, to: &out)
         appendString(gateway, to: &out)
         appendASCII(#","batch":"#, to: &out)

@@ -13,8 +13,9 @@ import Glibc
 final class LatestValues: Sendable {
     /// `time`: the reading's own; `received`: when the gateway got it (ages on the status page).
     struct Entry: Sendable { var value: Value; var time: Int64; var received: Int64 }
-    private let table = Mutex<[String: [String: [String: Entry]]]>([:])
-    private let streams = Atomic<Int>(0)
+    /// Flat (one hash per reading, on the hot path); nested by `snapshot` for the readers.
+    struct Key: Hashable, Sendable { var source: String; var device: String; var metric: String }
+    private let table = Mutex<[Key: Entry]>([:])
     let capacity: Int
     let untracked = Counter()
 
@@ -24,28 +25,28 @@ final class LatestValues: Sendable {
         guard !readings.isEmpty else { return }
         let now = wallClockMillis()
         table.withLock { t in
-            var devices = t[source] ?? [:]
-            t[source] = nil // unique ownership: no copy on write below
             for r in readings {
-                if streams.load(ordering: .relaxed) >= capacity && devices[r.device]?[r.metric] == nil { untracked.add(); continue }
-                // One lookup per level, in place (this runs for every reading).
-                if devices[r.device, default: [:]].updateValue(Entry(value: r.value, time: r.time, received: now), forKey: r.metric) == nil {
-                    streams.add(1, ordering: .relaxed)
+                let key = Key(source: source, device: r.device, metric: r.metric)
+                let entry = Entry(value: r.value, time: r.time, received: now)
+                if t.count >= capacity {
+                    guard t[key] != nil else { untracked.add(); continue }
                 }
+                t[key] = entry
             }
-            t[source] = devices
         }
     }
 
-    var snapshot: [String: [String: [String: Entry]]] { table.withLock { $0 } }
+    /// Source -> device -> metric -> latest entry.
+    var snapshot: [String: [String: [String: Entry]]] {
+        let flat = table.withLock { $0 }
+        var out: [String: [String: [String: Entry]]] = [:]
+        for (k, e) in flat { out[k.source, default: [:]][k.device, default: [:]][k.metric] = e }
+        return out
+    }
 
     /// A source went away on reload: its streams go too.
     func remove(source: String) {
-        table.withLock { t in
-            let n = t[source]?.values.reduce(0) { $0 + $1.count } ?? 0
-            t[source] = nil
-            streams.subtract(n, ordering: .relaxed)
-        }
+        table.withLock { t in t = t.filter { $0.key.source != source } }
     }
 }
 

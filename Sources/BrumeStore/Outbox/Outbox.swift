@@ -134,7 +134,7 @@ public final class Outbox: @unchecked Sendable {
     /// if they are lost before they are safe (QoS1 MQTT acknowledged after commit), so they may
     /// wait in memory for the cloud's acknowledgement (`hold`) instead of being committed.
     @discardableResult
-    public func append(_ readings: some Collection<Reading>, holdable: Bool = false) -> UInt64 {
+    public func append(_ readings: [Reading], holdable: Bool = false) -> UInt64 {
         pendingLock.lock()
         defer { pendingLock.unlock() }
         if pending.count >= options.maxPendingReadings && !stopping {
@@ -148,7 +148,7 @@ public final class Outbox: @unchecked Sendable {
         let t = monotonicNanos()
         if let clock = options.clock, !clock.isTrusted {
             // Stamped by a clock not yet synchronised: keep their boot-clock time (see ClockState).
-            var marked = Array(readings)
+            var marked = readings
             if clock.mark(&marked) > 0 { clockMarkedPending = true }
             pending.append(contentsOf: marked)
         } else {
@@ -158,12 +158,12 @@ public final class Outbox: @unchecked Sendable {
         pendingHoldable.append(contentsOf: repeatElement(holdable, count: readings.count))
         appendedTotal += UInt64(readings.count)
         if pending.count >= options.maxSegmentReadings { pendingLock.broadcast() }
-        if holdActive { commitSignal.yield() } // live lanes take them
+        if holdActive && liveBatchReadyLocked(added: readings.count) { commitSignal.yield() } // live lanes take them
         return appendedTotal
     }
 
     @discardableResult
-    public func append(_ reading: Reading, holdable: Bool = false) -> UInt64 { append(CollectionOfOne(reading), holdable: holdable) }
+    public func append(_ reading: Reading, holdable: Bool = false) -> UInt64 { append([reading], holdable: holdable) }
 
     /// Waits until every reading appended up to `ticket` is committed (or was
     /// dropped by the limits, counted). Asks the writer to commit early, no
