@@ -25,7 +25,7 @@ STAGES = [
     ("      rules", r"^(specialized )?Rules(Engine)?\.process|^CompiledRules\.process"),
     ("      outbox append (memory)", r"^Outbox\.append"),
     ("  ack gate: wait until durable, PUBACK (QoS 1)", r"^MessageReceiver\.waitUntilDurable"),
-    ("outbox writer thread: group commit", r"^Outbox\.writerLoop\(\)$"),
+    ("outbox writer thread: group commit", r"^(partial apply for )?closure #2 in Outbox\.start\(\)$"),
     ("  segment encoding", r"^(specialized )?(static )?SegmentCodec\.encode"),
     ("  sqlite3_step (all statements)", r"^sqlite3_step$"),
     ("sync loop: batches, encoding, publish", r"^SyncLoop\.pump\(_:\)$"),
@@ -33,7 +33,6 @@ STAGES = [
     ("  segment decode (readings of a batch)", r"^Outbox\.readings\(of:\)$"),
     ("  batch encoding (v1 JSON)", r"^(static )?WireFormat\.encodeTelemetry"),
     ("  publish (mosquitto_publish_v5)", r"^mosquitto_publish(_v5)?$"),
-    ("uplink MQTT thread (PUBACKs from the cloud)", r"^MQTTClient\.runLoop\(\)$"),
     ("malloc/free (self, everywhere)", None),
 ]
 

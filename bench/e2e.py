@@ -57,11 +57,14 @@ def proc_stat(pid):
             k, v = line.split(":"); io[k] = int(v)
     except OSError:
         pass
-    return {"cpu": cpu, "rss_kb": kb("VmRSS:"), "hwm_kb": kb("VmHWM:"), "write_bytes": io.get("write_bytes", 0)}
+    return {"cpu": cpu, "rss_kb": kb("VmRSS:"), "anon_kb": kb("RssAnon:"), "hwm_kb": kb("VmHWM:"), "write_bytes": io.get("write_bytes", 0)}
+
+SAMPLE_EVERY = 30  # seconds between VmRSS samples during a load
+RATE = 0  # --rate: loadgen's readings per second (0: as fast as the broker acknowledges)
 
 def loadgen(port, count, start=1):
     out = subprocess.run([f"{BIN}/firmware-sim", "loadgen", "--broker", f"mqtt://127.0.0.1:{port}", "--count", str(count),
-                          "--start", str(start), "--devices", "10"], capture_output=True, text=True, check=True)
+                          "--start", str(start), "--devices", "10", "--rate", str(RATE)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 def seq_file(tmp, n):
@@ -146,7 +149,7 @@ payload = {'{ json = { value = "/v", time = "/ts" } }' if load == "loadgen" else
 """)
     ready = os.path.join(tmp, f"cloud-{time.monotonic_ns()}.ready")
     counter = subprocess.Popen([f"{BIN}/firmware-sim", "cloud", "--broker", f"mqtt://127.0.0.1:{cport}", "--expect", str(n),
-                                "--client-id", f"bench-{time.monotonic_ns()}", "--ready-file", ready, "--timeout", "600"],
+                                "--client-id", f"bench-{time.monotonic_ns()}", "--ready-file", ready, "--timeout", str(int(max(600, n / RATE * 1.5 + 120 if RATE else 0)))],
                                stdout=subprocess.PIPE, text=True)
     while not os.path.exists(ready): time.sleep(0.02)
     logpath = os.path.join(tmp, f"brume-{time.monotonic_ns()}.log")
@@ -162,11 +165,22 @@ payload = {'{ json = { value = "/v", time = "/ts" } }' if load == "loadgen" else
         startup = time.monotonic() - t_start
         time.sleep(1.0)
         idle = proc_stat(g.pid)
+        # VmRSS every 30 s while the load runs (a soak at --rate: flat or growing?).
+        samples, sampling = [], threading.Event()
+        def sample():
+            while not sampling.wait(SAMPLE_EVERY):
+                try:
+                    st = proc_stat(g.pid)
+                    samples.append([st["rss_kb"], st["anon_kb"]])
+                except OSError:
+                    return
+        sampler = threading.Thread(target=sample, daemon=True); sampler.start()
         t0 = time.monotonic()
         finish = publish(load, fport, n, tmp)
-        out, _ = counter.communicate(timeout=600)
+        out, _ = counter.communicate(timeout=max(600, n / RATE * 1.5 + 180 if RATE else 0))
         t1 = time.monotonic() - 0.3  # the counter lingers 300 ms after the last reading
         busy = proc_stat(g.pid)
+        sampling.set()
         finish()
         r = json.loads(out.strip().splitlines()[-1])
         soaked = None
@@ -179,7 +193,7 @@ payload = {'{ json = { value = "/v", time = "/ts" } }' if load == "loadgen" else
             "cpu_s_per_million": (busy["cpu"] - idle["cpu"]) / n * 1e6,
             "rss_idle_kb": idle["rss_kb"], "rss_peak_kb": busy["hwm_kb"], "rss_after_soak_kb": soaked["rss_kb"] if soaked else None,
             "disk_bytes_per_reading": (busy["write_bytes"] - idle["write_bytes"]) / n,
-            "uplink_bytes_per_reading": r["bytes"] / n,
+            "uplink_bytes_per_reading": r["bytes"] / n, "rss_samples_kb": samples,
         }
     finally:
         if g.poll() is None: g.kill()
@@ -193,9 +207,15 @@ def main():
     ap.add_argument("--soak", type=float, default=0)
     ap.add_argument("--commit-interval", help='[buffer] commit_interval for brume (default "50ms")')
     ap.add_argument("--loads", default="loadgen,pub0,pub1", help="comma-separated: loadgen, pub0, pub1")
+    ap.add_argument("--sample-every", type=float, default=30, help="seconds between VmRSS samples during a load")
+    ap.add_argument("--no-ceiling", action="store_true", help="skip the ceiling runs (a soak at a fixed --rate)")
+    ap.add_argument("--rate", type=float, default=0, help="loadgen readings per second (a soak: --readings 6000000 --rate 10000)")
     ap.add_argument("--bin", required=True)
     a = ap.parse_args()
     BIN = a.bin
+    global RATE, SAMPLE_EVERY
+    RATE = a.rate
+    SAMPLE_EVERY = a.sample_every
     tmp = tempfile.mkdtemp(prefix="brume-bench-")
     loads = a.loads.split(",")
     results = {}
@@ -203,7 +223,7 @@ def main():
     for i in range(a.runs):
         for load in loads:
             ceilings, runs = per_load[load]
-            ceilings.append(ceiling(tmp, a.readings, load))
+            ceilings.append(a.rate if a.no_ceiling else ceiling(tmp, a.readings, load))
             last = i == a.runs - 1 and load == loads[-1]
             runs.append(brume_run(tmp, a.readings, a.soak if last else 0, a.commit_interval, load))
             r = runs[-1]
@@ -222,7 +242,7 @@ def summary(a, ceilings, runs):
         "ceiling_per_s": ceil, "brume_per_s": med("rate"), "ratio": med("rate") / ceil,
         "ratios": [r["rate"] / c for r, c in zip(runs, ceilings)],
         "cpu_s_per_million": med("cpu_s_per_million"), "rss_idle_kb": med("rss_idle_kb"), "rss_peak_kb": med("rss_peak_kb"),
-        "rss_after_soak_kb": runs[-1]["rss_after_soak_kb"], "disk_bytes_per_reading": med("disk_bytes_per_reading"),
+        "rss_after_soak_kb": runs[-1]["rss_after_soak_kb"], "rss_samples_kb": runs[-1]["rss_samples_kb"], "disk_bytes_per_reading": med("disk_bytes_per_reading"),
         "uplink_bytes_per_reading": med("uplink_bytes_per_reading"), "startup_s": med("startup_s"),
         "latency_ms_p50": statistics.median(r["report"]["latency_ms"]["p50"] for r in runs),
         "latency_ms_p99": statistics.median(r["report"]["latency_ms"]["p99"] for r in runs),

@@ -39,7 +39,7 @@ Version: $VERSION
 Architecture: $ARCH
 Maintainer: Brume developers <brume@localhost>
 Installed-Size: $SIZE
-Depends: libc6, libmosquitto1, libsqlite3-0, libserialport0, libmodbus5, passwd
+Depends: libc6 (>= 2.36), libmosquitto1, libsqlite3-0, libserialport0, libmodbus5, passwd
 Recommends: mosquitto
 Section: net
 Priority: optional

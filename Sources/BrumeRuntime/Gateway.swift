@@ -115,7 +115,7 @@ public final class Gateway: Sendable {
         let metrics = self.metrics
         for u in uplinks {
             let timer = metrics.publishLatency(u.config.name)
-            u.stats.latencyObserver.withLock { $0 = { d in timer.recordNanoseconds(Int64(d.components.seconds) * 1_000_000_000 + d.components.attoseconds / 1_000_000_000) } }
+            u.stats.latencyObserver.set { d in timer.recordNanoseconds(Int64(d.components.seconds) * 1_000_000_000 + d.components.attoseconds / 1_000_000_000) }
         }
     }
 

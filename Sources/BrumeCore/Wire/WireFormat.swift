@@ -66,18 +66,40 @@ public enum WireFormat {
     }
 
     private static func appendUnsigned(_ value: UInt64, minDigits: Int, to out: inout [UInt8]) {
-        // Digits right to left into a stack buffer (20 digits hold UInt64.max), then one append.
+        // Digits right to left, two at a time, into a stack buffer (20 digits hold UInt64.max),
+        // then one append: a 13-digit millisecond time is written for every reading.
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(20, minDigits)) { buf in
-            var mag = value
-            var i = buf.count
-            repeat {
-                i -= 1
-                buf[i] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: mag % 10)
-                mag /= 10
-            } while mag != 0 || buf.count - i < minDigits
-            out.append(contentsOf: UnsafeBufferPointer(rebasing: buf[i...]))
+            let start = digitPairs.withUTF8Buffer { pairs -> Int in
+                var mag = value
+                var i = buf.count
+                while mag >= 100 {
+                    let q = mag / 100
+                    let p = Int(truncatingIfNeeded: mag &- q &* 100) &* 2
+                    i -= 2
+                    buf[i] = pairs[p]
+                    buf[i + 1] = pairs[p + 1]
+                    mag = q
+                }
+                if mag >= 10 {
+                    let p = Int(truncatingIfNeeded: mag) &* 2
+                    i -= 2
+                    buf[i] = pairs[p]
+                    buf[i + 1] = pairs[p + 1]
+                } else {
+                    i -= 1
+                    buf[i] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: mag)
+                }
+                while buf.count - i < minDigits {
+                    i -= 1
+                    buf[i] = UInt8(ascii: "0")
+                }
+                return i
+            }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: buf[start...]))
         }
     }
+
+    private static let digitPairs: StaticString = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
 
     /// Appends `s` as a JSON string literal (quotes included) to `out`.
     public static func appendString(_ s: String, to out: inout [UInt8]) {
@@ -176,13 +198,24 @@ public enum WireFormat {
         appendString(batchID, to: &out)
         appendASCII(historical ? #","hist":true,"readings":["# : #","hist":false,"readings":["#, to: &out)
         var first = true
+        // `{"d":DEVICE,"m":METRIC,"t":` of the previous reading: consecutive readings mostly
+        // share both names, which are then copied instead of escaped again.
+        var head: [UInt8] = []
+        var headDevice = "", headMetric = ""
         for r in readings {
-            appendASCII(first ? #"{"d":"# : #",{"d":"#, to: &out)
+            if !first { out.append(UInt8(ascii: ",")) }
+            if first || r.device != headDevice || r.metric != headMetric {
+                head.removeAll(keepingCapacity: true)
+                appendASCII(#"{"d":"#, to: &head)
+                appendString(r.device, to: &head)
+                appendASCII(#","m":"#, to: &head)
+                appendString(r.metric, to: &head)
+                appendASCII(#","t":"#, to: &head)
+                headDevice = r.device
+                headMetric = r.metric
+            }
             first = false
-            appendString(r.device, to: &out)
-            appendASCII(#","m":"#, to: &out)
-            appendString(r.metric, to: &out)
-            appendASCII(#","t":"#, to: &out)
+            out.append(contentsOf: head)
             appendInteger(r.time, to: &out)
             appendASCII(#","v":"#, to: &out)
             appendValue(r.value, to: &out)

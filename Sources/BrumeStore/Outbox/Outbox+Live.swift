@@ -113,6 +113,9 @@ extension Outbox {
         pendingFirstSeq += Int64(n)
         let through = pendingFirstSeq - 1
         for i in live.indices { live[i].inflight.removeAll { $0.last <= through } }
+        // Acknowledged live batches matter to a commit of readings still in memory only (a soak
+        // at 10,000 readings/s that never commits grew this list by every batch).
+        ackedLiveBatches.removeAll { $0.first <= through }
         // Everything before the remaining pending head is safe (committed or delivered).
         processedTotal = max(processedTotal, appendedTotal - UInt64(pending.count))
         dbLock.withLock { _ in store.skipDelivered(through: through) }

@@ -51,7 +51,7 @@ public final class MQTTSink: BatchSink, Sendable {
         mutating func clear() { waiting.removeAll(); early.removeAll() }
     }
     private let pending = Locked(Pending())
-    private let pokeBox = Locked<(@Sendable () -> Void)?>(nil)
+    private let pokeBox = CallbackSlot<Void>()
 
     final class AtomicBox: Sendable {
         let value = Atomic<UInt64>(0)
@@ -79,13 +79,13 @@ public final class MQTTSink: BatchSink, Sendable {
                 _ = try? client.publish(topic: statusTopic, payload: status, qos: 1, retain: true)
                 pending.withLock { $0.clear() }
                 connected.store(gen, ordering: .releasing)
-                pokeBox.withLock { $0 }?()
+                pokeBox(())
             },
             onDisconnect: { _, _ in
                 connected.store(0, ordering: .releasing)
                 // What was in flight is gone with the connection: the loop resends it.
                 pending.withLock { $0.clear() }
-                pokeBox.withLock { $0 }?()
+                pokeBox(())
             },
             onPublished: { gen, mid, reason in
                 guard connected.load(ordering: .acquiring) == gen else { return }
@@ -124,7 +124,7 @@ public final class MQTTSink: BatchSink, Sendable {
     }
 
     public func start(poke: @escaping @Sendable () -> Void) {
-        pokeBox.withLock { $0 = poke }
+        pokeBox.set { _ in poke() }
         client.start()
     }
 

@@ -342,7 +342,7 @@ public final class SyncLoop: Sendable {
             let nanos = monotonicNanos() &- f.sentAt
             stats.lastAckLatencyMicros.set(Int64(nanos / 1000))
             stats.lastAckMillis.set(now())
-            if let observe = stats.latencyObserver.withLock({ $0 }) { observe(.nanoseconds(Int64(nanos))) }
+            stats.latencyObserver(.nanoseconds(Int64(nanos)))
             loop.backoff.reset()
             loop.slowBackoff.reset()
             if let fault = stats.fault.current {

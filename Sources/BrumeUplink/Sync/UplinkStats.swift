@@ -32,7 +32,7 @@ public final class UplinkStats: Sendable {
     /// When the last batch was acknowledged (ms since epoch).
     public let lastAckMillis = Gauge<Int64?>(nil)
     /// Called with every publish → acknowledgement latency (metrics histograms).
-    public let latencyObserver = Locked<(@Sendable (Duration) -> Void)?>(nil)
+    public let latencyObserver = CallbackSlot<Duration>()
     /// Bytes of the encoded batches before compression (bytesSent is what went on the wire).
     public let bytesUncompressed = Counter()
     /// Readings of batches the endpoint refused for good (dead letters).
