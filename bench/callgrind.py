@@ -84,22 +84,7 @@ def main():
     field, fport = e2e.broker(tmp, "field")
     cloud, cport = e2e.broker(tmp, "cloud")
     cfg = os.path.join(tmp, "gateway.toml")
-    with open(cfg, "w") as f:
-        f.write(f"""[gateway]
-id = "gw-bench"
-data_dir = "{tmp}/var"
-[uplink.cloud]
-kind = "mqtt"
-url = "mqtt://127.0.0.1:{cport}"
-batch_max_readings = 500
-batch_max_delay = "100ms"
-[[source]]
-name = "load"
-kind = "mqtt"
-url = "mqtt://127.0.0.1:{fport}"
-subscribe = ["load/+/+"]
-payload = "number"
-""")
+    e2e.write_gateway_config(cfg, f"{tmp}/var", fport, cport, load="pub")
     ready = os.path.join(tmp, "cloud.ready")
     counter = subprocess.Popen([f"{a.bin}/firmware-sim", "cloud", "--broker", f"mqtt://127.0.0.1:{cport}", "--expect", str(n),
                                 "--client-id", "profile-cloud", "--ready-file", ready, "--timeout", "1200"],

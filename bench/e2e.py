@@ -125,12 +125,9 @@ def ceiling(tmp, n, load="loadgen"):
     finally:
         bp.terminate(); bp.wait()
 
-def brume_run(tmp, n, soak, commit_interval=None, load="loadgen"):
-    field, fport = broker(tmp, f"field-{time.monotonic_ns()}")
-    cloud, cport = broker(tmp, f"cloud-{time.monotonic_ns()}")
-    data = os.path.join(tmp, f"var-{time.monotonic_ns()}")
-    cfg = os.path.join(tmp, "gateway.toml")
-    with open(cfg, "w") as f:
+def write_gateway_config(path, data, fport, cport, load="loadgen", commit_interval=None):
+    """The benchmarks' gateway: shipped defaults but batch_max_delay 100 ms (PERFORMANCE.md)."""
+    with open(path, "w") as f:
         f.write(f"""[gateway]
 id = "gw-bench"
 data_dir = "{data}"
@@ -147,6 +144,13 @@ url = "mqtt://127.0.0.1:{fport}"
 subscribe = ["load/+/+"]
 payload = {'{ json = { value = "/v", time = "/ts" } }' if load == "loadgen" else '"number"'}
 """)
+
+def brume_run(tmp, n, soak, commit_interval=None, load="loadgen"):
+    field, fport = broker(tmp, f"field-{time.monotonic_ns()}")
+    cloud, cport = broker(tmp, f"cloud-{time.monotonic_ns()}")
+    data = os.path.join(tmp, f"var-{time.monotonic_ns()}")
+    cfg = os.path.join(tmp, "gateway.toml")
+    write_gateway_config(cfg, data, fport, cport, load, commit_interval)
     ready = os.path.join(tmp, f"cloud-{time.monotonic_ns()}.ready")
     counter = subprocess.Popen([f"{BIN}/firmware-sim", "cloud", "--broker", f"mqtt://127.0.0.1:{cport}", "--expect", str(n),
                                 "--client-id", f"bench-{time.monotonic_ns()}", "--ready-file", ready, "--timeout", str(int(max(600, n / RATE * 1.5 + 120 if RATE else 0)))],
