@@ -45,6 +45,7 @@ def proc_stat(pid):
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / ticks
+    user, sys_ = int(fields[11]) / ticks, int(fields[12]) / ticks
     status = open(f"/proc/{pid}/status").read()
     def kb(key):
         for line in status.splitlines():
@@ -57,7 +58,7 @@ def proc_stat(pid):
             k, v = line.split(":"); io[k] = int(v)
     except OSError:
         pass
-    return {"cpu": cpu, "rss_kb": kb("VmRSS:"), "anon_kb": kb("RssAnon:"), "hwm_kb": kb("VmHWM:"), "write_bytes": io.get("write_bytes", 0)}
+    return {"cpu": cpu, "user": user, "sys": sys_, "rss_kb": kb("VmRSS:"), "anon_kb": kb("RssAnon:"), "hwm_kb": kb("VmHWM:"), "write_bytes": io.get("write_bytes", 0)}
 
 SAMPLE_EVERY = 30  # seconds between VmRSS samples during a load
 RATE = 0  # --rate: loadgen's readings per second (0: as fast as the broker acknowledges)
@@ -195,6 +196,7 @@ def brume_run(tmp, n, soak, commit_interval=None, load="loadgen"):
         return {
             "rate": n / (t1 - t0), "report": r, "startup_s": startup,
             "cpu_s_per_million": (busy["cpu"] - idle["cpu"]) / n * 1e6,
+            "cpu_sys_s_per_million": (busy["sys"] - idle["sys"]) / n * 1e6,
             "rss_idle_kb": idle["rss_kb"], "rss_peak_kb": busy["hwm_kb"], "rss_after_soak_kb": soaked["rss_kb"] if soaked else None,
             "disk_bytes_per_reading": (busy["write_bytes"] - idle["write_bytes"]) / n,
             "uplink_bytes_per_reading": r["bytes"] / n, "rss_samples_kb": samples,
@@ -245,7 +247,7 @@ def summary(a, ceilings, runs):
         "readings": a.readings, "runs": a.runs, "cpus": os.cpu_count(),
         "ceiling_per_s": ceil, "brume_per_s": med("rate"), "ratio": med("rate") / ceil,
         "ratios": [r["rate"] / c for r, c in zip(runs, ceilings)],
-        "cpu_s_per_million": med("cpu_s_per_million"), "rss_idle_kb": med("rss_idle_kb"), "rss_peak_kb": med("rss_peak_kb"),
+        "cpu_s_per_million": med("cpu_s_per_million"), "cpu_sys_s_per_million": med("cpu_sys_s_per_million"), "rss_idle_kb": med("rss_idle_kb"), "rss_peak_kb": med("rss_peak_kb"),
         "rss_after_soak_kb": runs[-1]["rss_after_soak_kb"], "rss_samples_kb": runs[-1]["rss_samples_kb"], "disk_bytes_per_reading": med("disk_bytes_per_reading"),
         "uplink_bytes_per_reading": med("uplink_bytes_per_reading"), "startup_s": med("startup_s"),
         "latency_ms_p50": statistics.median(r["report"]["latency_ms"]["p50"] for r in runs),
