@@ -25,6 +25,17 @@ import Testing
         try body()
     }
 
+    /// The gateway's clock state starts trusted; the monitor decides before sources start.
+    @Test func trustIsDecidedBeforeAnythingIsStamped() throws {
+        let dir = TestKit.tempDir()
+        try withKernel(true) { let (_, box) = try monitor(dir, boot: "b1"); box.close() } // NTP worked here once
+        try withKernel(false) {
+            let (m, box) = try monitor(dir, boot: "b2") // a reboot without NTP
+            #expect(m.state.isTrusted == false, "decided when the monitor is made, not a second later")
+            box.close()
+        }
+    }
+
     @Test func trustFollowsWhatThisGatewayKnowsOfItsClock() throws {
         let dir = TestKit.tempDir()
         // Never synchronised here, a plausible time: a VM or container whose host keeps time.

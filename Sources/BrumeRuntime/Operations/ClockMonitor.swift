@@ -58,6 +58,10 @@ final class ClockMonitor: Sendable {
         self.state = state
         self.settings = settings
         self.logger = logger
+        // Trust is decided now, before any source starts: the state starts trusted and the
+        // loop polls once a second, so readings of the first second after a start were stamped
+        // unmarked by a 1970 clock (found by a loaded CI run of ClockEndToEndTests).
+        _ = poll()
     }
 
     /// This boot's id (`BRUME_FAULT_BOOT_ID` overrides it: the tests' reboot).
