@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// The small types here are `@inlinable`: called on every reading from other modules, they would
 /// otherwise be generic calls that look up `Mutex<T>`'s metadata at run time each time (measured:
-/// ~700 instructions per call, bench/profile.sh).
+/// ~700 instructions per call, bench/callgrind.sh).
 public final class Counter: Sendable {
     @usableFromInline let value = Atomic<Int64>(0)
     public init() {}
