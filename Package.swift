@@ -31,6 +31,8 @@ let package = Package(
         .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
         // Ed25519 signatures of commands (already built for AsyncHTTPClient's TLS stack).
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        // Sparkplug B payloads (the generated code is committed: no protoc plugin in the build).
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // System libraries (Debian: libmosquitto-dev, libsqlite3-dev, libserialport-dev).
@@ -58,12 +60,14 @@ let package = Package(
         .target(name: "BrumeSerial", dependencies: ["BrumeCore", "CSerialPort", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Modbus RTU/TCP over libmodbus: one scheduler per bus, register maps, writes.
         .target(name: "BrumeModbus", dependencies: ["BrumeCore", "CModbus", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
-        // Northbound: the sync loops outbox -> batches -> acks: MQTT and HTTP(S) (JSON or InfluxDB line protocol).
+        // Northbound: the sync loops outbox -> batches -> acks: MQTT (v1 JSON, SenML, per reading,
+        // Sparkplug B, ThingsBoard) and HTTP(S) (v1 JSON, SenML or InfluxDB line protocol).
         .target(name: "BrumeUplink", dependencies: [
             "BrumeCore", "BrumeMQTT", "BrumeStore", .product(name: "Logging", package: "swift-log"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "CompressNIO", package: "compress-nio"),
-        ], swiftSettings: strict),
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        ], exclude: ["MQTT/Formats/Sparkplug/sparkplug_b.proto"], swiftSettings: strict),
         // Composition: config -> services, signals, shutdown order.
         .target(name: "BrumeRuntime", dependencies: [
             "BrumeCore", "BrumeConfig", "BrumeRules", "BrumeStore", "BrumeMQTT", "BrumeSerial", "BrumeModbus", "BrumeUplink", "CClock",

@@ -18,6 +18,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Independent peers from PyPI for the interop tests: a Sparkplug B host (pysparkplug, with
+# paho-mqtt and protobuf). Pinned; installed once.
+if ! python3 -c "import pysparkplug, paho.mqtt" >/dev/null 2>&1; then
+  echo "installing from PyPI: pysparkplug==0.6.1"
+  python3 -m pip install -q --root-user-action=ignore "pysparkplug==0.6.1" >/dev/null 2>&1 \
+    || python3 -m pip install -q --break-system-packages "pysparkplug==0.6.1" >/dev/null
+fi
 if ! command -v swift >/dev/null 2>&1; then
   for d in /opt/swift/usr/bin /usr/share/swift/usr/bin; do
     [ -x "$d/swift" ] && export PATH="$d:$PATH"

@@ -215,6 +215,68 @@ public struct UplinkConfig: Sendable, Hashable {
     public var compression: String = "none"
     /// `max_bytes_per_day`: a daily budget for a metered link; nil: none.
     public var maxBytesPerDay: Int64?
+    /// `format` (MQTT): how batches are laid out on the wire (docs/wire-format.md).
+    public var format: MQTTFormatConfig = .brume
+    /// Whether this uplink's connection carries Brume's v1 commands (`{prefix}/commands`).
+    public var carriesV1Commands: Bool { kind == .mqtt && format == .brume }
+}
+
+/// How an MQTT uplink lays out telemetry (`format = ...`).
+public enum MQTTFormatConfig: Sendable, Hashable {
+    /// Brume's v1 JSON batches on `{prefix}/telemetry` (the default).
+    case brume
+    /// SenML (RFC 8428) JSON packs on `{prefix}/senml`.
+    case senml
+    /// One message per reading on a topic template (Node-RED, Telegraf, Home Assistant).
+    case perReading(PerReadingFormat)
+    /// A Sparkplug B edge node (`spBv1.0/{group}/...`).
+    case sparkplugB(SparkplugFormat)
+    /// The ThingsBoard gateway API (`v1/gateway/telemetry`, `connect`, `rpc`).
+    case thingsboard(ThingsBoardFormat)
+
+    public var name: String {
+        switch self {
+        case .brume: return "brume"
+        case .senml: return "senml"
+        case .perReading: return "per_reading"
+        case .sparkplugB: return "sparkplug_b"
+        case .thingsboard: return "thingsboard"
+        }
+    }
+}
+
+public struct PerReadingFormat: Sendable, Hashable {
+    /// Topic with `{gateway}`, `{device}`, `{metric}`.
+    public var topic: String
+    /// `value = "plain"` (the value as text) or `"json"` (`{"t":...,"v":...}`).
+    public var json: Bool
+    public var retain: Bool
+    /// Home Assistant MQTT discovery prefix (`homeassistant_discovery = true`); nil: off.
+    public var discoveryPrefix: String?
+    public init(topic: String, json: Bool = false, retain: Bool = false, discoveryPrefix: String? = nil) {
+        self.topic = topic
+        self.json = json
+        self.retain = retain
+        self.discoveryPrefix = discoveryPrefix
+    }
+}
+
+public struct SparkplugFormat: Sendable, Hashable {
+    public var groupID: String
+    public var edgeNodeID: String
+    /// DCMD writes go to the command path (actuator `{device}/{metric}`).
+    public var commands: Bool
+    public init(groupID: String, edgeNodeID: String, commands: Bool = false) {
+        self.groupID = groupID
+        self.edgeNodeID = edgeNodeID
+        self.commands = commands
+    }
+}
+
+public struct ThingsBoardFormat: Sendable, Hashable {
+    /// Server-side RPC to a device goes to the command path (actuator `{device}/{method}`).
+    public var rpc: Bool
+    public init(rpc: Bool = false) { self.rpc = rpc }
 }
 
 public struct SourceConfig: Sendable, Hashable {
@@ -270,7 +332,7 @@ public struct MQTTSourceConfig: Sendable, Hashable {
 
 /// An HTTP(S) ingestion endpoint (`kind = "http"`).
 public struct HTTPSinkConfig: Sendable, Hashable {
-    public enum Format: String, Sendable { case json, influx }
+    public enum Format: String, Sendable { case json, influx, senml }
     public enum Auth: Sendable, Hashable {
         case none
         case bearer(tokenFile: String)

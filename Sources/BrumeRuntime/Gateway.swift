@@ -84,8 +84,9 @@ public final class Gateway: Sendable {
         guard !config.uplinks.isEmpty else { throw StartupError("no uplink configured") }
         let outbox = self.outbox
         uplinks = try config.uplinks.map { try UplinkKinds.make($0, gatewayID: config.gateway.id, outbox: outbox, logger: logger) }
-        // Commands and their results travel over the first MQTT uplink's broker.
-        let up = config.uplinks.first { $0.kind == .mqtt } ?? config.uplinks[0]
+        // v1 commands and their results travel over the first v1 MQTT uplink's broker; uplink
+        // formats with commands of their own (Sparkplug DCMD, ThingsBoard RPC) bring theirs.
+        let up = config.uplinks.first { $0.carriesV1Commands }
         let engine = config.rules.compiled.map { RulesEngine(rules: $0, clock: wallClockMillis) }
         let pipeline = Pipeline(outbox: outbox, rules: engine, logger: logger)
         self.pipeline = pipeline
@@ -106,9 +107,13 @@ public final class Gateway: Sendable {
             } catch {
                 throw StartupError("cannot open the command journal: \(error)")
             }
-            commands = CommandService(journal: journal, actuators: config.actuators, drivers: drivers, uplink: up, gatewayID: config.gateway.id,
-                                      password: try Gateway.secret(up.connection.passwordFile, logger: logger), logger: logger,
-                                      auth: CommandAuth(config.commands, gatewayID: config.gateway.id), clock: clockState)
+            let formatSinks = uplinks.compactMap { $0.loop.sink as? MQTTSink }.filter { $0.commandIDPrefix != nil }
+            let reporters = formatSinks.map { sink in CommandService.Reporter(prefix: sink.commandIDPrefix!, publish: { sink.publishReply(to: $0) }) }
+            let service = CommandService(journal: journal, actuators: config.actuators, drivers: drivers, uplink: up, gatewayID: config.gateway.id,
+                                         password: try Gateway.secret(up?.connection.passwordFile, logger: logger), logger: logger,
+                                         auth: CommandAuth(config.commands, gatewayID: config.gateway.id), clock: clockState, reporters: reporters)
+            for sink in formatSinks { sink.commandSlot.set { [weak service] cmds in service?.intakeExternal(cmds) } }
+            commands = service
         }
         let c = commands
         pipeline.commands.withLock { $0 = c }
@@ -246,7 +251,7 @@ public final class Gateway: Sendable {
 
     /// The uplink that carries commands (the first MQTT one) is online: safe states count from its outages.
     var commandUplinkOnline: Bool {
-        (uplinks.first { $0.config.kind == .mqtt } ?? uplink).state == .online
+        (uplinks.first { $0.config.carriesV1Commands } ?? uplinks.first { $0.config.kind == .mqtt } ?? uplink).state == .online
     }
 
     /// `/readyz`: running, and the outbox writer alive.

@@ -100,7 +100,11 @@ extension Builder {
         let conn = connection(r, defaultClientID: "brume-\(gateway)-\(name)", allowSeveral: true)
         let prefix = r.string("topic_prefix") ?? "brume/{gateway}"
         if prefix.contains("+") || prefix.contains("#") || prefix.isEmpty { r.error(r.position(of: "topic_prefix"), "\"topic_prefix\" must be a non-empty topic without wildcards") }
-        guard let conn else { return nil }
+        let format = mqttFormat(r, gateway: gateway)
+        if let format, format != .brume, compression != "none" {
+            r.error(r.position(of: "compression"), "\"compression\" applies to format = \"brume\" only (\(format.name) consumers expect plain payloads)")
+        }
+        guard let conn, let format else { return nil }
         var up = UplinkConfig(name: name, kind: .mqtt, mqtt: conn, http: nil, topicPrefix: prefix.replacingAll("{gateway}", with: gateway),
                               batchMaxReadings: Int(maxReadings), batchMaxDelayMillis: maxDelay, maxInflight: Int(inflight), historicalAfterMillis: hist)
         up.match = match
@@ -109,7 +113,59 @@ extension Builder {
         up.mqttVersion = version
         up.compression = compression
         up.maxBytesPerDay = perDay
+        up.format = format
         return up
+    }
+
+    /// `format` and the keys of each format; keys of another format are errors that say whose they are.
+    func mqttFormat(_ r: TableReader, gateway: String) -> MQTTFormatConfig? {
+        let name = r.oneOf("format", ["brume", "senml", "per_reading", "sparkplug_b", "thingsboard"]) ?? (r.table["format"] == nil ? "brume" : nil)
+        let owners: [String: String] = ["topic": "per_reading", "value": "per_reading", "retain": "per_reading",
+                                        "homeassistant_discovery": "per_reading", "discovery_prefix": "per_reading",
+                                        "group_id": "sparkplug_b", "edge_node_id": "sparkplug_b", "sparkplug_commands": "sparkplug_b",
+                                        "rpc": "thingsboard"]
+        guard let name else { r.markAllKnown(); return nil }
+        for (key, owner) in owners.sorted(by: { $0.key < $1.key }) where owner != name {
+            if let e = r.table.entry(key) {
+                r.error(e.keyPosition, "\"\(key)\" applies to format = \"\(owner)\", not \"\(name)\"")
+                _ = r.node(key)
+            }
+        }
+        var ok = true
+        switch name {
+        case "senml": return .senml
+        case "per_reading":
+            let topic = (r.string("topic") ?? "brume/{gateway}/{device}/{metric}")
+            if topic.contains("+") || topic.contains("#") || topic.isEmpty || !topic.contains("{device}") || !topic.contains("{metric}") {
+                r.error(r.position(of: "topic"), "\"topic\" must be a topic without wildcards holding {device} and {metric}, got \"\(topic)\""); ok = false
+            }
+            let unknown = placeholders(in: topic).filter { !["gateway", "device", "metric"].contains($0) }
+            if let u = unknown.first { r.error(r.position(of: "topic"), "\"topic\": unknown placeholder {\(u)} (use {gateway}, {device}, {metric})"); ok = false }
+            let json = (r.oneOf("value", ["plain", "json"]) ?? "plain") == "json"
+            let retain = r.bool("retain") ?? false
+            let discovery = r.bool("homeassistant_discovery") ?? false
+            let prefix = r.string("discovery_prefix") ?? "homeassistant"
+            if r.table["discovery_prefix"] != nil && !discovery {
+                r.error(r.position(of: "discovery_prefix"), "\"discovery_prefix\" needs homeassistant_discovery = true"); ok = false
+            }
+            if prefix.isEmpty || prefix.contains("+") || prefix.contains("#") { r.error(r.position(of: "discovery_prefix"), "\"discovery_prefix\" must be a topic without wildcards"); ok = false }
+            guard ok else { return nil }
+            return .perReading(PerReadingFormat(topic: topic.replacingAll("{gateway}", with: gateway), json: json, retain: retain,
+                                                discoveryPrefix: discovery ? prefix : nil))
+        case "sparkplug_b":
+            let group = r.string("group_id", required: true)
+            let node = r.string("edge_node_id") ?? gateway
+            for (key, v) in [("group_id", group ?? "x"), ("edge_node_id", node)] where v.isEmpty || v.contains(where: { "/+#".contains($0) }) {
+                r.error(r.position(of: key), "\"\(key)\" must be non-empty without '/', '+' or '#' (Sparkplug ids are topic levels), got \"\(v)\""); ok = false
+            }
+            let commands = r.bool("sparkplug_commands") ?? false
+            guard ok, let group else { return nil }
+            return .sparkplugB(SparkplugFormat(groupID: group, edgeNodeID: node, commands: commands))
+        case "thingsboard":
+            return .thingsboard(ThingsBoardFormat(rpc: r.bool("rpc") ?? false))
+        default:
+            return .brume
+        }
     }
 
     func buildHTTPSink(_ r: TableReader) -> HTTPSinkConfig? {
@@ -122,7 +178,7 @@ extension Builder {
         if let at = url.firstIndex(of: "@"), let scheme = url.firstRange(of: "://"), at > scheme.upperBound, !url[scheme.upperBound..<at].contains("/") {
             r.error(r.position(of: "url"), "credentials do not belong in the URL: use bearer_token_file or [oauth2]"); ok = false
         }
-        let format = r.oneOf("format", ["json", "influx"]).flatMap(HTTPSinkConfig.Format.init(rawValue:)) ?? .json
+        let format = r.oneOf("format", ["json", "influx", "senml"]).flatMap(HTTPSinkConfig.Format.init(rawValue:)) ?? .json
         let gzip = r.bool("gzip") ?? true
         let timeout = r.duration("timeout", min: 100) ?? 10_000
         let measurement = r.oneOf("influx_measurement", ["metric", "device"]) ?? "metric"
@@ -167,4 +223,16 @@ extension Builder {
         guard ok else { return nil }
         return HTTPSinkConfig(url: url, format: format, gzip: gzip, timeoutMillis: timeout, auth: auth, tls: tls, influxMeasurement: measurement)
     }
+}
+
+/// The `{name}`s of a template.
+func placeholders(in template: String) -> [String] {
+    var out: [String] = []
+    var rest = Substring(template)
+    while let open = rest.firstIndex(of: "{") {
+        guard let close = rest[open...].firstIndex(of: "}") else { break }
+        out.append(String(rest[rest.index(after: open)..<close]))
+        rest = rest[rest.index(after: close)...]
+    }
+    return out
 }

@@ -87,6 +87,9 @@ public struct MQTTClientOptions: Sendable {
     public var password: String?
     public var tls: MQTTTLS?
     public var will: MQTTWill?
+    /// The will of each new connection, asked before each CONNECT (overrides `will`): a
+    /// Sparkplug NDEATH carries the bdSeq of the connection it belongs to.
+    public var willProvider: (@Sendable () -> MQTTWill?)?
     /// libmosquitto's in-flight window for outgoing QoS1 messages.
     public var maxInflight: Int
     public var reconnectInitial: Duration
@@ -487,7 +490,7 @@ public final class MQTTClient: @unchecked Sendable {
         _ = mosquitto_max_inflight_messages_set(h, UInt32(max(0, options.maxInflight)))
         if v5 { _ = mosquitto_int_option(h, MOSQ_OPT_RECEIVE_MAXIMUM, Int32(min(65535, max(1, options.receiveMaximum)))) }
         if let u = options.username { _ = mosquitto_username_pw_set(h, u, options.password) }
-        if let will = options.will {
+        if let will = options.willProvider?() ?? options.will {
             _ = will.payload.withUnsafeBytes { mosquitto_will_set(h, will.topic, Int32($0.count), $0.baseAddress, will.qos, will.retain) }
         }
         if let tls = options.tls {

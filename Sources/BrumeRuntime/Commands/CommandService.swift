@@ -42,7 +42,16 @@ final class CommandService: Sendable {
     let stats = CommandStats()
     private let logger: Logger
     private let now: @Sendable () -> Int64
-    private let client: MQTTClient
+    /// The v1 command connection (`{prefix}/commands`); nil when no uplink speaks v1.
+    private let client: MQTTClient?
+    /// Uplink formats that bring commands of their own (Sparkplug DCMD, ThingsBoard RPC): the
+    /// results of commands whose id starts with `prefix` go back through `publish` (nil: it has
+    /// nothing to say for that state; false: not now, asked again).
+    struct Reporter: Sendable {
+        var prefix: String
+        var publish: @Sendable (CommandResult) -> Bool?
+    }
+    private let reporters: [Reporter]
     private let resultTopic: String
     private let eventTopic: String
     private let gatewayID: String
@@ -61,9 +70,10 @@ final class CommandService: Sendable {
     /// clock NTP steps from 1970) neither runs an expired command nor expires a live one.
     private let monoDeadlines = Mutex<[String: UInt64]>([:])
 
-    init(journal: CommandJournal, actuators: [ActuatorConfig], drivers: [String: ActuatorDriver], uplink: UplinkConfig,
+    init(journal: CommandJournal, actuators: [ActuatorConfig], drivers: [String: ActuatorDriver], uplink: UplinkConfig?,
          gatewayID: String, password: String?, logger: Logger, auth: CommandAuth? = nil, clock: ClockState? = nil,
-         now: @escaping @Sendable () -> Int64 = wallClockMillis) {
+         reporters: [Reporter] = [], now: @escaping @Sendable () -> Int64 = wallClockMillis) {
+        self.reporters = reporters
         self.auth = auth ?? CommandAuth(CommandsSection(), gatewayID: gatewayID)
         self.clock = clock
         self.journal = journal
@@ -72,13 +82,17 @@ final class CommandService: Sendable {
         lg[metadataKey: "component"] = "commands"
         self.logger = lg
         self.now = now
-        resultTopic = "\(uplink.topicPrefix)/commands/result"
-        eventTopic = "\(uplink.topicPrefix)/events"
+        resultTopic = "\(uplink?.topicPrefix ?? "")/commands/result"
+        eventTopic = "\(uplink?.topicPrefix ?? "")/events"
         self.gatewayID = gatewayID
         (pokes, poke) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let box = IntakeBox()
         let poke = self.poke
         let events = self.events
+        guard let uplink else {
+            client = nil
+            return
+        }
         let conn = uplink.connection
         client = MQTTClient(
             options: MQTTClientOptions(host: conn.url.host, port: conn.url.port, clientID: conn.clientID + "-cmd", cleanSession: false,
@@ -100,7 +114,7 @@ final class CommandService: Sendable {
                     events.withLock { $0.acks.append((gen, mid)) }
                     poke.yield()
                 }))
-        client.addSubscription("\(uplink.topicPrefix)/commands", qos: 1)
+        client!.addSubscription("\(uplink.topicPrefix)/commands", qos: 1)
         box.service = self
     }
 
@@ -109,7 +123,7 @@ final class CommandService: Sendable {
         weak var service: CommandService?
     }
 
-    var connected: Bool { client.isConnected }
+    var connected: Bool { client?.isConnected ?? false }
 
     /// Reload: the declared actuators and their drivers change together. A
     /// command already dispatched finishes on the driver it started with;
@@ -154,6 +168,22 @@ final class CommandService: Sendable {
             }
         }
         submit(cmd)
+    }
+
+    /// Commands that came through an uplink format (Sparkplug DCMD, ThingsBoard RPC): the same
+    /// checks as v1 commands (signature policy, allowlist, ranges), journaled before anything runs.
+    func intakeExternal(_ cmds: [Command]) {
+        for cmd in cmds {
+            stats.received.add()
+            if let refusal = auth.refusal(cmd, now: now(), clockTrusted: clock?.isTrusted ?? true) {
+                stats.rejected.add(refusal.reason)
+                logRejected(cmd.id, refusal.reason, refusal.detail)
+                recordRejection(cmd, detail: "\(refusal.reason): \(refusal.detail)")
+                continue
+            }
+            submit(cmd)
+        }
+        poke.yield()
     }
 
     /// Expired: by the monotonic deadline set at receipt, or (after a restart) by the wall clock
@@ -251,7 +281,7 @@ final class CommandService: Sendable {
         } catch {
             logger.error("command journal: cannot check interrupted commands", metadata: ["error": "\(error)"])
         }
-        client.start()
+        client?.start()
         let poke = self.poke
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -289,7 +319,7 @@ final class CommandService: Sendable {
     }
 
     func stop() {
-        client.stop()
+        client?.stop()
         poke.finish()
     }
 
@@ -308,12 +338,13 @@ final class CommandService: Sendable {
         }
         try? journal.markReported(reported)
         try? journal.markEventsReported(eventsDone)
+        reportExternal()
         if gen != generation {
             generation = gen
             inflight.removeAll()
             eventsInflight.removeAll()
         }
-        guard generation != nil, inflight.count < 50 else { return }
+        guard let client, generation != nil, inflight.count < 50 else { return }
         if eventsInflight.isEmpty, let events = try? journal.unreportedEvents() {
             for (seq, body) in events {
                 guard let (g, mid) = try? client.publish(topic: eventTopic, payload: Array(body.utf8), qos: 1), g == generation else { break }
@@ -325,10 +356,33 @@ final class CommandService: Sendable {
         }
         let pendingIDs = Set(inflight.values.map { "\($0.0)/\($0.1.rawValue)" })
         guard let results = try? journal.unreported(limit: 50) else { return }
-        for r in results where !pendingIDs.contains("\(r.id ?? "")/\(r.state.rawValue)") {
+        for r in results where !pendingIDs.contains("\(r.id ?? "")/\(r.state.rawValue)") && !isExternal(r.id) {
             guard let (g, mid) = try? client.publish(topic: resultTopic, payload: WireFormat.encodeResult(r), qos: 1), g == generation else { return }
             inflight[mid] = (r.id ?? "", r.state)
         }
+    }
+
+    private func isExternal(_ id: String?) -> Bool {
+        guard let id else { return false }
+        return reporters.contains { id.hasPrefix($0.prefix) }
+    }
+
+    /// Results of commands that came through an uplink format go back through it; with no v1
+    /// connection, the others stay in the journal (status page, `brume status`) and are marked
+    /// reported: there is nowhere to send them.
+    private func reportExternal() {
+        guard !reporters.isEmpty || client == nil, let results = try? journal.unreported(limit: 200) else { return }
+        var done: [(id: String, state: CommandState)] = []
+        for r in results {
+            guard let id = r.id else { continue }
+            if let rep = reporters.first(where: { id.hasPrefix($0.prefix) }) {
+                if rep.publish(r) != false { done.append((id, r.state)) }
+            } else if client == nil {
+                done.append((id, r.state))
+            }
+        }
+        if !done.isEmpty { try? journal.markReported(done) }
+        if client == nil { transient.withLock { $0.removeAll() } }
     }
 
     /// Starts the oldest waiting command of every idle actuator.

@@ -25,7 +25,18 @@ enum UplinkKinds {
         case .mqtt:
             var client = mqttClientOptions(u.connection, password: try Gateway.secret(u.connection.passwordFile, logger: logger))
             client.protocolVersion = MQTTProtocolVersion(rawValue: u.mqttVersion == "3.1.1" ? "v3.1.1" : u.mqttVersion == "5" ? "v5" : "auto") ?? .auto
-            sink = MQTTSink(options: MQTTSinkOptions(client: client, topicPrefix: u.topicPrefix, window: u.maxInflight, gzip: u.compression == "gzip"),
+            let format: MQTTSinkFormat
+            switch u.format {
+            case .brume: format = .brume
+            case .senml: format = .senml
+            case .perReading(let f):
+                format = .layout(PerReadingLayout(format: .init(topic: f.topic, json: f.json, retain: f.retain, discoveryPrefix: f.discoveryPrefix),
+                                                  gateway: gatewayID, statusTopic: "\(u.topicPrefix)/status"))
+            case .sparkplugB(let f): format = .layout(SparkplugLayout(group: f.groupID, node: f.edgeNodeID, commands: f.commands))
+            case .thingsboard(let f): format = .layout(ThingsBoardLayout(rpc: f.rpc))
+            }
+            sink = MQTTSink(options: MQTTSinkOptions(client: client, topicPrefix: u.topicPrefix, window: u.maxInflight, gzip: u.compression == "gzip",
+                                                     format: format),
                             gatewayID: gatewayID, logger: lg)
         case .http:
             do {
@@ -70,7 +81,7 @@ enum UplinkKinds {
                 precision = .microseconds
             }
         }
-        return HTTPSinkOptions(url: url, displayURL: HTTPSinkConfig(url: url).displayURL, format: h.format == .json ? .json : .influx, gzip: h.gzip,
+        return HTTPSinkOptions(url: url, displayURL: HTTPSinkConfig(url: url).displayURL, format: HTTPSinkOptions.Format(rawValue: h.format.rawValue) ?? .json, gzip: h.gzip,
                                timeoutMillis: h.timeoutMillis, auth: auth,
                                tls: h.tls.map { HTTPSinkOptions.TLS(caFile: $0.caFile, certFile: $0.certFile, keyFile: $0.keyFile, verifyHostname: $0.verifyHostname) },
                                influxMeasurement: h.influxMeasurement == "device" ? .device : .metric, influxPrecision: precision)

@@ -10,7 +10,7 @@ import Synchronization
 
 /// What an HTTP(S) uplink needs (the Runtime maps `[uplink.*] kind = "http"` to it).
 public struct HTTPSinkOptions: Sendable {
-    public enum Format: String, Sendable { case json, influx }
+    public enum Format: String, Sendable { case json, influx, senml }
     public enum Auth: Sendable {
         case none
         case bearer(token: String)
@@ -124,6 +124,7 @@ public final class HTTPSink: BatchSink, Sendable {
         case .json: WireFormat.encodeTelemetry(gateway: gatewayID, batchID: id, historical: batch.historical, readings: readings, into: &body)
         case .influx: InfluxLineProtocol.encode(readings, gateway: gatewayID, measurement: options.influxMeasurement, precision: options.influxPrecision,
                                             seq: { i in seqs?[i] ?? batch.first + Int64(i) }, into: &body)
+        case .senml: SenML.encode(gateway: gatewayID, readings: readings, into: &body)
         }
         let plain = body.count
         if options.gzip {
@@ -147,7 +148,8 @@ public final class HTTPSink: BatchSink, Sendable {
         while true {
             var req = HTTPClientRequest(url: options.url)
             req.method = .POST
-            req.headers.add(name: "Content-Type", value: options.format == .json ? "application/json" : "text/plain; charset=utf-8")
+            req.headers.add(name: "Content-Type", value: options.format == .json ? "application/json"
+                                : options.format == .senml ? "application/senml+json" : "text/plain; charset=utf-8")
             if options.gzip { req.headers.add(name: "Content-Encoding", value: "gzip") }
             req.headers.add(name: "X-Brume-Batch", value: batch.id)
             req.headers.add(name: "User-Agent", value: "brume")
