@@ -100,10 +100,7 @@ extension Builder {
         let conn = connection(r, defaultClientID: "brume-\(gateway)-\(name)", allowSeveral: true)
         let prefix = r.string("topic_prefix") ?? "brume/{gateway}"
         if prefix.contains("+") || prefix.contains("#") || prefix.isEmpty { r.error(r.position(of: "topic_prefix"), "\"topic_prefix\" must be a non-empty topic without wildcards") }
-        let format = mqttFormat(r, gateway: gateway)
-        if let format, format != .brume, compression != "none" {
-            r.error(r.position(of: "compression"), "\"compression\" applies to format = \"brume\" only (\(format.name) consumers expect plain payloads)")
-        }
+        let format = mqttFormat(r, gateway: gateway, compression: compression)
         guard let conn, let format else { return nil }
         var up = UplinkConfig(name: name, kind: .mqtt, mqtt: conn, http: nil, topicPrefix: prefix.replacingAll("{gateway}", with: gateway),
                               batchMaxReadings: Int(maxReadings), batchMaxDelayMillis: maxDelay, maxInflight: Int(inflight), historicalAfterMillis: hist)
@@ -118,13 +115,16 @@ extension Builder {
     }
 
     /// `format` and the keys of each format; keys of another format are errors that say whose they are.
-    func mqttFormat(_ r: TableReader, gateway: String) -> MQTTFormatConfig? {
+    func mqttFormat(_ r: TableReader, gateway: String, compression: String) -> MQTTFormatConfig? {
         let name = r.oneOf("format", ["brume", "senml", "per_reading", "sparkplug_b", "thingsboard"]) ?? (r.table["format"] == nil ? "brume" : nil)
         let owners: [String: String] = ["topic": "per_reading", "value": "per_reading", "retain": "per_reading",
                                         "homeassistant_discovery": "per_reading", "discovery_prefix": "per_reading",
                                         "group_id": "sparkplug_b", "edge_node_id": "sparkplug_b", "sparkplug_commands": "sparkplug_b",
                                         "rpc": "thingsboard"]
         guard let name else { r.markAllKnown(); return nil }
+        if name != "brume", compression != "none" {
+            r.error(r.position(of: "compression"), "\"compression\" applies to format = \"brume\" only (\(name) consumers expect plain payloads)")
+        }
         for (key, owner) in owners.sorted(by: { $0.key < $1.key }) where owner != name {
             if let e = r.table.entry(key) {
                 r.error(e.keyPosition, "\"\(key)\" applies to format = \"\(owner)\", not \"\(name)\"")

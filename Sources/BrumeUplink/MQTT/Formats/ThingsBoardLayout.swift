@@ -105,6 +105,8 @@ public struct ThingsBoardLayout: MQTTLayout {
         guard payload.count <= CommandParser.maxBytes, let o = try? JSONParser.parse(payload), case .object = o else {
             return .invalid(reason: "bad_rpc", detail: "an RPC request that is not a JSON object of at most \(CommandParser.maxBytes) bytes", replies: [])
         }
+        // Our own replies come back on the same topic where the broker is shared (no "no local" on 3.1.1).
+        if o["id"] != nil, o["data"]?["success"] != nil { return .none }
         guard case .string(let device)? = o["device"], let data = o["data"], case .object = data, let idValue = data["id"],
               case .number(let idNumber) = idValue, idNumber.rounded() == idNumber, abs(idNumber) < 1e15 else {
             return .invalid(reason: "bad_rpc", detail: "an RPC request needs \"device\" and \"data\" with a numeric \"id\"", replies: [])
