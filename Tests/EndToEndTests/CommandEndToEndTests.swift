@@ -216,6 +216,28 @@ func executedValues(_ path: String) -> [String] {
         #expect(actuator.isRunning)
     }
 
+    /// MQTT 5: a command without "expires" sent with a Message Expiry Interval expires with its
+    /// message: queued behind a slow device past it, it is never run.
+    @Test func messageExpiryIntervalExpiresAQueuedCommand() throws {
+        let (rig, actuator, log) = try rig(actuatorArgs: ["--late-ms", "1500"])
+        try rig.startGateway(ready: "source.name=plant")
+        let cloud = try CloudCommander(port: rig.cloud.port)
+        try cloud.send(#"{"id":"x-1","actuator":"boiler/setpoint","value":1}"#)
+        try cloud.send(#"{"id":"x-2","actuator":"boiler/setpoint","value":2}"#)
+        // As a backend speaking MQTT 5 sends it (mosquitto_pub, the C client).
+        let pub = try Child("/usr/bin/mosquitto_pub", ["-h", "127.0.0.1", "-p", "\(rig.cloud.port)", "-V", "mqttv5", "-q", "1",
+                                                        "-D", "publish", "message-expiry-interval", "2",
+                                                        "-t", "brume/gw-e2e/commands", "-m", #"{"id":"x-3","actuator":"boiler/setpoint","value":3}"#],
+                            dir: rig.dir, name: "pub-expiring")
+        #expect(pub.wait(timeout: 10) == 0, "\(pub.stderr)")
+        try cloud.send(#"{"id":"x-4","actuator":"boiler/setpoint","value":4}"#)
+        #expect(TestKit.waitUntil(timeout: 30) { cloud.allFinal(["x-1", "x-2", "x-3", "x-4"]) })
+        #expect(cloud.finalState("x-3") == "expired", "\(cloud.results.withLock { $0 })")
+        #expect(["x-1", "x-2", "x-4"].allSatisfy { cloud.finalState($0) == "done" })
+        #expect(executedValues(log) == ["1", "2", "4"])
+        #expect(actuator.isRunning)
+    }
+
     @Test func killNineNeverRunsACommandTwice() throws {
         let (rig, actuator, log) = try rig(actuatorArgs: ["--late-ms", "20"])
         try rig.startGateway(ready: "source.name=plant")

@@ -410,6 +410,10 @@ public final class MQTTClient: @unchecked Sendable {
 
     /// Messages delivered to `onMessage` since the last write (network thread only).
     private var deliveredSinceWrite = 0
+    /// MQTT 5: the Message Expiry Interval left on the message being delivered (seconds, as the
+    /// broker forwards it: what remains of the sender's), nil when it has none. Valid only
+    /// inside `onMessage`, on the network thread.
+    public private(set) var currentMessageExpiry: UInt32?
 
     /// One round of the network loop with acknowledgements held back: read a
     /// burst, let the gate make it durable, then write (PUBACKs, pings,
@@ -510,13 +514,18 @@ public final class MQTTClient: @unchecked Sendable {
             if let props { _ = mosquitto_property_read_int32(props, Int32(MQTT_PROP_MAXIMUM_PACKET_SIZE.rawValue), &maxPacket, false) }
             Unmanaged<MQTTClient>.fromOpaque(obj!).takeUnretainedValue().didConnect(rc: rc, flags: flags, maxPacket: Int(maxPacket))
         }
-        mosquitto_message_callback_set(h) { _, obj, msg in
+        mosquitto_message_v5_callback_set(h) { _, obj, msg, props in
             guard let msg else { return }
             let client = Unmanaged<MQTTClient>.fromOpaque(obj!).takeUnretainedValue()
             client.deliveredSinceWrite += 1
             let m = msg.pointee
             let payload = UnsafeRawBufferPointer(start: m.payload, count: Int(m.payloadlen))
+            var expiry: UInt32 = 0
+            if let props, mosquitto_property_read_int32(props, Int32(MQTT_PROP_MESSAGE_EXPIRY_INTERVAL.rawValue), &expiry, false) != nil {
+                client.currentMessageExpiry = expiry
+            }
             client.handlers.onMessage(UnsafePointer(m.topic), payload, m.qos, m.retain)
+            client.currentMessageExpiry = nil
         }
         mosquitto_publish_v5_callback_set(h) { _, obj, mid, reason, _ in
             let client = Unmanaged<MQTTClient>.fromOpaque(obj!).takeUnretainedValue()

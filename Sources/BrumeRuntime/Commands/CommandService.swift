@@ -94,11 +94,16 @@ final class CommandService: Sendable {
             return
         }
         let conn = uplink.connection
-        client = MQTTClient(
-            options: MQTTClientOptions(host: conn.url.host, port: conn.url.port, clientID: conn.clientID + "-cmd", cleanSession: false,
-                                       keepAlive: conn.keepAliveSeconds, username: conn.username, password: password,
-                                       tls: conn.tls.map { MQTTTLS(caFile: $0.caFile, certFile: $0.certFile, keyFile: $0.keyFile, verifyHostname: $0.verifyHostname) },
-                                       maxInflight: 100),
+        var options = MQTTClientOptions(host: conn.url.host, port: conn.url.port, clientID: conn.clientID + "-cmd", cleanSession: false,
+                                        keepAlive: conn.keepAliveSeconds, username: conn.username, password: password,
+                                        tls: conn.tls.map { MQTTTLS(caFile: $0.caFile, certFile: $0.certFile, keyFile: $0.keyFile, verifyHostname: $0.verifyHostname) },
+                                        maxInflight: 100)
+        options.alternates = conn.alternates.map { MQTTBrokerAddress(host: $0.host, port: $0.port) }
+        // MQTT 5 where the broker speaks it (as the uplink): a session that outlives a disconnect
+        // (Session Expiry Interval) and the commands' Message Expiry Interval.
+        options.protocolVersion = uplink.mqttVersion == "3.1.1" ? .v311 : uplink.mqttVersion == "5" ? .v5 : .auto
+        let client = MQTTClient(
+            options: options,
             logger: lg,
             handlers: MQTTHandlers(
                 onConnect: { _, gen, _ in
@@ -109,18 +114,21 @@ final class CommandService: Sendable {
                     events.withLock { $0.generation = nil }
                     poke.yield()
                 },
-                onMessage: { _, payload, _, _ in box.service?.intake(payload) },
+                onMessage: { _, payload, _, _ in box.service?.intake(payload, messageExpiry: box.client?.currentMessageExpiry) },
                 onPublished: { gen, mid, _ in
                     events.withLock { $0.acks.append((gen, mid)) }
                     poke.yield()
                 }))
-        client!.addSubscription("\(uplink.topicPrefix)/commands", qos: 1)
+        client.addSubscription("\(uplink.topicPrefix)/commands", qos: 1)
+        self.client = client
         box.service = self
+        box.client = client
     }
 
     final class IntakeBox: @unchecked Sendable {
         // Set once, before the client starts.
         weak var service: CommandService?
+        weak var client: MQTTClient?
     }
 
     var connected: Bool { client?.isConnected ?? false }
@@ -136,9 +144,9 @@ final class CommandService: Sendable {
 
     /// Validates and journals one command. Runs inside the MQTT callback: when
     /// it returns, the command is durable (or its rejection is recorded).
-    func intake(_ payload: UnsafeRawBufferPointer) {
+    func intake(_ payload: UnsafeRawBufferPointer, messageExpiry: UInt32? = nil) {
         stats.received.add()
-        let cmd: Command
+        var cmd: Command
         do throws(CommandParseError) {
             cmd = try CommandParser.parse(payload)
         } catch {
@@ -158,6 +166,11 @@ final class CommandService: Sendable {
             recordRejection(cmd, detail: "\(refusal.reason): \(refusal.detail)")
             poke.yield()
             return
+        }
+        // A command without "expires" sent with an MQTT 5 Message Expiry Interval expires when
+        // its message does (after the signature check: the signature covers what was sent).
+        if cmd.expires == nil, let seconds = messageExpiry {
+            cmd.expires = now() + Int64(seconds) * 1000
         }
         if let e = cmd.expires {
             let left = e - now()
