@@ -245,6 +245,9 @@ extension JSONValue {
         usleep(1_000_000)
         #expect(field.lines.filter { $0["topic"]?.string == "actuators/valve/set" }.map { $0["payload"]?.string } == ["close"])
         #expect(rig.gateway?.isRunning == true)
+        let cloud = try statusJSON(rig)["uplinks"]?.elements.first { $0["name"]?.string == "cloud" }
+        #expect(cloud?["format"]?.string == "thingsboard")
+        #expect(cloud?["inbound_rejected"]?["bad_rpc"]?.number == 1, "the garbage is counted: \(cloud?["inbound_rejected"] ?? .null)")
     }
 
     /// Per-reading topics for Node-RED / Home Assistant: each reading on its own topic as JSON,

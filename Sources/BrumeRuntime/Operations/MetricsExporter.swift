@@ -1,5 +1,6 @@
 import BrumeCore
 import BrumeStore
+import BrumeUplink
 import CoreMetrics
 import Prometheus
 import Synchronization
@@ -89,6 +90,7 @@ final class MetricsExporter: Sendable {
         "brume_uplink_dead_lettered_total": "Readings in batches the endpoint refused for good (kept as dead letters).",
         "brume_uplink_errors_total": "Failed deliveries, by reason (network, http_503, http_429, not_connected ...).",
         "brume_uplink_backlog_readings": "Readings this uplink has not acknowledged yet.",
+        "brume_uplink_inbound_rejected_total": "Messages on an uplink format's command topics that were refused (bad Sparkplug payload, malformed ThingsBoard RPC ...), by reason.",
         "brume_commands": "Commands in the journal, by state.",
         "brume_commands_rejected_total": "Commands refused, by reason (unsigned, bad_signature, unknown_key, clock_unsynchronised, bad_value, ...).",
         "brume_rule_in_total": "Readings a rule matched.",
@@ -160,6 +162,9 @@ final class MetricsExporter: Sendable {
             gauge("brume_uplink_held", ul, up.stats.fault.current?.misconfigured == true ? 1 : 0)
             counter("brume_uplink_splits_total", ul, up.stats.splits.current)
             gauge("brume_uplink_backlog_readings", ul, Double(backlog[g.outbox.uplinkKey(up.config.name)] ?? 0))
+            if let sink = up.loop.sink as? MQTTSink {
+                for (reason, n) in sink.inboundRejected.snapshot { counter("brume_uplink_inbound_rejected_total", ul + [("reason", reason)], n) }
+            }
         }
         if let commands = g.commands {
             var counts = commands.journal.counts()

@@ -2,6 +2,7 @@ import BrumeConfig
 import BrumeCore
 import BrumeRules
 import BrumeStore
+import BrumeUplink
 import Logging
 
 #if canImport(Glibc)
@@ -42,7 +43,10 @@ extension Gateway {
             let st = up.stats
             let acked = st.readingsAcked.current
             return obj([
-                ("name", .string(up.config.name)), ("kind", .string(up.config.kind.rawValue)), ("state", .string(upState)),
+                ("name", .string(up.config.name)), ("kind", .string(up.config.kind.rawValue)),
+                ("format", .string(up.config.kind == .mqtt ? up.config.format.name : up.config.http?.format.rawValue ?? "json")),
+                ("state", .string(upState)),
+                ("inbound_rejected", reasons((up.loop.sink as? MQTTSink)?.inboundRejected.snapshot ?? [:])),
                 ("url", .string(up.config.endpoint)), ("match", .array(up.config.match.map { .string($0) })),
                 ("batches_acked", num(st.batchesAcked.current)), ("readings_acked", num(acked)),
                 ("bytes_sent", num(st.bytesSent.current)), ("bytes_uncompressed", num(st.bytesUncompressed.current)),
