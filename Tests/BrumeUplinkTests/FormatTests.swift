@@ -1,6 +1,7 @@
 import BrumeCore
 import BrumeMQTT
 import BrumeStore
+import BrumeTestKit
 import SwiftProtobuf
 import Testing
 @testable import BrumeUplink
@@ -159,5 +160,67 @@ private func payload(_ m: MQTTOutMessage) throws -> Sparkplug_Payload {
         #expect(out.map(\.retain) == [true, true, true])
         #expect(String(decoding: out[2].payload, as: UTF8.self) == "3")
         #expect(out.map(\.tracked) == [false, true, true])
+    }
+}
+
+/// Hostile input on the command topics (the broker lets anyone with publish rights send
+/// anything): mutated valid requests never crash a layout, and whatever is taken as a command
+/// names an actuator of the device the topic or request names.
+@Suite struct InboundMutationTests {
+    static func mutate(_ seed: [UInt8], _ rng: inout SplitMix64) -> [UInt8] {
+        var b = seed
+        for _ in 0..<(1 + Int(rng.next() % 4)) {
+            switch rng.next() % 5 {
+            case 0 where !b.isEmpty: b[Int(rng.next() % UInt64(b.count))] ^= UInt8(truncatingIfNeeded: rng.next() | 1)
+            case 1 where !b.isEmpty: b.removeLast(Int(rng.next() % UInt64(b.count)))
+            case 2: b.insert(UInt8(truncatingIfNeeded: rng.next()), at: Int(rng.next() % UInt64(b.count + 1)))
+            case 3 where b.count > 1: b.swapAt(Int(rng.next() % UInt64(b.count)), Int(rng.next() % UInt64(b.count)))
+            default: b += b.prefix(Int(rng.next() % 16))
+            }
+        }
+        return b
+    }
+
+    @Test func sparkplugCommands() throws {
+        var l = SparkplugLayout(group: "g", node: "n", commands: true)
+        _ = l.prepare(l.encode(BatchRecord(first: 1, last: 1, historical: false), readings: [Reading(device: "pump", metric: "speed", time: 1, value: .number(1))], now: 0), now: 0)
+        var cmd = Sparkplug_Payload()
+        cmd.timestamp = 5
+        var m = Sparkplug_Payload.Metric()
+        m.name = "speed"
+        m.datatype = 4
+        m.longValue = UInt64(bitPattern: -3)
+        cmd.metrics = [m, m]
+        let seed: [UInt8] = try cmd.serializedBytes()
+        var rng = SplitMix64(seed: 21)
+        var taken = 0
+        for i in 0..<20_000 {
+            let input = i == 0 ? seed : Self.mutate(seed, &rng)
+            let topic = i % 7 == 0 ? "spBv1.0/g/NCMD/n" : "spBv1.0/g/DCMD/n/pump"
+            switch input.withUnsafeBytes({ l.received(topic: topic, payload: $0, now: 0) }) {
+            case .commands(let cs, _):
+                taken += cs.count
+                #expect(cs.allSatisfy { $0.actuator.hasPrefix("pump/") && $0.id.hasPrefix("spb:pump:") })
+            default: break
+            }
+        }
+        #expect(taken > 0, "the unmutated request is a command")
+    }
+
+    @Test func thingsboardRPC() {
+        var l = ThingsBoardLayout(rpc: true)
+        let seed = Array(#"{"device":"boiler","data":{"id":7,"method":"valve","params":{"value":12.5}}}"#.utf8)
+        var rng = SplitMix64(seed: 7)
+        var taken = 0
+        for i in 0..<20_000 {
+            let input = i == 0 ? seed : Self.mutate(seed, &rng)
+            switch input.withUnsafeBytes({ l.received(topic: "v1/gateway/rpc", payload: $0, now: 0) }) {
+            case .commands(let cs, _):
+                taken += cs.count
+                #expect(cs.allSatisfy { c in c.id.hasPrefix("tb:") && c.actuator.contains("/") })
+            default: break
+            }
+        }
+        #expect(taken > 0)
     }
 }

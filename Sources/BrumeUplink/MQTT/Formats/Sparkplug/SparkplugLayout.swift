@@ -220,6 +220,9 @@ public struct SparkplugLayout: MQTTLayout {
     public mutating func received(topic t: String, payload: UnsafeRawBufferPointer, now: Int64) -> LayoutInbound {
         let parts = t.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count >= 4, parts[0] == Self.namespace, parts[1] == group, parts[3] == node else { return .none }
+        guard payload.count <= 64 * 1024 else {
+            return .invalid(reason: "too_large", detail: "\(parts[2]) of \(payload.count) bytes on \(t) (at most 64 KiB)", replies: [])
+        }
         let p: Sparkplug_Payload
         do {
             p = try Sparkplug_Payload(serializedBytes: Array(payload))
