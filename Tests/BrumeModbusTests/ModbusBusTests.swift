@@ -135,7 +135,8 @@ func checkTypedValues(_ sink: CollectingSink, device: String, unit: Int, file: S
         #expect(TestKit.waitUntil(timeout: 15) { sink.all.filter { $0.device == "p3" && $0.metric == "di1" }.count >= 3 }, "\(b.stats.errors.snapshot) \(children.last!.stderr.suffix(2000))")
         checkTypedValues(sink, device: "p1", unit: 1)
         checkTypedValues(sink, device: "p3", unit: 3)
-        #expect(b.devices[2].health == .offline && b.devices[2].timeouts > 0, "\(b.devices[2])")
+        // The silent unit is found offline once its timeouts add up (later on a loaded machine).
+        #expect(TestKit.waitUntil(timeout: 15) { b.devices[2].health == .offline && b.devices[2].timeouts > 0 }, "\(b.devices[2])")
         #expect(!sink.all.contains { $0.device == "p9" })
     }
 

@@ -324,6 +324,45 @@ extension JSONValue {
         #expect(sub.lines.allSatisfy { ($0["user"]?["batch"]?.string ?? "").hasPrefix("gw-e2e") }, "batch id as a user property")
     }
 
+    /// SenML over HTTP: one gzipped POST per batch, `application/senml+json`, the batch id in
+    /// `X-Brume-Batch`, every reading back from the packs.
+    @Test func senmlOverHTTP() throws {
+        let port = TestKit.freePort()
+        let rig = try Rig(extraSources: { _ in """
+            [uplink.senml]
+            kind = "http"
+            url = "http://127.0.0.1:\(port)/senml"
+            format = "senml"
+            batch_max_delay = "200ms"
+            """ })
+        let out = "\(rig.dir)/http.jsonl"
+        let server = try Child("/usr/bin/env", ["python3", fixturesDirectory() + "/interop_peer.py", "http-record", "--port", "\(port)",
+                                                "--out", out, "--ready", "\(rig.dir)/http.ready"], dir: rig.dir, name: "http-senml")
+        defer { server.terminate() }
+        #expect(TestKit.waitUntil(timeout: 10) { TestKit.canConnect(port: port) })
+        try rig.startGateway()
+        let base = Int64(Date().timeIntervalSince1970 * 1000) - 60_000
+        let readings = sampleReadings(from: 0, count: 20, base: base)
+        try publishField(rig, readings)
+        func posts() -> [JSONValue] {
+            ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { try? JSONParser.parse(String($0)) }
+        }
+        func resolved() -> [String] {
+            posts().flatMap { l -> [String] in
+                guard let pack = try? JSONParser.parse(l["payload"]!.string!) else { return ["unparseable"] }
+                var bn = "", bt = 0.0
+                return pack.elements.map { r in
+                    if let b = r["bn"]?.string { bn = b }
+                    if let t = r["bt"]?.number { bt = t }
+                    return "\(bn)\(r["n"]?.string ?? "")@\(Int64(((bt + (r["t"]?.number ?? 0)) * 1000).rounded()))=\(r["v"] ?? r["vb"] ?? r["vs"] ?? .null)"
+                }
+            }
+        }
+        #expect(TestKit.waitUntil(timeout: 30) { resolved().count >= readings.count })
+        #expect(resolved() == readings.map { "gw-e2e:\($0.device)/\($0.metric)@\($0.ts)=\(jsonValue($0.value))" })
+        #expect(posts().allSatisfy { $0["content_type"]?.string == "application/senml+json" && ($0["batch"]?.string ?? "").hasPrefix("gw-e2e") })
+    }
+
     /// Several backend consumers share one gateway's telemetry with an MQTT 5 shared
     /// subscription: every batch reaches exactly one of them, every reading arrives once.
     @Test func sharedSubscriptionConsumersGetEachBatchOnce() throws {

@@ -8,6 +8,8 @@
   publish  publish JSON lines {"topic":..., "payload": text} from --input (QoS 1), then exit.
   ncmd-rebirth / dcmd   Sparkplug commands as a host sends them (pysparkplug encodes).
   send     one raw message (text payload).
+  http-record  an HTTP endpoint taking POSTs (gzip or not) and answering 204: one JSON line per
+           request to --out with the path, Content-Type, X-Brume-Batch and the body.
 """
 import argparse
 import base64
@@ -142,9 +144,34 @@ def send(args):
     c.disconnect()
 
 
+def http_record(args):
+    import gzip
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    out = open(args.out, "a", buffering=1)
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            out.write(json.dumps({"path": self.path, "content_type": self.headers.get("Content-Type"),
+                                  "batch": self.headers.get("X-Brume-Batch"), "payload": body.decode("utf-8")}) + "\n")
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), H)
+    if args.ready:
+        open(args.ready, "w").write("ok\n")
+    server.serve_forever()
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["record", "publish", "ncmd-rebirth", "dcmd", "send"])
+    ap.add_argument("cmd", choices=["record", "publish", "ncmd-rebirth", "dcmd", "send", "http-record"])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--topic", default="#")
     ap.add_argument("--qos", type=int, default=1)
@@ -165,6 +192,8 @@ def main():
         record(args)
     elif args.cmd == "publish":
         publish(args)
+    elif args.cmd == "http-record":
+        http_record(args)
     elif args.cmd in ("ncmd-rebirth", "dcmd"):
         sparkplug_command(args)
     else:
