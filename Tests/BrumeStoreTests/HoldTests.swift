@@ -167,6 +167,35 @@ import Testing
         #expect(!ids.contains(e.id(gateway: "g")))
     }
 
+    /// A live batch too large for the endpoint restarts the live lane; if its readings are
+    /// committed before the lane goes again, the database lane sends them first: a live batch of
+    /// newer readings recorded before them made the database lane skip them for good (200
+    /// readings stuck in one uplink's backlog in a CI run).
+    @Test func committedReadingsTheLiveLaneGaveBackGoFirstFromTheDatabase() throws {
+        let dir = TestKit.tempDir()
+        let b = try box(dir, uplinks: ["cloud", "other"])
+        defer { b.stop(); b.close() }
+        b.setLive(uplink: "cloud", active: true)
+        b.append((1...20).map(r), holdable: true)
+        _ = try #require(b.nextLiveBatch(uplink: "cloud", maxReadings: 20, maxDelayMillis: 0))
+        b.restartLive(uplink: "cloud")          // "too large": smaller live batches will follow
+        b.setLive(uplink: "cloud", active: false)
+        b.flush()                               // ...but the readings are committed first
+        b.setLive(uplink: "cloud", active: true)
+        b.append((21...30).map(r), holdable: true)
+        #expect(b.nextLiveBatch(uplink: "cloud", maxReadings: 10, maxDelayMillis: 0) == nil,
+                "a live batch of 21...30 before the database lane batched 1...20")
+        guard case .batch(let db) = b.nextBatch(uplink: "cloud", maxReadings: 500, maxDelayMillis: 0) else { Issue.record("no database batch"); return }
+        #expect(values(b.readings(of: db)!) == Array(1...20))
+        let (live, lr) = try #require(b.nextLiveBatch(uplink: "cloud", maxReadings: 10, maxDelayMillis: 0))
+        #expect(values(lr) == Array(21...30))
+        b.flush()                               // the live batch is recorded as it went
+        b.ack(db)
+        b.ackLive(live)
+        guard case .empty = b.nextBatch(uplink: "cloud", maxReadings: 500, maxDelayMillis: 0) else { Issue.record("readings left unbatched"); return }
+        #expect(b.backlog()[b.uplinkKey("cloud")] == 0, "nothing stuck in this uplink's backlog")
+    }
+
     /// A reconnect loses what was in flight: the same batches go again (same range and id,
     /// identical bytes), so a consumer dedups them on the batch id as it does for the database's.
     @Test func liveBatchesInFlightAtADisconnectGoAgainExactly() throws {

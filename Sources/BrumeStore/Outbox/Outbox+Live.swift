@@ -193,10 +193,19 @@ extension Outbox {
         // hold = 0: every reading is committed first, and batches come from the database only
         // (a crash then resends them byte for byte).
         guard options.hold > .zero else { return nil }
+        // The first reading the database lane has not batched for this uplink. A live batch goes
+        // only when that is past everything committed: readings committed and not yet batched
+        // (a commit between the sync loop's look at the database and this call, or after a
+        // restart of the live lane) go first, from the database — a live batch recorded after
+        // them would make the database lane skip them for good (it batches after the last
+        // recorded batch). Found by the ACL/size-limit end-to-end test on a loaded CI machine:
+        // 200 readings never reached one uplink and stayed in its backlog.
+        guard let unbatched = dbLock.withLock({ _ in try? store.firstUnbatched(key, in: 0...Int64.max) }) else { return nil }
         return pendingLock.withLock {
             guard live[i].active else { return nil }
             // A commit in progress: its readings go first, from the database.
             guard !committing else { return nil }
+            guard unbatched >= pendingFirstSeq else { return nil }
             // Batches that were in flight at a disconnect: the same again (a consumer dedups them).
             while let again = live[i].resend.first {
                 live[i].resend.removeFirst()
