@@ -16,6 +16,7 @@ public enum ConfigFailure: Error, Sendable {
 /// gateway.toml → `GatewayConfig`. Pure: reads the text, opens nothing else
 /// (files named in the config, like password_file, are checked at start).
 public enum ConfigLoader {
+
     public static func load(path: String) -> Result<(GatewayConfig, [Diagnostic]), ConfigFailure> {
         switch readFile(path) {
         case .failure(let reason): return .failure(.unreadable(path: path, reason: reason.description))
@@ -72,7 +73,13 @@ struct Builder {
             if let id = g.string("id", required: true) {
                 if id.isEmpty || !id.unicodeScalars.allSatisfy(isNameScalar) {
                     g.error(g.position(of: "id"), "\"id\" must be non-empty and use only letters, digits, '.', '_' and '-', got \"\(id)\"")
-                } else { gwID = id }
+                } else {
+                    gwID = id
+                    let lower = id.lowercased()
+                    if ["change-me", "changeme", "change_me", "placeholder", "example", "your-"].contains(where: { lower.contains($0) }) {
+                        g.warning(g.position(of: "id"), "\"id\" = \"\(id)\" looks like a placeholder: every gateway left on it sends the same batch ids and the cloud cannot tell them apart (deduplication drops one's readings as the other's); give each board its own id (its host name, its site and number)")
+                    }
+                }
             }
             if let d = g.string("data_dir") {
                 if d.isEmpty { g.error(g.position(of: "data_dir"), "\"data_dir\" must not be empty") } else { dataDir = d }

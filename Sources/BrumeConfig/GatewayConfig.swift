@@ -336,6 +336,8 @@ public struct HTTPSinkConfig: Sendable, Hashable {
     public enum Auth: Sendable, Hashable {
         case none
         case bearer(tokenFile: String)
+        /// InfluxDB 2.x API token: `Authorization: Token ...`.
+        case token(tokenFile: String)
         case oauth2(tokenURL: String, clientID: String, clientSecretFile: String, scope: String?)
     }
     public var url: String

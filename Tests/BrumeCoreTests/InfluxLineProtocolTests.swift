@@ -13,7 +13,9 @@ import Testing
                 == "temperature,device=boiler,gw=gw-01 value=71.5 1764169999000\n")
         #expect(line(Reading(device: "valve", metric: "open", time: 5, value: .bool(true))) == "open,device=valve,gw=gw-01 value=true 5\n")
         #expect(line(Reading(device: "d", metric: "state", time: 5, value: .string(#"say "hi"\"#))) == #"state,device=d,gw=gw-01 value="say \"hi\"\\" 5"# + "\n")
-        #expect(line(Reading(device: "boiler", metric: "t", time: 1, value: .number(2)), .device) == "boiler,metric=t,gw=gw-01 value=2 1\n")
+        #expect(line(Reading(device: "boiler", metric: "t", time: 1, value: .number(2)), .device) == "boiler,gw=gw-01 t=2 1\n")
+        // A field per metric: a string and a number metric of one device do not conflict.
+        #expect(line(Reading(device: "boiler", metric: "state x=y", time: 1, value: .string("on")), .device) == "boiler,gw=gw-01 state\\ x\\=y=\"on\" 1\n")
     }
 
     @Test func specialCharactersAreEscaped() {

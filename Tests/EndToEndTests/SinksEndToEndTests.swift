@@ -92,6 +92,39 @@ final class Influx {
         #expect(TestKit.waitUntil(timeout: 10) { ((try? statusJSON(rig))?["buffer"]?["readings"]?.number ?? 1) == 0 })
     }
 
+    /// `influx_measurement = "device"` against a real InfluxDB: a field per metric, so a device
+    /// with a string and a number metric is written whole (one `value` field for both was a
+    /// field-type conflict: InfluxDB refused the batch and it was dead-lettered).
+    @Test func influxDeviceMeasurementKeepsAFieldPerMetric() throws {
+        let dir = TestKit.tempDir()
+        let influx = try Influx(dir: dir)
+        let rig = try Rig(extraSources: { _ in """
+            [uplink.influx]
+            kind = "http"
+            url = "http://127.0.0.1:\(influx.port)/write?db=brume"
+            format = "influx"
+            influx_measurement = "device"
+            batch_max_delay = "200ms"
+            """ })
+        try rig.startGateway()
+        let base = Int64(Date().timeIntervalSince1970 * 1000) - 60_000
+        let readings = sampleReadings(from: 0, count: 20, base: base)
+        try publishField(rig, readings)
+        func rows(_ q: String) -> [JSONValue] {
+            guard let r = try? TestHTTP.request(port: influx.port, path: "/query?db=brume&q=" + q),
+                  let v = try? JSONParser.parse(Array(r.body.utf8)) else { return [] }
+            return v["results"]?[0]?["series"]?[0]?["values"]?.elements ?? []
+        }
+        // One point per reading (distinct sub-millisecond times), one field per metric.
+        #expect(TestKit.waitUntil(timeout: 30) { rows("SELECT%20temp%20FROM%20boiler").count == 20 && rows("SELECT%20state%20FROM%20boiler").count == 20
+                    && rows("SELECT%20open%20FROM%20door").count == 20 },
+                "boiler \(rows("SELECT%20temp%20FROM%20boiler").count)+\(rows("SELECT%20state%20FROM%20boiler").count), door \(rows("SELECT%20open%20FROM%20door").count)")
+        #expect(rows("SELECT%20temp%20FROM%20boiler").compactMap { $0[1]?.number } == readings.filter { $0.metric == "temp" }.map { if case .number(let d) = $0.value { d } else { -1 } })
+        #expect(rows("SELECT%20state%20FROM%20boiler").compactMap { $0[1]?.string }.count == 20, "the string metric beside the number one")
+        let s = try statusJSON(rig)["uplinks"]?.elements.first { $0["name"]?.string == "influx" }
+        #expect(s?["dead_lettered"]?.number == 0, "\(s ?? .null)")
+    }
+
     /// HTTPS with a test CA and client certificate (mTLS), OAuth2 client credentials, gzip,
     /// and an endpoint that answers 401, 429 (Retry-After), 500 and 400 along the way.
     @Test func httpsOAuth2RetriesAndDeadLetters() throws {

@@ -188,8 +188,17 @@ extension Builder {
         var auth = HTTPSinkConfig.Auth.none
         let bearer = r.string("bearer_token_file")
         if let b = bearer { auth = .bearer(tokenFile: b) }
+        let influxToken = r.string("token_file")
+        if let t = influxToken {
+            if bearer != nil { r.error(r.position(of: "token_file"), "use bearer_token_file or token_file, not both"); ok = false }
+            if format != .influx { r.error(r.table.entry("token_file")!.keyPosition, "\"token_file\" (Authorization: Token, InfluxDB 2.x) applies to format = \"influx\"; other endpoints take bearer_token_file"); ok = false }
+            auth = .token(tokenFile: t)
+        }
+        if format == .influx, bearer != nil, url.contains("/api/v2/") {
+            r.warning(r.position(of: "bearer_token_file"), "InfluxDB 2.x (/api/v2/write) expects \"Authorization: Token\": use token_file (bearer_token_file sends \"Bearer\", which InfluxDB 2.x refuses with 401)")
+        }
         if let o = r.subtable("oauth2", context: "\(r.context) oauth2") {
-            if bearer != nil { o.error(o.table.position, "use bearer_token_file or [oauth2], not both"); ok = false }
+            if bearer != nil || influxToken != nil { o.error(o.table.position, "use bearer_token_file, token_file or [oauth2], not several"); ok = false }
             let tokenURL = o.string("token_url", required: true)
             let clientID = o.string("client_id", required: true)
             let secret = o.string("client_secret_file", required: true)

@@ -1,8 +1,10 @@
 /// InfluxDB line protocol (1.x `/write`, 2.x `/api/v2/write`): one line per reading,
 ///   `temperature,device=boiler,gw=gw-01 value=71.5 1764169999000`
-/// with the metric (or the device) as the measurement, `device`/`metric` and `gw` as tags,
-/// one field `value` (float, boolean or string) and the reading's time in the write's
-/// precision. A reading whose time could not be corrected after the gateway's clock was
+/// with the metric as the measurement, `device` and `gw` as tags, one field `value` (float,
+/// boolean or string) and the reading's time in the write's precision; or (`influx_measurement =
+/// "device"`) the device as the measurement and the metric as the field:
+///   `boiler,gw=gw-01 temperature=71.5 1764169999000`
+/// (a field per metric: a string metric and a number metric of one device do not conflict). A reading whose time could not be corrected after the gateway's clock was
 /// unsynchronised carries the tag `clock=unsynced`.
 ///
 /// InfluxDB keeps one point per series and timestamp, and Brume stamps readings on receipt
@@ -39,14 +41,20 @@ public enum InfluxLineProtocol {
                 escape(r.device, into: &out, measurement: false)
             case .device:
                 escape(r.device, into: &out, measurement: true)
-                out.append(contentsOf: ",metric=".utf8)
-                escape(r.metric, into: &out, measurement: false)
             }
             out.append(contentsOf: ",gw=".utf8)
             escape(gateway, into: &out, measurement: false)
             // Stamped by an unsynchronised clock and never corrected: a tag, so queries can leave it out.
             if r.unsyncedBootMillis != nil { out.append(contentsOf: ",clock=unsynced".utf8) }
-            out.append(contentsOf: " value=".utf8)
+            // The device as the measurement: one field per metric (`boiler temperature=71.5,...`), so
+            // a device with a string and a number metric has no field-type conflict.
+            if case .device = measurement {
+                out.append(UInt8(ascii: " "))
+                escape(r.metric, into: &out, measurement: false)
+                out.append(UInt8(ascii: "="))
+            } else {
+                out.append(contentsOf: " value=".utf8)
+            }
             switch r.value {
             case .number(let d): WireFormat.appendNumber(d, to: &out)
             case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)

@@ -67,6 +67,7 @@ enum UplinkKinds {
         switch h.auth {
         case .none: auth = .none
         case .bearer(let file): auth = .bearer(token: try Gateway.secret(file, logger: logger) ?? "")
+        case .token(let file): auth = .token(try Gateway.secret(file, logger: logger) ?? "")
         case .oauth2(let url, let id, let file, let scope):
             auth = .oauth2(tokenURL: url, clientID: id, clientSecret: try Gateway.secret(file, logger: logger) ?? "", scope: scope)
         }
