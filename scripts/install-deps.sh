@@ -25,6 +25,15 @@ if ! python3 -c "import pysparkplug, paho.mqtt" >/dev/null 2>&1; then
   python3 -m pip install -q --root-user-action=ignore "pysparkplug==0.6.1" >/dev/null 2>&1 \
     || python3 -m pip install -q --break-system-packages "pysparkplug==0.6.1" >/dev/null
 fi
+# promtool (alert rules and exposition checks in the tests), from Debian's prometheus package
+# without installing it: no Prometheus server is started on the machine.
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x /usr/local/bin/promtool ]; then
+  echo "installing promtool (from Debian's prometheus package, extracted)"
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1 && dpkg-deb -x prometheus_*.deb x \
+    && install -m 0755 x/usr/bin/promtool /usr/local/bin/promtool) || echo "warning: could not install promtool" >&2
+  rm -rf "$tmp"
+fi
 if ! command -v swift >/dev/null 2>&1; then
   for d in /opt/swift/usr/bin /usr/share/swift/usr/bin; do
     [ -x "$d/swift" ] && export PATH="$d:$PATH"

@@ -46,7 +46,7 @@ public final class Gateway: Sendable {
     var sources: [RunningSource] { sourceList.withLock { $0 } }
     let commands: CommandService?
     let pipeline: Pipeline
-    let metrics = MetricsExporter()
+    let metrics: MetricsExporter
     /// Whether the system clock may stamp readings (boards without a real-time clock).
     let clock: ClockMonitor
     var live: LatestValues { pipeline.live }
@@ -62,6 +62,7 @@ public final class Gateway: Sendable {
         self.config = config
         self.configPath = configPath
         self.currentConfig = Locked(config)
+        self.metrics = MetricsExporter(gateway: config.gateway.id)
         self.logger = logger
         try Gateway.ensureDirectory(config.gateway.dataDir)
         lockFD = try Gateway.lockDataDir(config.gateway.dataDir)

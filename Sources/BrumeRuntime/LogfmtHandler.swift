@@ -30,8 +30,33 @@ public struct LogfmtHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
+    /// stderr is connected to journald (systemd sets `JOURNAL_STREAM` to the device and inode of
+    /// the stream it gave us, sd-daemon(3)): each line starts with its syslog priority (`<4>`), which
+    /// journald strips and keeps, so `journalctl -p warning` filters. Elsewhere (a terminal, a
+    /// file, `brume tail`), plain lines.
+    public static let journald: Bool = {
+        guard let v = getenv("JOURNAL_STREAM").map({ String(cString: $0) }) else { return false }
+        let parts = v.split(separator: ":")
+        var st = stat()
+        guard parts.count == 2, let dev = UInt64(parts[0]), let ino = UInt64(parts[1]), fstat(2, &st) == 0 else { return false }
+        return UInt64(st.st_dev) == dev && UInt64(st.st_ino) == ino
+    }()
+
+    /// The syslog priority of a level (sd-daemon(3): `<7>` debug … `<2>` critical).
+    static func priority(_ level: Logger.Level) -> Int {
+        switch level {
+        case .trace, .debug: return 7
+        case .info: return 6
+        case .notice: return 5
+        case .warning: return 4
+        case .error: return 3
+        case .critical: return 2
+        }
+    }
+
     public func log(event: LogEvent) {
-        var line = "ts=\(Self.timestamp()) level=\(event.level.rawValue) msg=\(Self.quote("\(event.message)"))"
+        var line = LogfmtHandler.journald ? "<\(Self.priority(event.level))>" : ""
+        line += "ts=\(Self.timestamp()) level=\(event.level.rawValue) msg=\(Self.quote("\(event.message)"))"
         var merged = metadata
         if let m = event.metadata { merged.merge(m) { _, new in new } }
         for key in merged.keys.sorted() {

@@ -282,12 +282,23 @@ struct Reload: ParsableCommand {
     @Option(name: .shortAndLong, help: "The configuration file.")
     var config: String = defaultConfigPath
 
+    @Option(help: ArgumentHelp("When the local API cannot be reached ([api] enabled = false), send SIGHUP to this process instead (the unit's ExecReload passes $MAINPID); the outcome is then only in the log.", valueName: "pid"))
+    var fallbackPid: Int32?
+
     func run() throws {
         // The same diagnostics as `brume check`, before anything is sent.
         let cfg = try loadForTool(config)
         let client = LocalAPIClient(api: cfg.api)
         let (status, r): (Int, JSONValue)
         do { (status, r) = try client.json("POST", "/api/v1/reload") } catch {
+            if let pid = fallbackPid, pid > 1 {
+                guard kill(pid, SIGHUP) == 0 else {
+                    printErr("brume reload: the local API cannot be reached (\(error)) and SIGHUP to \(pid) failed: \(String(cString: strerror(errno)))")
+                    throw ExitCode(3)
+                }
+                print("the local API cannot be reached (\(error)): SIGHUP sent to \(pid); the file passed brume check, the outcome is in the log")
+                return
+            }
             printErr("brume reload: \(error)\n(or: systemctl reload brume, which sends SIGHUP)")
             throw ExitCode(3)
         }

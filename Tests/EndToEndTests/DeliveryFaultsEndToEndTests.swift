@@ -95,7 +95,7 @@ func uplinkStatus(_ rig: Rig, _ name: String) -> JSONValue? {
         #expect(d?["dead_lettered"]?.number == 0)
         #expect(deniedSeen.values.isEmpty)
         let metrics = try TestHTTP.request(port: rig.apiPort, path: "/metrics").body
-        #expect(metrics.contains(#"brume_uplink_held{uplink="denied"} 1"#))
+        #expect(metric(metrics, #"brume_uplink_held{uplink="denied"}"#) == 1)
         #expect(rig.gateway!.stderr.contains("not authorized"))
         // The ACL fixed: the held backlog goes, each reading once.
         try denied.reconfigure(extra: "")
@@ -200,7 +200,7 @@ func uplinkStatus(_ rig: Rig, _ name: String) -> JSONValue? {
                 "readyz: \((try? TestHTTP.request(port: rig.apiPort, path: "/readyz"))?.body ?? "-")")
         #expect(Date().timeIntervalSince(t0) < 3, "noticed within seconds")
         #expect(try statusJSON(rig)["buffer"]?["storage_fault"]?["kind"]?.string == "data_folder_gone")
-        #expect(try TestHTTP.request(port: rig.apiPort, path: "/metrics").body.contains(#"brume_outbox_storage_fault{kind="data_folder_gone"} 1"#))
+        #expect(metric(try TestHTTP.request(port: rig.apiPort, path: "/metrics").body, #"brume_outbox_storage_fault{kind="data_folder_gone"}"#) == 1)
         // Published now: not acknowledged by a gateway that cannot keep them.
         for i in 1001...2000 { try field.publish(topic: "load/dev\(i % 5)/seq", payload: Array(#"{"v":\#(i),"ts":\#(1_764_000_000_000 + i)}"#.utf8), qos: 1) }
         // 3 s + 1.5 s: the gateway exits by itself, status 4.

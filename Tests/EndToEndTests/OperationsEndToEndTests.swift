@@ -34,8 +34,18 @@ func source(_ status: JSONValue, _ name: String) -> JSONValue? {
 }
 
 /// A metric's value in Prometheus text (the first series whose line starts with `prefix`).
+/// The value of the series `prefix` (its name and labels as written, without the `gateway` label
+/// every series carries).
 func metric(_ text: String, _ prefix: String) -> Double? {
-    for line in text.split(separator: "\n") where line.hasPrefix(prefix) {
+    for raw in text.split(separator: "\n") where !raw.hasPrefix("#") {
+        var line = String(raw)
+        if let r = line.firstRange(of: "gateway=\"") , let end = line[r.upperBound...].firstIndex(of: "\"") {
+            var after = line.index(after: end)
+            if after < line.endIndex, line[after] == "," { after = line.index(after: after) }
+            line.removeSubrange(r.lowerBound..<after)
+            line = line.replacingOccurrences(of: "{}", with: "")
+        }
+        guard line.hasPrefix(prefix) else { continue }
         if let v = line.split(separator: " ").last.flatMap({ Double($0) }) { return v }
     }
     return nil

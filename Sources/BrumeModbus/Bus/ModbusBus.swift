@@ -78,6 +78,10 @@ public struct ModbusDeviceStats: Sendable, Hashable {
     public var overruns: Int64 = 0
 
     public var latencyMillisAvg: Double? { responses > 0 ? latencyMillisTotal / Double(responses) : nil }
+    /// Response times as a histogram (Prometheus `brume_modbus_latency_seconds`): counts per
+    /// bucket of `latencyBounds` (seconds), the last one above them all (+Inf); not cumulative.
+    public var latencyBuckets: [Int64] = Array(repeating: 0, count: ModbusDeviceStats.latencyBounds.count + 1)
+    public static let latencyBounds: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
 }
 
 /// A Modbus bus (one serial line or one TCP connection) and its devices.
@@ -391,6 +395,7 @@ public final class ModbusBus: Source, @unchecked Sendable {
                     s.responses += 1
                     s.latencyMillisTotal += ms
                     s.latencyMillisMax = max(s.latencyMillisMax, ms)
+                    s.latencyBuckets[ModbusDeviceStats.latencyBounds.firstIndex { ms / 1000 <= $0 } ?? ModbusDeviceStats.latencyBounds.count] += 1
                 case .failure(.timeout): s.timeouts += 1
                 case .failure(.exception(let c)):
                     s.responses += 1

@@ -54,10 +54,11 @@ enum ModbusSourceKind {
             .init(name: "brume_modbus_timeouts_total", labels: [], value: Double(st.timeouts)),
         ]
         for (code, n) in st.exceptions { counters.append(.init(name: "brume_modbus_exceptions_total", labels: [("code", "\(code)")], value: Double(n))) }
-        var gauges: [DeviceDetails.Sample] = [.init(name: "brume_modbus_device_up", labels: [], value: st.health == .online ? 1 : 0)]
-        if let avg = st.latencyMillisAvg { gauges.append(.init(name: "brume_modbus_latency_seconds_avg", labels: [], value: avg / 1000)) }
+        let gauges: [DeviceDetails.Sample] = [.init(name: "brume_modbus_device_up", labels: [], value: st.health == .online ? 1 : 0)]
+        let latency = DeviceDetails.Histogram(name: "brume_modbus_latency_seconds", bounds: ModbusDeviceStats.latencyBounds,
+                                              counts: st.latencyBuckets, sum: st.latencyMillisTotal / 1000)
         let summary = "\(st.health.rawValue) unit=\(st.unit) requests=\(st.requests) timeouts=\(st.timeouts) exceptions=\(st.exceptions.values.reduce(0, &+)) latency_ms=\(st.latencyMillisAvg.map { String(Int($0.rounded())) } ?? "-")"
         return DeviceDetails(name: st.name, state: st.health == .unknown ? "connecting" : st.health.rawValue, status: status,
-                             counters: counters, gauges: gauges, summary: summary)
+                             counters: counters, gauges: gauges, histograms: [latency], summary: summary)
     }
 }

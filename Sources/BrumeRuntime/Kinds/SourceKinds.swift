@@ -17,6 +17,14 @@ struct DeviceDetails: Sendable {
     var status: JSONValue
     var counters: [Sample] = []
     var gauges: [Sample] = []
+    /// A Prometheus histogram: `counts` per bucket of `bounds`, the last one +Inf (not cumulative).
+    struct Histogram: Sendable {
+        var name: String
+        var bounds: [Double]
+        var counts: [Int64]
+        var sum: Double
+    }
+    var histograms: [Histogram] = []
     /// One line of the periodic status log.
     var summary: String
 }

@@ -169,6 +169,29 @@ enum ProcessStats {
         return 2
     }
 
+    /// /proc/self/io `write_bytes`: what this process caused to be sent to storage (nil where
+    /// the kernel has no task I/O accounting).
+    static func writtenBytes() -> Int64? {
+        guard let f = fopen("/proc/self/io", "r") else { return nil }
+        defer { fclose(f) }
+        var buf = [CChar](repeating: 0, count: 128)
+        while fgets(&buf, 128, f) != nil {
+            let line = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if line.hasPrefix("write_bytes:") {
+                return Int64(line.dropFirst("write_bytes:".count).filter { $0 != " " && $0 != "\n" })
+            }
+        }
+        return nil
+    }
+
+    /// Free bytes (for unprivileged users) and size of the file system holding `path`.
+    static func fileSystem(_ path: String) -> (free: Int64, size: Int64)? {
+        var s = statvfs()
+        guard statvfs(path, &s) == 0 else { return nil }
+        let frsize = Int64(s.f_frsize)
+        return (Int64(s.f_bavail) &* frsize, Int64(s.f_blocks) &* frsize)
+    }
+
     static func cpuSeconds() -> Double {
         var u = rusage()
         getrusage(RUSAGE_SELF.rawValue, &u)

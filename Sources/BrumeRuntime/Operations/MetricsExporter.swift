@@ -16,19 +16,24 @@ final class MetricsExporter: Sendable {
     let registry = PrometheusCollectorRegistry()
     let factory: PrometheusMetricsFactory
     private let mirrored = Mutex<[String: Int64]>([:])
+    private let mirroredSeconds = Mutex<[String: Double]>([:])
     private let timers = Mutex<[String: CoreMetrics.Timer]>([:])
+    /// Every series carries `gateway="<id>"`: a fleet's metrics in one Prometheus stay apart
+    /// even where the scrape configuration does not relabel them.
+    let base: [(String, String)]
 
     /// The publish → acknowledgement latency histogram of one uplink.
     func publishLatency(_ uplink: String) -> CoreMetrics.Timer {
         timers.withLock { t in
             if let x = t[uplink] { return x }
-            let x = CoreMetrics.Timer(label: "brume_uplink_publish_latency_seconds", dimensions: [("uplink", uplink)], preferredDisplayUnit: .seconds, factory: factory)
+            let x = CoreMetrics.Timer(label: "brume_uplink_publish_latency_seconds", dimensions: base + [("uplink", uplink)], preferredDisplayUnit: .seconds, factory: factory)
             t[uplink] = x
             return x
         }
     }
 
-    init() {
+    init(gateway: String) {
+        base = [("gateway", gateway)]
         var f = PrometheusMetricsFactory(registry: registry)
         f.defaultDurationHistogramBuckets = [.milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
                                              .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10)]
@@ -38,6 +43,7 @@ final class MetricsExporter: Sendable {
     /// Sets a counter to `total` (counters only go up: a total that went down, e.g.
     /// after a source was replaced on reload, restarts from there).
     private func counter(_ name: String, _ labels: [(String, String)], _ total: Int64) {
+        let labels = base + labels
         let key = name + labels.map { "|\($0.0)=\($0.1)" }.joined()
         let last = mirrored.withLock { m -> Int64 in
             let l = m[key] ?? 0
@@ -48,7 +54,21 @@ final class MetricsExporter: Sendable {
         if total > last { c.increment(by: total - last) } else if total < last { c.increment(by: total) }
     }
 
+    /// A counter of seconds (CPU time): Prometheus counters take fractions.
+    private func counter(_ name: String, _ labels: [(String, String)], seconds total: Double) {
+        let labels = base + labels
+        let key = name + labels.map { "|\($0.0)=\($0.1)" }.joined()
+        let last = mirroredSeconds.withLock { m -> Double in
+            let l = m[key] ?? 0
+            m[key] = total
+            return l
+        }
+        let c = registry.makeCounter(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: MetricsExporter.help[name] ?? ""), labels: labels)
+        if total > last { c.increment(by: total - last) }
+    }
+
     private func gauge(_ name: String, _ labels: [(String, String)], _ value: Double) {
+        let labels = base + labels
         registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: MetricsExporter.help[name] ?? ""), labels: labels).set(to: value)
     }
 
@@ -60,7 +80,10 @@ final class MetricsExporter: Sendable {
         "brume_modbus_requests_total": "Modbus requests sent to a device, retries included.",
         "brume_modbus_timeouts_total": "Modbus requests that got no answer in time.",
         "brume_modbus_exceptions_total": "Modbus exception responses, by exception code.",
-        "brume_modbus_latency_seconds_avg": "Average Modbus response time of a device.",
+        "brume_modbus_latency_seconds": "Modbus response times of a device (answered requests).",
+        "brume_data_dir_free_bytes": "Free space on the file system of the data folder (outbox, journal), for unprivileged users.",
+        "brume_data_dir_size_bytes": "Size of the file system of the data folder.",
+        "brume_process_disk_written_bytes_total": "Bytes the brume process caused to be written to storage (/proc/self/io write_bytes): SD card wear.",
         "brume_modbus_device_up": "1 while a Modbus device answers (0: backed off, probed).",
         "brume_device_last_reading_age_seconds": "Age of the newest reading of a device (data freshness).",
         "brume_outbox_readings": "Readings buffered in the outbox, not yet acknowledged by the uplink.",
@@ -106,6 +129,7 @@ final class MetricsExporter: Sendable {
 
     func render(_ g: Gateway) -> [UInt8] {
         let now = wallClockMillis()
+        var histograms: [(labels: [(String, String)], DeviceDetails.Histogram)] = []
         for src in g.sources {
             let l = [("source", src.name)]
             counter("brume_source_readings_total", l, src.stats.readings.current)
@@ -116,6 +140,7 @@ final class MetricsExporter: Sendable {
                 let dl = [("source", src.name), ("device", d.name)]
                 for c in d.counters { counter(c.name, dl + c.labels, Int64(c.value)) }
                 for x in d.gauges { gauge(x.name, dl + x.labels, x.value) }
+                for h in d.histograms { histograms.append((base + dl, h)) }
             }
         }
         for (source, devices) in g.live.snapshot {
@@ -183,11 +208,50 @@ final class MetricsExporter: Sendable {
         }
         counter("brume_pipeline_duplicates_dropped_total", [], g.pipeline.duplicatesDropped.current)
         gauge("brume_process_resident_memory_bytes", [], Double(ProcessStats.residentBytes()))
-        // A counter of seconds, kept as a gauge-free float: Prometheus counters here are integers, so this one is a gauge named _total by convention.
-        gauge("brume_process_cpu_seconds_total", [], ProcessStats.cpuSeconds())
+        counter("brume_process_cpu_seconds_total", [], seconds: ProcessStats.cpuSeconds())
+        if let w = ProcessStats.writtenBytes() { counter("brume_process_disk_written_bytes_total", [], w) }
+        if let (free, size) = ProcessStats.fileSystem(g.config.gateway.dataDir) {
+            gauge("brume_data_dir_free_bytes", [], Double(free))
+            gauge("brume_data_dir_size_bytes", [], Double(size))
+        }
         counter("brume_config_reloads_total", [("result", "applied")], g.reloads.current)
         counter("brume_config_reloads_total", [("result", "rejected")], g.reloadsRejected.current)
         gauge("brume_build_info", [("version", brumeVersion)], 1)
-        return registry.emitToBuffer()
+        var out = registry.emitToBuffer()
+        MetricsExporter.appendHistograms(histograms, to: &out)
+        return out
+    }
+
+    /// Histograms kept as bucket counts by their components (Modbus response times), in the
+    /// text exposition format: `_bucket{le=...}` cumulative, `_sum`, `_count`; HELP and TYPE
+    /// once per name.
+    static func appendHistograms(_ hs: [(labels: [(String, String)], DeviceDetails.Histogram)], to out: inout [UInt8]) {
+        var described: Set<String> = []
+        for (labels, h) in hs {
+            if described.insert(h.name).inserted {
+                out.append(contentsOf: "# HELP \(h.name) \(help[h.name] ?? h.name)\n# TYPE \(h.name) histogram\n".utf8)
+            }
+            let l = labels.map { "\($0.0)=\"\(escapeLabel($0.1))\"" }.joined(separator: ",")
+            var cumulative: Int64 = 0
+            for (i, n) in h.counts.enumerated() {
+                cumulative += n
+                let le = i < h.bounds.count ? WireFormat.formatNumber(h.bounds[i]) : "+Inf"
+                out.append(contentsOf: "\(h.name)_bucket{\(l),le=\"\(le)\"} \(cumulative)\n".utf8)
+            }
+            out.append(contentsOf: "\(h.name)_sum{\(l)} \(WireFormat.formatNumber(h.sum))\n\(h.name)_count{\(l)} \(cumulative)\n".utf8)
+        }
+    }
+
+    static func escapeLabel(_ s: String) -> String {
+        var o = ""
+        for c in s.unicodeScalars {
+            switch c {
+            case "\\": o += "\\\\"
+            case "\"": o += "\\\""
+            case "\n": o += "\\n"
+            default: o.unicodeScalars.append(c)
+            }
+        }
+        return o
     }
 }
