@@ -32,7 +32,8 @@ let package = Package(
         // Ed25519 signatures of commands (already built for AsyncHTTPClient's TLS stack).
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         // Sparkplug B payloads (the generated code is committed: no protoc plugin in the build).
-        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        // No default traits: "BinaryDelimitedStreams" imports full Foundation (ICU, +45 MB).
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0", traits: []),
     ],
     targets: [
         // System libraries (Debian: libmosquitto-dev, libsqlite3-dev, libserialport-dev).

@@ -36,7 +36,8 @@ cp -r deploy docs README.md gateway.toml "$WORK/"
 install -m 0755 "$BIN" "$WORK/build/brume"
 
 # Shell completions and the man page, from the command-line definitions themselves.
-"$BIN" --generate-completion-script bash > "$WORK/build/completions/brume.bash"
+# (bash-completion sources the file: no #! line)
+"$BIN" --generate-completion-script bash | sed '1{/^#!/d}' > "$WORK/build/completions/brume.bash"
 "$BIN" --generate-completion-script zsh > "$WORK/build/completions/_brume"
 "$BIN" --generate-completion-script fish > "$WORK/build/completions/brume.fish"
 AP=.build/checkouts/swift-argument-parser
@@ -69,6 +70,6 @@ cp "$TOP/brume_${VERSION}_${ARCH}.deb" "$OUT"
 cp "$TOP"/brume-dbgsym_"${VERSION}"_"${ARCH}".*deb dist/ 2>/dev/null || true
 if [ "${LINTIAN:-0}" = 1 ]; then
   # Errors and warnings fail the build; overrides, each with its reason, are in debian/.
-  lintian --fail-on error,warning --suppress-tags-from-file /dev/null "$OUT" >&2
+  lintian --fail-on error,warning "$OUT" >&2
 fi
 echo "$OUT"

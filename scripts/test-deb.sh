@@ -49,12 +49,14 @@ DEPS=$(dpkg-query -W -f='${Depends}' brume)
 for d in libc6 libmosquitto1 libsqlite3-0 libserialport0 libmodbus5 zlib1g; do
   echo "$DEPS" | grep -q "$d" || fail "Depends lacks $d: $DEPS"
 done
-echo "$DEPS" | grep -Eq 'libc6 \(>= [0-9.]+\)' || fail "libc6 is not versioned: $DEPS"
+echo "$DEPS" | grep -q 'libc6 (>= 2.36)' || fail "libc6 is not versioned for DT_RELR (>= 2.36): $DEPS"
+SIZE_MB=$(( $(stat -c %s /usr/bin/brume) / 1048576 ))
+[ "$SIZE_MB" -le 40 ] || fail "the installed binary is $SIZE_MB MB (was 35 MB stripped: full Foundation/ICU linked again? docs/PERFORMANCE.md)"
 ldd /usr/bin/brume | grep -q libswiftCore && fail "the Swift runtime is linked dynamically"
 ok "installed 1.0.0: binary $(du -h /usr/bin/brume | cut -f1), enabled (image-style), man page, completions, docs; Depends: $DEPS"
 
 # The admin disables the service; a technician edits the config; the outbox holds data.
-deb-systemd-helper disable brume.service >/dev/null
+systemctl disable brume.service >/dev/null 2>&1
 [ ! -e "$WANTS" ] || fail "disable did not remove the symlink"
 sed -i 's/gw-change-me/gw-site-42/' /etc/brume/gateway.toml
 runuser -u brume -- sqlite3 /var/lib/brume/outbox.db "CREATE TABLE canary(x); INSERT INTO canary VALUES ('undelivered readings');"
@@ -67,7 +69,7 @@ grep -q gw-site-42 /etc/brume/gateway.toml || fail "the edited config did not su
 [ "$(sha256sum /var/lib/brume/outbox.db | cut -d' ' -f1)" = "$SUM" ] || fail "the outbox changed during the upgrade"
 ok "upgraded to 1.0.1: still disabled as the admin left it, config edit and outbox kept"
 
-deb-systemd-helper enable brume.service >/dev/null
+systemctl enable brume.service >/dev/null 2>&1
 dpkg -r brume >/dev/null
 [ ! -e /usr/bin/brume ] || fail "binary still there after remove"
 [ -f /var/lib/brume/outbox.db ] || fail "remove deleted the outbox"
