@@ -90,6 +90,18 @@ func metric(_ text: String, _ prefix: String) -> Double? {
         let m = try TestHTTP.request(port: rig.apiPort, path: "/metrics")
         #expect(m.status == 200 && m.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true)
         #expect(metric(m.body, #"brume_source_readings_total{source="load"}"#) == 2000)
+        // Every series names its gateway (a fleet in one Prometheus); the exposition passes promtool.
+        let series = m.body.split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.isEmpty }
+        #expect(series.count > 30 && series.allSatisfy { $0.contains(#"gateway="gw-e2e""#) }, "\(series.filter { !$0.contains("gateway=") }.prefix(3))")
+        let promtoolPath = ["/usr/local/bin/promtool", "/usr/bin/promtool"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        #expect(promtoolPath != nil, "promtool is not installed: scripts/install-deps.sh")
+        if let promtoolPath {
+            try m.body.write(toFile: "\(rig.dir)/metrics.txt", atomically: true, encoding: .utf8)
+            let check = try Child("/bin/sh", ["-c", "'\(promtoolPath)' check metrics < '\(rig.dir)/metrics.txt'"], dir: rig.dir, name: "promtool")
+            #expect(check.wait(timeout: 30) == 0, "promtool check metrics: \(check.stdout) \(check.stderr)")
+        }
+        #expect(metric(m.body, "brume_process_cpu_seconds_total") ?? 0 > 0)
+        #expect(m.body.contains("# TYPE brume_process_cpu_seconds_total counter"))
         #expect(metric(m.body, #"brume_uplink_readings_acked_total{uplink="cloud"}"#) == 2000)
         #expect(metric(m.body, #"brume_uplink_up{uplink="cloud"}"#) == 1)
         #expect(metric(m.body, "brume_uplink_publish_latency_seconds_count") ?? 0 >= 1)

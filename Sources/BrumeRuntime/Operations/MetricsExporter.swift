@@ -1,43 +1,41 @@
 import BrumeCore
 import BrumeStore
 import BrumeUplink
-import CoreMetrics
 import Prometheus
 import Synchronization
 
-/// Prometheus metrics (`GET /metrics`) through swift-metrics and swift-prometheus.
+/// Prometheus metrics (`GET /metrics`) through swift-prometheus.
 ///
 /// The components keep their own lock-free counters (one relaxed atomic add on
 /// the hot path); at scrape time they are mirrored into the registry: totals
 /// as counters (incremented by the difference since the last scrape), levels
-/// as gauges. The publish latency is recorded as it happens, through a
-/// swift-metrics `Timer` backed by a Prometheus histogram.
+/// as gauges. The publish latency is recorded as it happens, in a Prometheus histogram.
 final class MetricsExporter: Sendable {
     let registry = PrometheusCollectorRegistry()
-    let factory: PrometheusMetricsFactory
     private let mirrored = Mutex<[String: Int64]>([:])
     private let mirroredSeconds = Mutex<[String: Double]>([:])
-    private let timers = Mutex<[String: CoreMetrics.Timer]>([:])
+    private let timers = Mutex<[String: DurationHistogram]>([:])
     /// Every series carries `gateway="<id>"`: a fleet's metrics in one Prometheus stay apart
     /// even where the scrape configuration does not relabel them.
     let base: [(String, String)]
 
-    /// The publish → acknowledgement latency histogram of one uplink.
-    func publishLatency(_ uplink: String) -> CoreMetrics.Timer {
+    /// The publish → acknowledgement latency histogram of one uplink (recorded as it happens).
+    func publishLatency(_ uplink: String) -> DurationHistogram {
         timers.withLock { t in
             if let x = t[uplink] { return x }
-            let x = CoreMetrics.Timer(label: "brume_uplink_publish_latency_seconds", dimensions: base + [("uplink", uplink)], preferredDisplayUnit: .seconds, factory: factory)
+            let name = "brume_uplink_publish_latency_seconds"
+            let x = registry.makeDurationHistogram(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: MetricsExporter.help[name] ?? ""),
+                                                   labels: base + [("uplink", uplink)], buckets: MetricsExporter.latencyBuckets)
             t[uplink] = x
             return x
         }
     }
 
+    static let latencyBuckets: [Duration] = [.milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+                                             .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10)]
+
     init(gateway: String) {
         base = [("gateway", gateway)]
-        var f = PrometheusMetricsFactory(registry: registry)
-        f.defaultDurationHistogramBuckets = [.milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
-                                             .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10)]
-        factory = f
     }
 
     /// Sets a counter to `total` (counters only go up: a total that went down, e.g.
@@ -113,6 +111,7 @@ final class MetricsExporter: Sendable {
         "brume_uplink_dead_lettered_total": "Readings in batches the endpoint refused for good (kept as dead letters).",
         "brume_uplink_errors_total": "Failed deliveries, by reason (network, http_503, http_429, not_connected ...).",
         "brume_uplink_backlog_readings": "Readings this uplink has not acknowledged yet.",
+        "brume_uplink_publish_latency_seconds": "Publish to acknowledgement (MQTT PUBACK, HTTP 2xx) of a batch.",
         "brume_uplink_inbound_rejected_total": "Messages on an uplink format's command topics that were refused (bad Sparkplug payload, malformed ThingsBoard RPC ...), by reason.",
         "brume_commands": "Commands in the journal, by state.",
         "brume_commands_rejected_total": "Commands refused, by reason (unsigned, bad_signature, unknown_key, clock_unsynchronised, bad_value, ...).",
