@@ -121,8 +121,15 @@ struct Ports: ParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
 
+    @Flag(help: "Print a [[source]] stanza for each port, naming USB adapters by their identity (survives replugs and renumbering), to paste into gateway.toml.")
+    var toml = false
+
     func run() throws {
         let ports = PortDiscovery.list()
+        if toml {
+            print(PortStanzas.toml(ports))
+            return
+        }
         var claims: [(name: String, spec: PortSpec)] = []
         if let config {
             for s in try loadForTool(config).sources {
