@@ -30,7 +30,8 @@ fi
 if ! command -v promtool >/dev/null 2>&1 && [ ! -x /usr/local/bin/promtool ]; then
   echo "installing promtool (from Debian's prometheus package, extracted)"
   tmp="$(mktemp -d)"
-  (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1 && dpkg-deb -x prometheus_*.deb x \
+  (cd "$tmp" && { apt-get download -qq prometheus >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get download -qq prometheus >/dev/null 2>&1; }; } \
+    && dpkg-deb -x prometheus_*.deb x \
     && install -m 0755 x/usr/bin/promtool /usr/local/bin/promtool) || echo "warning: could not install promtool" >&2
   rm -rf "$tmp"
 fi
