@@ -522,16 +522,3 @@ func render(_ template: String, _ value: Value) -> String {
     }
     return out
 }
-
-extension String {
-    func replacingAll(_ target: String, with replacement: String) -> String {
-        var out = ""
-        var rest = Substring(self)
-        while let r = rest.firstRange(of: target) {
-            out += rest[..<r.lowerBound]
-            out += replacement
-            rest = rest[r.upperBound...]
-        }
-        return out + rest
-    }
-}

@@ -47,7 +47,7 @@ public struct PerReadingLayout: MQTTLayout {
     public mutating func nextWill() -> MQTTWill? { nil }
 
     func topic(device: String, metric: String) -> String {
-        format.topic.replacingOccurrencesOf("{device}", with: topicLevel(device)).replacingOccurrencesOf("{metric}", with: metric.isEmpty ? "_" : metric.filter { $0 != "+" && $0 != "#" })
+        format.topic.replacingAll("{device}", with: topicLevel(device)).replacingAll("{metric}", with: metric.isEmpty ? "_" : metric.filter { $0 != "+" && $0 != "#" })
     }
 
     public mutating func encode(_ batch: BatchRecord, readings: [Reading], now: Int64) -> [MQTTOutMessage] {
@@ -142,17 +142,4 @@ public struct PerReadingLayout: MQTTLayout {
     public mutating func received(topic: String, payload: UnsafeRawBufferPointer, now: Int64) -> LayoutInbound { .none }
     public func reply(to result: CommandResult) -> MQTTOutMessage? { nil }
     public mutating func stopping(now: Int64) -> [MQTTOutMessage] { [] }
-}
-
-extension String {
-    func replacingOccurrencesOf(_ target: String, with replacement: String) -> String {
-        var out = ""
-        var rest = Substring(self)
-        while let r = rest.firstRange(of: target) {
-            out += rest[..<r.lowerBound]
-            out += replacement
-            rest = rest[r.upperBound...]
-        }
-        return out + rest
-    }
 }
