@@ -33,6 +33,13 @@ getent passwd brume >/dev/null || fail "no brume user"
 id -nG brume | grep -qw dialout || fail "brume is not in dialout"
 [ "$(stat -c %U:%a /var/lib/brume)" = "brume:750" ] || fail "/var/lib/brume is $(stat -c %U:%a /var/lib/brume)"
 [ "$(stat -c %U:%G:%a /etc/brume/gateway.toml)" = "root:brume:640" ] || fail "gateway.toml is $(stat -c %U:%G:%a /etc/brume/gateway.toml)"
+[ "$(stat -c %U:%G:%a /etc/brume/conf.d)" = "root:brume:750" ] || fail "conf.d is $(stat -c %U:%G:%a /etc/brume/conf.d)"
+# A site file in conf.d replaces the packaged placeholder id (docs/configuration.md, "conf.d").
+printf '[gateway]\nid = "${SITE_ID}"\n' > /etc/brume/conf.d/50-site.toml
+SITE_ID=gw-site-17 /usr/bin/brume check /etc/brume/gateway.toml > /tmp/brume-deb-check.txt 2>&1 || { cat /tmp/brume-deb-check.txt; fail "the config with conf.d/50-site.toml does not pass brume check"; }
+grep -q 'gateway "gw-site-17".*merged: /etc/brume/conf.d/50-site.toml' /tmp/brume-deb-check.txt || fail "conf.d/50-site.toml was not merged: $(cat /tmp/brume-deb-check.txt)"
+grep -q "placeholder" /tmp/brume-deb-check.txt && fail "the placeholder warning stays although conf.d sets the id"
+/usr/bin/brume check /etc/brume/gateway.toml 2>&1 | grep -q "conf.d/50-site.toml:2:6: environment variable SITE_ID is not set" || fail "an unset variable is not reported in the included file"
 UNIT=$(dpkg -L brume | grep -E '/systemd/system/brume.service$' | head -1)
 [ -n "$UNIT" ] && [ -f "$UNIT" ] || fail "no systemd unit"
 grep -q '^Type=notify' "$UNIT" || fail "unit is not Type=notify"
@@ -66,6 +73,7 @@ dpkg -i --force-confold "$V2" >/dev/null
 [ "$(dpkg-query -W -f='${Version}' brume)" = "1.0.1" ] || fail "upgrade did not happen"
 [ ! -e "$WANTS" ] || fail "the upgrade re-enabled a service the admin disabled"
 grep -q gw-site-42 /etc/brume/gateway.toml || fail "the edited config did not survive the upgrade"
+[ -f /etc/brume/conf.d/50-site.toml ] || fail "the upgrade removed the technician's conf.d/50-site.toml"
 [ "$(sha256sum /var/lib/brume/outbox.db | cut -d' ' -f1)" = "$SUM" ] || fail "the outbox changed during the upgrade"
 ok "upgraded to 1.0.1: still disabled as the admin left it, config edit and outbox kept"
 

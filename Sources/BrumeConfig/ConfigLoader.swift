@@ -17,26 +17,64 @@ public enum ConfigFailure: Error, Sendable {
 /// (files named in the config, like password_file, are checked at start).
 public enum ConfigLoader {
 
-    public static func load(path: String) -> Result<(GatewayConfig, [Diagnostic]), ConfigFailure> {
-        switch readFile(path) {
-        case .failure(let reason): return .failure(.unreadable(path: path, reason: reason.description))
-        case .success(let text): return parse(text: text, file: path)
+    /// `path`, then `conf.d/*.toml` next to it, merged; `${...}` references resolved from
+    /// `environment` (the process's by default). See Includes.swift for the rules.
+    public static func load(path: String, environment: [String: String]? = nil, unresolved: UnresolvedReferences = .error) -> Result<(GatewayConfig, [Diagnostic]), ConfigFailure> {
+        let dir = Includes.directory(for: path)
+        var includes: [String] = []
+        switch Includes.files(in: dir) {
+        case .success(let f): includes = f
+        case .failure(let reason): return .failure(.unreadable(path: dir, reason: reason.description))
         }
+        var texts: [(String, String)] = []
+        for file in [path] + includes {
+            switch readFile(file) {
+            case .failure(let reason): return .failure(.unreadable(path: file, reason: reason.description))
+            case .success(let text): texts.append((file, text))
+            }
+        }
+        return parse(files: texts, environment: environment ?? Interpolator.processEnvironment(), unresolved: unresolved)
+    }
+
+    /// What a `${...}` that cannot be resolved is.
+    public enum UnresolvedReferences: Sendable {
+        /// An error (the daemon, `brume check`).
+        case error
+        /// Not a problem: the value stays as written and its own diagnostics are dropped. For
+        /// operator tools (`brume status`, `tail`...) run from a shell without the unit's
+        /// environment or credentials; they only need the other settings.
+        case ignore
     }
 
     /// Returns the configuration and its warnings, or every error at once.
-    public static func parse(text: String, file: String) -> Result<(GatewayConfig, [Diagnostic]), ConfigFailure> {
-        let sink = DiagnosticSink(file: file)
-        let root: TOMLTable
-        do {
-            root = try TOMLParser.parse(text)
-        } catch {
-            return .failure(.invalid([Diagnostic(file: file, position: error.position, message: "TOML syntax error: \(error.message)")]))
+    public static func parse(text: String, file: String, environment: [String: String] = [:]) -> Result<(GatewayConfig, [Diagnostic]), ConfigFailure> {
+        parse(files: [(file, text)], environment: environment)
+    }
+
+    /// Several files (the main one first), merged in order.
+    public static func parse(files: [(name: String, text: String)], environment: [String: String], unresolved: UnresolvedReferences = .error) -> Result<(GatewayConfig, [Diagnostic]), ConfigFailure> {
+        let sink = DiagnosticSink(files: files.map(\.name))
+        var root = TOMLTable()
+        for (i, f) in files.enumerated() {
+            do {
+                var t = try TOMLParser.parse(f.text)
+                if i == 0 { root = t } else {
+                    Includes.renumber(&t, file: i)
+                    Includes.merge(&root, t)
+                }
+            } catch {
+                var pos = error.position
+                pos.file = i
+                sink.error(pos, "TOML syntax error: \(error.message)")
+            }
         }
-        let config = Builder(sink: sink).build(root)
+        if sink.hasErrors { return .failure(.invalid(sink.items.sorted())) }
+        Interpolator(environment: environment, lenient: unresolved == .ignore).apply(&root, sink: sink)
+        let config = sink.hasErrors ? nil : Builder(sink: sink).build(root)
         let sorted = sink.items.sorted()
-        if sink.hasErrors || config == nil { return .failure(.invalid(sorted)) }
-        return .success((config!, sorted))
+        guard !sink.hasErrors, var config else { return .failure(.invalid(sorted)) }
+        config.files = files.map(\.name)
+        return .success((config, sorted))
     }
 
     public static func readFile(_ path: String) -> Result<String, ConfigProblem> {
@@ -241,7 +279,7 @@ struct Builder {
                     let r = TableReader(st, context: label, sink: sink)
                     if case .string(let n)? = st["name"]?.value {
                         if let first = names[n] {
-                            r.error(r.position(of: "name"), "duplicate source name \"\(n)\" (first defined at \(first))")
+                            r.error(r.position(of: "name"), "duplicate source name \"\(n)\" (first defined at \(sink.place(first)))")
                         } else {
                             names[n] = r.position(of: "name")
                         }
@@ -255,7 +293,7 @@ struct Builder {
                         let at = st[key] != nil ? r.position(of: key) : st.position
                         for claim in resourceClaims(src) {
                             if let (other, pos) = claims[claim] {
-                                r.error(at, "\(claim) is already used by source \"\(other)\" (\(pos)); give each source its own \(key == "port" ? "port" : "client_id")")
+                                r.error(at, "\(claim) is already used by source \"\(other)\" (\(sink.place(pos))); give each source its own \(key == "port" ? "port" : "client_id")")
                             } else {
                                 claims[claim] = (src.name, at)
                             }
@@ -295,7 +333,7 @@ struct Builder {
                     if case .string(let n)? = at["name"]?.value { label = "[[actuator]] \"\(n)\"" }
                     let r = TableReader(at, context: label, sink: sink)
                     if let act = buildActuator(r, sources: sources) {
-                        if let first = seen[act.name] { r.error(r.position(of: "name"), "duplicate actuator name \"\(act.name)\" (first defined at \(first))") }
+                        if let first = seen[act.name] { r.error(r.position(of: "name"), "duplicate actuator name \"\(act.name)\" (first defined at \(sink.place(first)))") }
                         else { seen[act.name] = r.position(of: "name") }
                         actuators.append(act)
                     }
@@ -329,10 +367,10 @@ struct Builder {
         guard let s = r.string(key) else { return nil }
         let text = r.table.entry(key).map { _ in s } ?? s
         let quote = 1 // "..." and '...' (multi-line strings: the column is approximate)
-        return ExprText(text, at: SourceSpan(line: e.node.position.line, column: e.node.position.column + quote))
+        return ExprText(text, at: SourceSpan(line: e.node.position.line, column: e.node.position.column + quote, file: e.node.position.file))
     }
 
-    func span(_ pos: SourcePosition) -> SourceSpan { SourceSpan(line: pos.line, column: pos.column) }
+    func span(_ pos: SourcePosition) -> SourceSpan { SourceSpan(line: pos.line, column: pos.column, file: pos.file) }
 
     func tables(_ top: TableReader, _ key: String) -> [(TOMLTable, TableReader)] {
         guard let n = top.node(key) else { return [] }

@@ -19,21 +19,29 @@ public struct Diagnostic: Sendable, Hashable, CustomStringConvertible, Comparabl
     }
 
     public static func < (a: Diagnostic, b: Diagnostic) -> Bool {
-        (a.position.line, a.position.column, a.message) < (b.position.line, b.position.column, b.message)
+        (a.position.file, a.position.line, a.position.column, a.message) < (b.position.file, b.position.line, b.position.column, b.message)
     }
 }
 
-/// Collects every diagnostic of one file; validation never stops at the first.
+/// Collects every diagnostic of a configuration; validation never stops at the first.
+/// A position names its file by index (`SourcePosition.file`): gateway.toml, then conf.d/*.toml.
 final class DiagnosticSink {
-    let file: String
+    let files: [String]
     private(set) var items: [Diagnostic] = []
-    init(file: String) { self.file = file }
+    /// Values whose problems are not reported (see `ConfigLoader.UnresolvedReferences.ignore`).
+    var ignored: Set<SourcePosition> = []
+    init(files: [String]) { self.files = files.isEmpty ? ["gateway.toml"] : files }
+    convenience init(file: String) { self.init(files: [file]) }
+    func fileName(_ pos: SourcePosition) -> String { files.indices.contains(pos.file) ? files[pos.file] : files[0] }
     func error(_ pos: SourcePosition, _ message: String) {
-        items.append(Diagnostic(file: file, position: pos, message: message))
+        if ignored.contains(pos) { return }
+        items.append(Diagnostic(file: fileName(pos), position: pos, message: message))
     }
     func warning(_ pos: SourcePosition, _ message: String) {
-        items.append(Diagnostic(file: file, position: pos, message: message, severity: .warning))
+        items.append(Diagnostic(file: fileName(pos), position: pos, message: message, severity: .warning))
     }
+    /// How a message refers to another place: "LINE:COL", with the file when there are several.
+    func place(_ pos: SourcePosition) -> String { files.count > 1 ? "\(fileName(pos)):\(pos)" : "\(pos)" }
     var hasErrors: Bool { items.contains { $0.severity == .error } }
 }
 

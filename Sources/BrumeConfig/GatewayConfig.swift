@@ -19,6 +19,8 @@ public struct GatewayConfig: Sendable {
     public var commands = CommandsSection()
     /// Local rules, derived metrics and triggers, already compiled (checked).
     public var rules: RulesConfig = RulesConfig()
+    /// The files it was read from: the main file, then the conf.d files merged into it.
+    public var files: [String] = []
 }
 
 public struct RulesConfig: Sendable {

@@ -151,8 +151,8 @@ struct SpanMap {
     func span(_ pos: Int) -> SourceSpan {
         var line = 0
         while line + 1 < lineStarts.count && lineStarts[line + 1] <= pos { line += 1 }
-        if line == 0 { return SourceSpan(line: base.line, column: base.column + pos) }
-        return SourceSpan(line: base.line + line, column: pos - lineStarts[line] + 1)
+        if line == 0 { return SourceSpan(line: base.line, column: base.column + pos, file: base.file) }
+        return SourceSpan(line: base.line + line, column: pos - lineStarts[line] + 1, file: base.file)
     }
 }
 

@@ -15,9 +15,12 @@ import BrumeCore
 public struct SourceSpan: Sendable, Hashable, CustomStringConvertible {
     public var line: Int
     public var column: Int
-    public init(line: Int, column: Int) {
+    /// The configuration file it is in (see `SourcePosition.file`).
+    public var file: Int
+    public init(line: Int, column: Int, file: Int = 0) {
         self.line = line
         self.column = column
+        self.file = file
     }
     public var description: String { "\(line):\(column)" }
 }

@@ -44,7 +44,8 @@ struct Check: ParsableCommand {
         switch ConfigLoader.load(path: file) {
         case .success(let (config, warnings)):
             for w in warnings { print(w) }
-            print("\(file): ok (gateway \"\(config.gateway.id)\", \(config.sources.count) source\(config.sources.count == 1 ? "" : "s"), \(config.uplinks.count) uplink\(config.uplinks.count == 1 ? "" : "s"))")
+            let merged = config.files.dropFirst()
+            print("\(file): ok (gateway \"\(config.gateway.id)\", \(config.sources.count) source\(config.sources.count == 1 ? "" : "s"), \(config.uplinks.count) uplink\(config.uplinks.count == 1 ? "" : "s")\(merged.isEmpty ? "" : "; merged: " + merged.joined(separator: ", ")))")
         case .failure(.unreadable(let path, let reason)):
             printErr("\(path): cannot read: \(reason)")
             throw ExitCode(ExitStatus.unreadableConfig)

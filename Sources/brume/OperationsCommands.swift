@@ -9,8 +9,10 @@ import Glibc
 #endif
 
 /// Loads the configuration for a tool command (exit 1/2 with diagnostics when it is broken).
+/// `${...}` references this shell cannot resolve (the unit's environment, its credentials) are
+/// not errors here: tools need the API address, the data folder, the sources.
 func loadForTool(_ path: String) throws -> GatewayConfig {
-    switch ConfigLoader.load(path: path) {
+    switch ConfigLoader.load(path: path, unresolved: .ignore) {
     case .success(let (cfg, _)): return cfg
     case .failure(.unreadable(let p, let reason)):
         printErr("\(p): cannot read: \(reason)")

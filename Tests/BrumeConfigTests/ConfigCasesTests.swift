@@ -40,16 +40,20 @@ private func plural(_ n: Int, _ word: String) -> String { "\(n) \(word)\(n == 1 
 /// What `brume check` prints on stdout for `path`, with the file shown as `shownAs`.
 /// (The error count goes to stderr and is not part of it.)
 private func renderCheck(path: String, shownAs: String) -> String {
+    // The main file as `shownAs`, an included file relative to the case folder (conf.d/NAME).
+    let folder = String(path.dropLast("gateway.toml".count))
+    func relative(_ file: String) -> String { file == path ? shownAs : file.hasPrefix(folder) ? String(file.dropFirst(folder.count)) : file }
     func shown(_ d: Diagnostic) -> String {
         var d = d
-        d.file = shownAs
-        return "\(d)"
+        d.file = relative(d.file)
+        return "\(d)".replacingOccurrences(of: folder, with: "")
     }
     var lines: [String] = []
     switch ConfigLoader.load(path: path) {
     case .success(let (config, warnings)):
         lines += warnings.map(shown)
-        lines.append("\(shownAs): ok (gateway \"\(config.gateway.id)\", \(plural(config.sources.count, "source")), \(plural(config.uplinks.count, "uplink")))")
+        let merged = config.files.dropFirst().map(relative)
+        lines.append("\(shownAs): ok (gateway \"\(config.gateway.id)\", \(plural(config.sources.count, "source")), \(plural(config.uplinks.count, "uplink"))\(merged.isEmpty ? "" : "; merged: " + merged.joined(separator: ", ")))")
     case .failure(.invalid(let diagnostics)):
         lines += diagnostics.map(shown)
     case .failure(.unreadable(let p, let reason)):

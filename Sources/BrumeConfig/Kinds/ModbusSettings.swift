@@ -103,7 +103,7 @@ extension Builder {
                                               wordOrder: wordOrder, byteOrder: byteOrder) else { ok = false; dctx.finish(); continue }
             dctx.finish()
             if let first = deviceNames[dev.name] {
-                dctx.error(dctx.position(of: "name"), "duplicate device name \"\(dev.name)\" on this bus (first at \(first))")
+                dctx.error(dctx.position(of: "name"), "duplicate device name \"\(dev.name)\" on this bus (first at \(dctx.sink.place(first)))")
                 ok = false
             } else { deviceNames[dev.name] = dctx.position(of: "name") }
             if let (other, at) = units[dev.unit] {
@@ -148,7 +148,7 @@ extension Builder {
                     let pr = TableReader(pt, context: "\(r.context) \(label)", sink: sink)
                     if let p = buildPoint(pr, poll: devPoll, wordOrder: wo, byteOrder: bo) {
                         if let first = metrics[p.metric] {
-                            pr.error(pr.position(of: "metric"), "duplicate metric \"\(p.metric)\" on this device (first at \(first))")
+                            pr.error(pr.position(of: "metric"), "duplicate metric \"\(p.metric)\" on this device (first at \(pr.sink.place(first)))")
                             ok = false
                         } else { metrics[p.metric] = pr.position(of: "metric") }
                         points.append(p)

@@ -119,7 +119,7 @@ extension Builder {
         switch RulesCompiler.compile(rules: cfg.rules, derived: cfg.derived, triggers: cfg.triggers) {
         case .success(let c): cfg.compiled = c
         case .failure(let diags):
-            for d in diags.all { sink.error(SourcePosition(line: d.span.line, column: d.span.column), d.message) }
+            for d in diags.all { sink.error(SourcePosition(line: d.span.line, column: d.span.column, file: d.span.file), d.message) }
         }
         return cfg
     }

@@ -14,14 +14,18 @@
 public struct SourcePosition: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var line: Int
     public var column: Int
+    /// Which file of a configuration made of several (gateway.toml is 0, then conf.d/*.toml in
+    /// order); the parser always writes 0 and `ConfigLoader` renumbers an included file's tree.
+    public var file: Int
 
-    public init(line: Int, column: Int) {
+    public init(line: Int, column: Int, file: Int = 0) {
         self.line = line
         self.column = column
+        self.file = file
     }
 
     public static func < (lhs: SourcePosition, rhs: SourcePosition) -> Bool {
-        (lhs.line, lhs.column) < (rhs.line, rhs.column)
+        (lhs.file, lhs.line, lhs.column) < (rhs.file, rhs.line, rhs.column)
     }
 
     /// "LINE:COL"
