@@ -26,24 +26,44 @@ struct Brume: AsyncParsableCommand {
         commandName: "brume",
         abstract: "Brume: IoT edge gateway. Reads sensors, buffers in SQLite, syncs batches to the cloud.",
         version: brumeVersion,
-        subcommands: [Run.self, Check.self, Status.self, Tail.self, Reload.self, Buffer.self, Ports.self, Keygen.self, Sign.self],
+        subcommands: [Run.self, Check.self, Test.self, Status.self, Tail.self, Reload.self, Buffer.self, Ports.self, Keygen.self, Sign.self],
         defaultSubcommand: nil)
 }
 
 let defaultConfigPath = "/etc/brume/gateway.toml"
 
-struct Check: ParsableCommand {
+struct Check: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check a configuration file and print every problem as FILE:LINE:COL: message.",
-        discussion: "Exit status: 0 valid, 1 invalid, 2 the file cannot be read.")
+        discussion: "Exit status: 0 valid, 1 invalid, 2 the file cannot be read, 3 (--connect) something would fail at start.")
 
     @Argument(help: "The configuration file.")
     var file: String = defaultConfigPath
 
-    func run() throws {
+    @Flag(help: "Also try every broker, HTTP endpoint, secret and TLS file, serial port and Modbus device (exit 3 when one would fail at start).")
+    var connect = false
+
+    @Option(help: "With --connect: seconds to wait for each broker.")
+    var timeout: Double = 10
+
+    func run() async throws {
         switch ConfigLoader.load(path: file) {
         case .success(let (config, warnings)):
             for w in warnings { print(w) }
+            if connect {
+                LoggingSystem.bootstrap { label in LogfmtHandler(label: label, level: .warning) }
+                let held = runningGateway(config)
+                if held { printLine("the gateway is running: its serial ports are not opened, brokers are tried under their own client ids") }
+                let outcomes = await ConnectCheck.run(config, timeout: .milliseconds(Int64(max(0.5, min(timeout, 120)) * 1000)), portsHeld: held,
+                                                      logger: Logger(label: "brume.check")) { o in
+                    printLine("\(o.ok ? "ok  " : "FAIL") \(o.subject): \(o.detail)")
+                }
+                let failed = outcomes.filter { !$0.ok }.count
+                if failed > 0 {
+                    printErr("\(file): \(failed) of \(outcomes.count) would fail at start")
+                    throw ExitCode(ExitStatus.startupFailed)
+                }
+            }
             let merged = config.files.dropFirst()
             print("\(file): ok (gateway \"\(config.gateway.id)\", \(config.sources.count) source\(config.sources.count == 1 ? "" : "s"), \(config.uplinks.count) uplink\(config.uplinks.count == 1 ? "" : "s")\(merged.isEmpty ? "" : "; merged: " + merged.joined(separator: ", ")))")
         case .failure(.unreadable(let path, let reason)):

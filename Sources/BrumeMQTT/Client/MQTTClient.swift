@@ -148,6 +148,9 @@ public struct MQTTHandlers: Sendable {
     /// they are not durable (a full disk), so it drops the connection without writing the
     /// PUBACKs, and the broker delivers them again to the next session.
     public var ackGate: (@Sendable (AckGateContext) -> Bool)?
+    /// A connection attempt failed before CONNACK was accepted (TCP, TLS, the broker's refusal);
+    /// the client tries again after its backoff. For `brume check --connect`.
+    public var onConnectFailed: @Sendable (_ reason: String) -> Void = { _ in }
 
     public init(onConnect: @escaping @Sendable (MQTTClient, UInt64, Bool) -> Void = { _, _, _ in },
                 onDisconnect: @escaping @Sendable (UInt64, String) -> Void = { _, _ in },
@@ -349,6 +352,7 @@ public final class MQTTClient: @unchecked Sendable {
                 connectFailures.add()
                 let reason = rc == Int32(MOSQ_ERR_ERRNO.rawValue) ? String(cString: strerror(errno)) : String(cString: mosquitto_strerror(rc))
                 logRateLimited("MQTT connect failed", reason: reason)
+                handlers.onConnectFailed(reason)
                 destroyHandle()
                 stateGauge.set(.disconnected)
                 // Failover: the next broker of the cluster, after the (jittered) backoff.
@@ -401,6 +405,7 @@ public final class MQTTClient: @unchecked Sendable {
                 logger.warning("MQTT connection lost", metadata: ["mqtt.broker": "\(currentBroker.current.map { "\($0)" } ?? "\(options.host):\(options.port)")", "mqtt.client_id": "\(options.clientID)", "error": "\(reason)"])
             } else {
                 logRateLimited("MQTT connection refused or dropped before CONNACK", reason: reason)
+                handlers.onConnectFailed(reason)
             }
             if connects.current > connectedAtStart { backoff.reset() } else if brokers.count > 1 { index += 1 }
             sleepInterruptibly(backoff.next())
@@ -504,6 +509,7 @@ public final class MQTTClient: @unchecked Sendable {
             let rc = useOSCerts && tls.certFile == nil ? 0 : mosquitto_tls_set(h, tls.caFile, tls.caPath, tls.certFile, tls.keyFile, nil)
             if rc != 0 {
                 logRateLimited("MQTT TLS setup failed (check ca_file, cert_file, key_file)", reason: String(cString: mosquitto_strerror(rc)))
+                handlers.onConnectFailed("TLS setup failed (check ca_file, cert_file, key_file): \(String(cString: mosquitto_strerror(rc)))")
                 mosquitto_destroy(h)
                 return nil
             }
@@ -562,6 +568,7 @@ public final class MQTTClient: @unchecked Sendable {
             let reason = negotiatedVersion.load(ordering: .relaxed) == MQTT_PROTOCOL_V5
                 ? String(cString: mosquitto_reason_string(rc)) : String(cString: mosquitto_connack_string(rc))
             logRateLimited("MQTT broker refused the connection", reason: reason)
+            handlers.onConnectFailed("the broker refused the connection: \(reason)")
             return
         }
         brokerMaxPacketSize.store(maxPacket, ordering: .relaxed)

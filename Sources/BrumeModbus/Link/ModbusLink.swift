@@ -197,3 +197,36 @@ final class ModbusLink {
         return .io(String(cString: modbus_strerror(e)))
     }
 }
+
+/// `brume check --connect`: opens the bus once and reads each device's first point.
+public enum ModbusProbe {
+    public struct DeviceOutcome: Sendable {
+        public var device: String
+        public var unit: UInt8
+        /// Milliseconds to the answer, or why there was none.
+        public var result: Result<Int64, ModbusFailure>
+    }
+
+    /// Fails as a whole when the port cannot be opened or the TCP connection made.
+    public static func probe(_ transport: ModbusTransport, resolvedPath: String?, devices: [ModbusDeviceOptions]) -> Result<[DeviceOutcome], ModbusFailure> {
+        let link = ModbusLink(transport: transport)
+        do { try link.open(path: resolvedPath) } catch { return .failure(error) }
+        defer { link.close() }
+        var out: [DeviceOutcome] = []
+        for d in devices {
+            guard let p = d.points.first else { continue }
+            link.prepare(unit: d.unit, timeoutMillis: d.timeoutMillis)
+            let start = ContinuousClock.now
+            let r = link.read(p.table, start: p.address, count: p.count)
+            let ms = (ContinuousClock.now - start).components
+            let elapsed = ms.seconds * 1000 + ms.attoseconds / 1_000_000_000_000_000
+            switch r {
+            case .success: out.append(DeviceOutcome(device: d.name, unit: d.unit, result: .success(elapsed)))
+            case .failure(let f):
+                link.flush()
+                out.append(DeviceOutcome(device: d.name, unit: d.unit, result: .failure(f)))
+            }
+        }
+        return .success(out)
+    }
+}

@@ -5,7 +5,7 @@ import Logging
 
 /// `[[source]] kind = "mqtt"`: a field broker's topics → readings; actuators published to it.
 enum MQTTSourceKind {
-    static func make(_ s: SourceConfig, _ m: MQTTSourceConfig, sink: Pipeline, logger: Logger) throws -> RunningSource {
+    static func make(_ s: SourceConfig, _ m: MQTTSourceConfig, sink: any ReadingSink, logger: Logger) throws -> RunningSource {
         var client = UplinkKinds.mqttClientOptions(m.connection, password: try Gateway.secret(m.connection.passwordFile, logger: logger),
                                                    cleanSession: !(m.persistentSession && m.qos > 0), maxInflight: 32)
         client.protocolVersion = m.mqttVersion == "3.1.1" ? .v311 : m.mqttVersion == "5" ? .v5 : .auto

@@ -7,7 +7,7 @@ import Logging
 /// `[[source]] kind = "modbus"`: one bus (RTU or TCP) polled by its scheduler; per-device
 /// statistics in status and metrics; actuators written as coils or registers.
 enum ModbusSourceKind {
-    static func make(_ s: SourceConfig, _ c: ModbusSourceConfig, sink: Pipeline, logger: Logger) -> RunningSource {
+    static func make(_ s: SourceConfig, _ c: ModbusSourceConfig, sink: any ReadingSink, logger: Logger) -> RunningSource {
         let transport: ModbusTransport = switch c.transport {
         case .rtu(let port, let baud, let bits, let parity, let stop, let rs485): .rtu(port: port, baud: baud, parity: parity, dataBits: bits, stopBits: stop, rs485: rs485)
         case .tcp(let host, let port): .tcp(host: host, port: port)

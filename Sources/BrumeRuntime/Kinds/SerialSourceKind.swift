@@ -5,7 +5,7 @@ import Logging
 
 /// `[[source]] kind = "serial"`: a serial line's frames → readings; actuators written to it.
 enum SerialSourceKind {
-    static func make(_ s: SourceConfig, _ c: SerialSourceConfig, sink: Pipeline, logger: Logger) -> RunningSource {
+    static func make(_ s: SourceConfig, _ c: SerialSourceConfig, sink: any ReadingSink, logger: Logger) -> RunningSource {
         let settings = SerialSettings(baud: c.baud, dataBits: c.dataBits, parity: SerialSettings.Parity(rawValue: c.parity) ?? .none,
                                       stopBits: c.stopBits, flowControl: SerialSettings.FlowControl(rawValue: c.flowControl) ?? .none)
         let options = SerialSourceOptions(

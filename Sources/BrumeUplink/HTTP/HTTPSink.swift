@@ -190,6 +190,40 @@ public final class HTTPSink: BatchSink, Sendable {
         }
     }
 
+    /// `brume check --connect`: the TCP connection, the TLS handshake and the credentials (an
+    /// OAuth2 token is fetched) with a HEAD request, which stores nothing at the endpoint. The
+    /// endpoint's answer to a real batch is not known until one is sent.
+    public func probe() async -> Result<String, UplinkError> {
+        var req = HTTPClientRequest(url: options.url)
+        req.method = .HEAD
+        req.headers.add(name: "User-Agent", value: "brume")
+        var how = ""
+        switch options.auth {
+        case .none: break
+        case .bearer(let token): req.headers.add(name: "Authorization", value: "Bearer \(token)")
+        case .token(let token): req.headers.add(name: "Authorization", value: "Token \(token)")
+        case .oauth2:
+            do {
+                req.headers.add(name: "Authorization", value: "Bearer \(try await oauth!.token())")
+                how = "OAuth2 token obtained; "
+            } catch {
+                return .failure(UplinkError("cannot get an OAuth2 token: \(error)"))
+            }
+        }
+        let resp: HTTPClientResponse
+        do {
+            resp = try await client.execute(req, timeout: .milliseconds(options.timeoutMillis))
+        } catch {
+            return .failure(UplinkError("cannot reach \(options.displayURL): \(error)"))
+        }
+        let code = Int(resp.status.code)
+        switch code {
+        case 401, 403: return .failure(UplinkError("\(how)the endpoint refuses our credentials (HTTP \(code) to HEAD): check the token or the OAuth2 client"))
+        case 300..<400: return .failure(UplinkError("the endpoint redirects\(resp.headers.first(name: "Location").map { " to \($0)" } ?? "") (HTTP \(code)): a redirected POST is not delivery, fix the url"))
+        default: return .success("\(how)HTTP \(code) to HEAD\(options.url.hasPrefix("https") ? " over TLS" : "") (no batch sent)")
+        }
+    }
+
     /// What an HTTP status means for a batch (pure; tested without I/O).
     static func classify(_ code: Int, said: String, location: String?, retryAfter: Duration?) -> DeliveryOutcome {
         switch code {
