@@ -5,7 +5,8 @@
 set -euo pipefail
 PKGS=(mosquitto mosquitto-clients libmosquitto-dev libsqlite3-dev sqlite3 libserialport-dev libmodbus-dev socat openssl
       influxdb               # a real InfluxDB 1.x for the sink tests (each test starts its own on a free port)
-      python3-pymodbus python3-serial python3-serial-asyncio)   # pymodbus: the independent Modbus slave in the tests
+      python3-pymodbus python3-serial python3-serial-asyncio    # pymodbus: the independent Modbus slave in the tests
+      python3-jsonschema)    # an independent validator of docs/gateway.schema.json
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -30,6 +30,8 @@ final class DiagnosticSink {
     private(set) var items: [Diagnostic] = []
     /// Values whose problems are not reported (see `ConfigLoader.UnresolvedReferences.ignore`).
     var ignored: Set<SourcePosition> = []
+    /// Set while `brume schema` runs the probes (ConfigSchema.swift).
+    var recorder: SchemaRecorder?
     init(files: [String]) { self.files = files.isEmpty ? ["gateway.toml"] : files }
     convenience init(file: String) { self.init(files: [file]) }
     func fileName(_ pos: SourcePosition) -> String { files.indices.contains(pos.file) ? files[pos.file] : files[0] }

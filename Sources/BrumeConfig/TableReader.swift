@@ -21,11 +21,17 @@ final class TableReader {
 
     private func note(_ key: String) { known.append(key) }
 
+    /// What `brume schema` learns of this table's keys (nothing when not generating one).
+    private func record(_ key: String, _ access: SchemaRecorder.Access) {
+        sink.recorder?.record(table: context.isEmpty ? nil : table.position, key: key, access)
+    }
+
     func error(_ pos: SourcePosition, _ msg: String) { sink.error(pos, context.isEmpty ? msg : "\(context): \(msg)") }
     func warning(_ pos: SourcePosition, _ msg: String) { sink.warning(pos, context.isEmpty ? msg : "\(context): \(msg)") }
 
     func node(_ key: String) -> TOMLNode? {
         note(key)
+        record(key, .any)
         return table[key]
     }
 
@@ -36,6 +42,7 @@ final class TableReader {
     }
 
     func string(_ key: String, required: Bool = false) -> String? {
+        record(key, required ? .requiredString : .string)
         guard let n = node(key) else {
             if required { error(table.position, "missing required key \"\(key)\"") }
             return nil
@@ -45,12 +52,14 @@ final class TableReader {
     }
 
     func bool(_ key: String) -> Bool? {
+        record(key, .bool)
         guard let n = node(key) else { return nil }
         guard case .bool(let b) = n.value else { typeError(key, n, expected: "true or false"); return nil }
         return b
     }
 
     func int(_ key: String, range: ClosedRange<Int64>) -> Int64? {
+        record(key, .integer(range))
         guard let n = node(key) else { return nil }
         guard case .integer(let i) = n.value else { typeError(key, n, expected: "an integer"); return nil }
         guard range.contains(i) else { error(n.position, "\"\(key)\" must be between \(range.lowerBound) and \(range.upperBound), got \(i)"); return nil }
@@ -58,6 +67,7 @@ final class TableReader {
     }
 
     func number(_ key: String) -> Double? {
+        record(key, .number)
         guard let n = node(key) else { return nil }
         switch n.value {
         case .integer(let i): return Double(i)
@@ -67,6 +77,7 @@ final class TableReader {
     }
 
     func duration(_ key: String, min: Int64 = 0) -> Int64? {
+        record(key, .duration)
         guard let n = node(key) else { return nil }
         guard case .string(let s) = n.value else { typeError(key, n, expected: "a duration string like \"500ms\", \"1s\", \"5m\", \"7d\""); return nil }
         guard let ms = Units.parseDuration(s) else {
@@ -88,6 +99,7 @@ final class TableReader {
     static let maxSize: Int64 = 1 << 50
 
     func size(_ key: String, min: Int64 = 0) -> Int64? {
+        record(key, .size(min: min))
         guard let n = node(key) else { return nil }
         let bytes: Int64?
         switch n.value {
@@ -105,6 +117,7 @@ final class TableReader {
     }
 
     func oneOf(_ key: String, _ choices: [String]) -> String? {
+        record(key, .oneOf(choices))
         guard let n = node(key) else { return nil }
         guard case .string(let s) = n.value else { typeError(key, n, expected: "one of \(quoted(choices))"); return nil }
         guard choices.contains(s) else {
@@ -117,6 +130,7 @@ final class TableReader {
     }
 
     func stringArray(_ key: String) -> [(String, SourcePosition)]? {
+        record(key, .strings)
         guard let n = node(key) else { return nil }
         guard case .array(let items) = n.value else {
             if case .string(let s) = n.value { return [(s, n.position)] }
@@ -138,7 +152,10 @@ final class TableReader {
     }
 
     /// Used when the kind is unknown: which keys are valid cannot be said.
-    func markAllKnown() { known.append(contentsOf: table.entries.map(\.key)) }
+    func markAllKnown() {
+        known.append(contentsOf: table.entries.map(\.key))
+        sink.recorder?.open(table: context.isEmpty ? nil : table.position)
+    }
 
     /// Reports every key not read.
     func finish() {
