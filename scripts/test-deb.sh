@@ -39,7 +39,8 @@ printf '[gateway]\nid = "${SITE_ID}"\n' > /etc/brume/conf.d/50-site.toml
 SITE_ID=gw-site-17 /usr/bin/brume check /etc/brume/gateway.toml > /tmp/brume-deb-check.txt 2>&1 || { cat /tmp/brume-deb-check.txt; fail "the config with conf.d/50-site.toml does not pass brume check"; }
 grep -q 'gateway "gw-site-17".*merged: /etc/brume/conf.d/50-site.toml' /tmp/brume-deb-check.txt || fail "conf.d/50-site.toml was not merged: $(cat /tmp/brume-deb-check.txt)"
 grep -q "placeholder" /tmp/brume-deb-check.txt && fail "the placeholder warning stays although conf.d sets the id"
-/usr/bin/brume check /etc/brume/gateway.toml 2>&1 | grep -q "conf.d/50-site.toml:2:6: environment variable SITE_ID is not set" || fail "an unset variable is not reported in the included file"
+/usr/bin/brume check /etc/brume/gateway.toml > /tmp/brume-deb-check.txt 2>&1 && fail "a config whose variable is unset passed brume check"
+grep -q "/etc/brume/conf.d/50-site.toml:2:6: environment variable SITE_ID is not set" /tmp/brume-deb-check.txt || fail "an unset variable is not reported in the included file: $(cat /tmp/brume-deb-check.txt)"
 [ -f /usr/share/brume/gateway.schema.json ] && head -1 /etc/brume/gateway.toml | grep -q '^#:schema /usr/share/brume/gateway.schema.json' \
   || fail "the JSON Schema is not shipped or the packaged config does not point editors at it"
 UNIT=$(dpkg -L brume | grep -E '/systemd/system/brume.service$' | head -1)

@@ -36,6 +36,24 @@ public enum ConfigLoader {
         return parse(files: texts, environment: environment ?? Interpolator.processEnvironment(), unresolved: unresolved)
     }
 
+    /// `path`'s conf.d merged into `mainText` instead of `path`'s own text: a configuration
+    /// pushed by the backend (kept in the data folder, shown as `mainName`).
+    public static func load(path: String, mainText: String, mainName: String, environment: [String: String]? = nil) -> Result<(GatewayConfig, [Diagnostic]), ConfigFailure> {
+        let dir = Includes.directory(for: path)
+        var texts: [(String, String)] = [(mainName, mainText)]
+        switch Includes.files(in: dir) {
+        case .failure(let reason): return .failure(.unreadable(path: dir, reason: reason.description))
+        case .success(let includes):
+            for file in includes {
+                switch readFile(file) {
+                case .failure(let reason): return .failure(.unreadable(path: file, reason: reason.description))
+                case .success(let text): texts.append((file, text))
+                }
+            }
+        }
+        return parse(files: texts, environment: environment ?? Interpolator.processEnvironment())
+    }
+
     /// What a `${...}` that cannot be resolved is.
     public enum UnresolvedReferences: Sendable {
         /// An error (the daemon, `brume check`).
@@ -74,6 +92,7 @@ public enum ConfigLoader {
         let sorted = sink.items.sorted()
         guard !sink.hasErrors, var config else { return .failure(.invalid(sorted)) }
         config.files = files.map(\.name)
+        config.texts = files.map(\.text)
         return .success((config, sorted))
     }
 
@@ -102,7 +121,7 @@ struct Builder {
 
     func build(_ root: TOMLTable) -> GatewayConfig? {
         let top = TableReader(root, context: "", sink: sink)
-        let topKeys = ["gateway", "buffer", "clock", "commands", "log", "api", "uplink", "source", "actuator", "rule", "derived", "trigger"]
+        let topKeys = ["gateway", "buffer", "clock", "commands", "fleet", "log", "api", "uplink", "source", "actuator", "rule", "derived", "trigger"]
 
         // [gateway]
         var gwID = ""
@@ -224,6 +243,21 @@ struct Builder {
                 c.error(c.table.position, "\"retention\" (\(Units.formatDuration(commandsSection.retentionMillis))) must be longer than \"max_lifetime\" (\(Units.formatDuration(commandsSection.maxLifetimeMillis))): a command forgotten before it expires could be replayed")
             }
             c.finish()
+        }
+
+        // [fleet]
+        var fleet = FleetSection()
+        var fleetAt = root.position
+        if let f = top.subtable("fleet", context: "[fleet]") {
+            fleetAt = f.table.position
+            if let v = f.bool("remote_config") { fleet.remoteConfig = v }
+            if let v = f.duration("health_window", min: 10_000) {
+                if v > 3_600_000 { f.error(f.position(of: "health_window"), "\"health_window\" must be at most \"1h\", got \"\(Units.formatDuration(v))\"") }
+                else { fleet.healthWindowMillis = v }
+            }
+            if let v = f.oneOf("health", ["uplinks", "uplinks_and_sources"]) { fleet.healthSources = v == "uplinks_and_sources" }
+            if let v = f.bool("diagnostics") { fleet.diagnostics = v }
+            f.finish()
         }
 
         // [log]
@@ -351,6 +385,12 @@ struct Builder {
         if !actuators.isEmpty && commandsSection.publicKeys.isEmpty && !commandsSection.unsignedAcknowledged {
             sink.warning(root.position, "actuators are declared and [commands.keys] is empty: commands are accepted unsigned — anyone who can publish to the uplink's PREFIX/commands drives them (see docs/security.md: brume keygen, [commands.keys])")
         }
+        if fleet.remoteConfig && commandsSection.publicKeys.isEmpty {
+            sink.error(fleetAt, "[fleet]: remote_config = true needs the backend's key in [commands.keys]: configuration pushes are signed, an unsigned push is refused (docs/fleet.md)")
+        }
+        if fleet.enabled && !uplinks.contains(where: { $0.carriesV1Commands }) {
+            sink.error(fleetAt, "[fleet]: pushes and diagnostics travel over an MQTT uplink with format = \"brume\" (PREFIX/config/set): add one")
+        }
         if sink.hasErrors { return nil }
         var config = GatewayConfig(gateway: GatewaySection(id: gwID, dataDir: dataDir), buffer: buffer, log: log, uplinks: uplinks, sources: sources)
         config.actuators = actuators
@@ -358,6 +398,7 @@ struct Builder {
         config.api = api
         config.clock = clock
         config.commands = commandsSection
+        config.fleet = fleet
         return config
     }
 

@@ -21,6 +21,10 @@ public struct GatewayConfig: Sendable {
     public var rules: RulesConfig = RulesConfig()
     /// The files it was read from: the main file, then the conf.d files merged into it.
     public var files: [String] = []
+    /// Their texts, in the same order (the running configuration's hash, `brume status`).
+    public var texts: [String] = []
+    /// Remote configuration and diagnostics.
+    public var fleet = FleetSection()
 }
 
 public struct RulesConfig: Sendable {
@@ -126,6 +130,22 @@ public struct ClockSection: Sendable, Hashable {
     /// `wait`: how long readings stamped by an unsynchronised clock wait for the sync.
     public var waitMillis: Int64 = 600_000
     public init() {}
+}
+
+/// `[fleet]`: what a backend may do to this gateway over its uplink (docs/fleet.md).
+public struct FleetSection: Sendable, Hashable {
+    /// `remote_config`: accept signed configuration pushes on PREFIX/config/set.
+    public var remoteConfig = false
+    /// `health_window`: how long a pushed configuration has to prove healthy before it is
+    /// rolled back by itself.
+    public var healthWindowMillis: Int64 = 60_000
+    /// `health`: what healthy means: "uplinks" (every uplink online, a batch acknowledged since
+    /// the push or nothing to send) or "uplinks_and_sources" (and no source disconnected).
+    public var healthSources = true
+    /// `diagnostics`: answer PREFIX/diagnostics/request (status, logs, ports, outbox).
+    public var diagnostics = false
+    public init() {}
+    public var enabled: Bool { remoteConfig || diagnostics }
 }
 
 /// `[commands]`: commands from the cloud drive real actuators; who may send them.

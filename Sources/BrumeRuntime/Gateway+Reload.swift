@@ -43,13 +43,16 @@ extension Gateway {
             return r
         }
         let new: GatewayConfig
-        switch ConfigLoader.load(path: path) {
-        case .failure(.unreadable(_, let reason)):
-            return reject("cannot read \(path)", ["\(path): \(reason)"])
+        let origin: String
+        // The pushed configuration when [fleet] remote_config has one in use, else the local file.
+        switch EffectiveConfig.load(path: path) {
+        case .failure(.unreadable(let p, let reason)):
+            return reject("cannot read \(p)", ["\(p): \(reason)"])
         case .failure(.invalid(let diags)):
             return reject("the configuration has \(diags.filter { $0.severity == .error }.count) error(s)", diags.map { "\($0)" })
-        case .success(let (cfg, _)):
-            new = cfg
+        case .success(let loaded):
+            new = loaded.config
+            origin = loaded.origin
         }
         let old = currentConfig.withLock { $0 }
         var restart: [String] = []
@@ -58,8 +61,11 @@ extension Gateway {
         if new.uplinks != old.uplinks { restart.append("[uplink]") }
         if new.api != old.api { restart.append("[api]") }
         if commands == nil && (!new.actuators.isEmpty || !new.rules.triggers.isEmpty) { restart.append("the first [[actuator]]/[[trigger]]") }
+        if new.fleet != old.fleet { restart.append("[fleet]") }
         guard restart.isEmpty else {
-            return reject("\(restart.joined(separator: ", ")) changed: restart brume to apply (systemctl restart brume)")
+            var r = reject("\(restart.joined(separator: ", ")) changed: restart brume to apply (systemctl restart brume)")
+            r.needsRestart = true
+            return r
         }
         // Build everything new first: if one cannot be built, nothing changes.
         let oldSources = Dictionary(old.sources.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -84,6 +90,7 @@ extension Gateway {
         pipeline.replaceRules(new.rules.compiled.map { RulesEngine(rules: $0, clock: wallClockMillis) })
         if new.log != old.log, let level = Logger.Level(rawValue: new.log.level) { LogfmtHandler.level.withLock { $0 = level } }
         currentConfig.withLock { $0 = new }
+        configOrigin.withLock { $0 = origin }
         configLoadedMillis.withLock { $0 = wallClockMillis() }
         reloads.add()
         let added = built.keys.filter { running[$0] == nil }.sorted()

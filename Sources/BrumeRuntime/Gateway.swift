@@ -55,12 +55,22 @@ public final class Gateway: Sendable {
     private let running = Atomic<Bool>(false)
     /// Set when the gateway stops because of a storage fault (run() then throws).
     let faultExit = Locked<StorageFault?>(nil)
+    /// Set when a pushed configuration (or its rollback) needs the process restarted in place.
+    let restartRequested = Locked(false)
+    let restartSignal: AsyncStream<Void>
+    let restartFeed: AsyncStream<Void>.Continuation
+    /// The backend's channel ([fleet]); nil when off.
+    let fleet: Locked<FleetService?> = Locked(nil)
+    /// "local" or "remote vN": where the running configuration came from.
+    let configOrigin: Locked<String>
     let lockFD: Int32
     let logger: Logger
 
-    public init(config: GatewayConfig, configPath: String? = nil, logger: Logger) throws {
+    public init(config: GatewayConfig, configPath: String? = nil, origin: String = "local", logger: Logger) throws {
         self.config = config
         self.configPath = configPath
+        self.configOrigin = Locked(origin)
+        (restartSignal, restartFeed) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         self.currentConfig = Locked(config)
         self.metrics = MetricsExporter(gateway: config.gateway.id)
         self.logger = logger
@@ -118,6 +128,11 @@ public final class Gateway: Sendable {
         }
         let c = commands
         pipeline.commands.withLock { $0 = c }
+        if config.fleet.enabled, let configPath, let up = config.uplinks.first(where: { $0.carriesV1Commands }) {
+            let service = FleetService(gateway: self, config: config, localPath: configPath, uplink: up,
+                                       password: try Gateway.secret(up.connection.passwordFile, logger: logger), logger: logger)
+            fleet.withLock { $0 = service }
+        }
         let metrics = self.metrics
         for u in uplinks {
             let timer = metrics.publishLatency(u.config.name)
@@ -231,7 +246,20 @@ public final class Gateway: Sendable {
                 }
             }
         }], endsWithFirstLoop: true)
-        return (list + [watch]).map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup) }
+        list.append(watch)
+        // The backend's channel; a restart in place (a pushed configuration that needs one) ends
+        // the group like a SIGTERM would: everything drains, then `brume run` execs itself.
+        let restartSignal = self.restartSignal
+        if let fleet = fleet.withLock({ $0 }) {
+            list.append(Stage("fleet", start: { fleet.start() }, loops: [
+                { await fleet.handleMessages() },
+                { _ = await fleet.watchProbation() },
+            ], stop: { fleet.stop() }, cancelLoopsFirst: true))
+        }
+        list.append(Stage("restart in place", loops: [{
+            for await _ in restartSignal { return }
+        }], endsWithFirstLoop: true))
+        return list.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup) }
     }
 
     /// Before the services run: the outbox writer starts, so that sources find it committing.
@@ -314,12 +342,29 @@ public final class Gateway: Sendable {
 }
 
 /// Runs a gateway until SIGTERM or SIGINT, then shuts it down gracefully.
-public func runGateway(config: GatewayConfig, configPath: String? = nil, logger: Logger) async throws {
-    let gateway = try Gateway(config: config, configPath: configPath, logger: logger)
+/// How `runGateway` ended.
+public enum GatewayExit: Sendable {
+    /// SIGTERM/SIGINT: drained and stopped.
+    case stopped
+    /// A pushed configuration (or its rollback) needs a fresh process: `brume run` execs itself.
+    case restartInPlace
+}
+
+public func runGateway(config: GatewayConfig, configPath: String? = nil, origin: String = "local", logger: Logger) async throws -> GatewayExit {
+    let gateway = try Gateway(config: config, configPath: configPath, origin: origin, logger: logger)
     gateway.start()
     let group = ServiceGroup(configuration: .init(services: gateway.services(), gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     try await group.run()
     if let fault = gateway.faultExit.withLock({ $0 }) { throw StorageFaultExit(fault: fault) }
+    return gateway.restartRequested.withLock { $0 } ? .restartInPlace : .stopped
+}
+
+extension Gateway {
+    /// Ends the run so that `brume run` restarts the process in place (same PID, same outbox).
+    func requestRestart() {
+        restartRequested.withLock { $0 = true }
+        restartFeed.yield()
+    }
 }
 
 extension String {
@@ -336,6 +381,8 @@ struct ReloadResult: Sendable {
     var atMillis: Int64
     var message: String
     var errors: [String]
+    /// Rejected only because sections changed that need a restart.
+    var needsRestart = false
 
     var json: JSONValue {
         .object([JSONMember(key: "ok", value: .bool(ok)), JSONMember(key: "at_ms", value: .number(Double(atMillis))),

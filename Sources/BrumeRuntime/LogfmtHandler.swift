@@ -64,6 +64,7 @@ public struct LogfmtHandler: LogHandler {
         }
         line += "\n"
         writeStderr(line)
+        LogTail.shared.add(line)
         if event.level >= .warning {
             RecentLog.shared.add(RecentLog.Entry(atMillis: wallClockMillis(), level: event.level, message: "\(event.message)",
                                                  source: merged["source.name"].map { "\($0)" }, reason: merged["reason"].map { "\($0)" },

@@ -26,7 +26,7 @@ struct Brume: AsyncParsableCommand {
         commandName: "brume",
         abstract: "Brume: IoT edge gateway. Reads sensors, buffers in SQLite, syncs batches to the cloud.",
         version: brumeVersion,
-        subcommands: [Run.self, Check.self, Test.self, Status.self, Tail.self, Reload.self, Buffer.self, Ports.self, Keygen.self, Sign.self],
+        subcommands: [Run.self, Check.self, Test.self, Status.self, Tail.self, Reload.self, Buffer.self, Ports.self, Keygen.self, Sign.self, SignConfig.self],
         defaultSubcommand: nil)
 }
 
@@ -91,10 +91,14 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         let cfg: GatewayConfig
-        switch ConfigLoader.load(path: config) {
-        case .success(let (c, warnings)):
-            cfg = c
-            for w in warnings { printErr("\(w)") }
+        let origin: String
+        // [fleet] remote_config: the pushed configuration when one is in use (docs/fleet.md).
+        EffectiveConfig.countStart(path: config)
+        switch EffectiveConfig.load(path: config) {
+        case .success(let loaded):
+            cfg = loaded.config
+            origin = loaded.origin
+            for w in loaded.warnings { printErr("\(w)") }
         case .failure(.unreadable(let path, let reason)):
             printErr("\(path): cannot read: \(reason)")
             throw ExitCode(ExitStatus.unreadableConfig)
@@ -116,7 +120,15 @@ struct Run: AsyncParsableCommand {
                            metadata: ["rc": "\(rc)"])
         }
         do {
-            try await runGateway(config: cfg, configPath: config, logger: logger)
+            if try await runGateway(config: cfg, configPath: config, origin: origin, logger: logger) == .restartInPlace {
+                // Same PID (systemd, supervisors and tests keep watching it), a fresh process on
+                // the configuration now in place; the outbox was drained and closed.
+                logger.notice("restarting in place for the new configuration")
+                let argv: [UnsafeMutablePointer<CChar>?] = CommandLine.arguments.map { strdup($0) } + [nil]
+                execv("/proc/self/exe", argv)
+                logger.critical("cannot restart in place", metadata: ["error": "\(String(cString: strerror(errno)))"])
+                throw ExitCode(ExitStatus.runtimeFailed)
+            }
         } catch let e as StartupError {
             logger.critical("cannot start", metadata: ["error": "\(e)"])
             throw ExitCode(ExitStatus.startupFailed)
@@ -285,6 +297,37 @@ struct Sign: ParsableCommand {
         }
         do {
             print(try CommandSigning.sign(commandJSON: command, gateway: gateway, keyID: kid, privateKeyBase64: text))
+        } catch {
+            printErr("\(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+struct SignConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sign-config",
+        abstract: "Sign a whole gateway.toml as a configuration push for one gateway (docs/fleet.md).",
+        discussion: """
+        Prints the push as JSON; publish it to PREFIX/config/set, e.g.
+          brume sign-config --key k2026.key --kid k2026 --gateway gw-01 --version 8 site.toml \\
+            | mosquitto_pub -t brume/gw-01/config/set -q 1 -s
+        The gateway answers on PREFIX/config/state (retained).
+        """)
+
+    @Option(help: "The private key file (brume keygen).") var key: String
+    @Option(help: "Its key id, as in [commands.keys].") var kid: String
+    @Option(help: "The gateway id the push is for ([gateway] id).") var gateway: String
+    @Option(help: "The configuration's version: higher than the one running (PREFIX/config/state).") var version: Int64
+    @Option(help: "Seconds until the push expires (at most [commands] max_lifetime).") var expiresIn: Int64 = 600
+    @Argument(help: "The gateway.toml to push.") var file: String
+
+    func run() throws {
+        guard case .success(let keyText) = ConfigLoader.readFile(key) else { printErr("cannot read \(key)"); throw ExitCode(1) }
+        guard case .success(let text) = ConfigLoader.readFile(file) else { printErr("cannot read \(file)"); throw ExitCode(1) }
+        guard expiresIn > 0 && expiresIn <= 30 * 86_400 else { printErr("--expires-in must be between 1 s and 30 days"); throw ExitCode(1) }
+        do {
+            print(try CommandSigning.signConfig(text: text, version: version, expires: wallClockMillis() + expiresIn * 1000, gateway: gateway, keyID: kid, privateKeyBase64: keyText))
         } catch {
             printErr("\(error)")
             throw ExitCode(2)

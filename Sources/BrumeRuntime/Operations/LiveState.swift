@@ -147,6 +147,20 @@ public final class RecentLog: Sendable {
     public var entries: [Entry] { ring.withLock { $0 } }
 }
 
+/// The last log lines as written (every level the log lets through), for remote diagnostics.
+public final class LogTail: Sendable {
+    public static let shared = LogTail()
+    private let ring = Mutex<[String]>([])
+    static let capacity = 500
+    func add(_ line: String) {
+        ring.withLock { r in
+            r.append(line.hasSuffix("\n") ? String(line.dropLast()) : line)
+            if r.count > LogTail.capacity { r.removeFirst(r.count - LogTail.capacity) }
+        }
+    }
+    public func last(_ n: Int) -> [String] { ring.withLock { Array($0.suffix(n)) } }
+}
+
 /// The process's own resource use (status, metrics, self-telemetry).
 enum ProcessStats {
     static func residentBytes() -> Int64 {

@@ -29,7 +29,14 @@ extension Gateway {
         let gateway = obj([
             ("id", .string(cfg.gateway.id)), ("version", .string(brumeVersion)), ("started_ms", num(startedMillis)), ("pid", num(Int64(getpid()))),
             ("config", obj([("path", configPath.map { .string($0) } ?? .null), ("loaded_ms", num(configLoadedMillis.withLock { $0 })),
-                            ("reloads", num(reloads.current)), ("reloads_rejected", num(reloadsRejected.current)), ("last_reload", reloadJSON)])),
+                            ("reloads", num(reloads.current)), ("reloads_rejected", num(reloadsRejected.current)), ("last_reload", reloadJSON),
+                            ("origin", .string(configOrigin.withLock { $0 })), ("sha256", .string(FleetService.hash(cfg))),
+                            ("fleet", fleet.withLock { $0 }.map { f in
+                                var m: [JSONMember] = []
+                                if case .object(let s) = f.stateJSON { m = s }
+                                m.append(JSONMember(key: "refused", value: reasons(f.refused.snapshot)))
+                                return .object(m)
+                            } ?? .null)])),
         ])
 
         let backlog = outbox.backlog()
