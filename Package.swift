@@ -60,6 +60,8 @@ let package = Package(
         .target(name: "BrumeSerial", dependencies: ["BrumeCore", "CSerialPort", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Modbus RTU/TCP over libmodbus: one scheduler per bus, register maps, writes.
         .target(name: "BrumeModbus", dependencies: ["BrumeCore", "CModbus", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        // The board's own health (sysfs, procfs): SoC temperature, throttling, SD writes, clock sync.
+        .target(name: "BrumeBoard", dependencies: ["BrumeCore", "CClock", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Northbound: the sync loops outbox -> batches -> acks: MQTT (v1 JSON, SenML, per reading,
         // Sparkplug B, ThingsBoard) and HTTP(S) (v1 JSON, SenML or InfluxDB line protocol).
         .target(name: "BrumeUplink", dependencies: [
@@ -70,7 +72,7 @@ let package = Package(
         ], exclude: ["MQTT/Formats/Sparkplug/sparkplug_b.proto"], swiftSettings: strict),
         // Composition: config -> services, signals, shutdown order.
         .target(name: "BrumeRuntime", dependencies: [
-            "BrumeCore", "BrumeConfig", "BrumeRules", "BrumeStore", "BrumeMQTT", "BrumeSerial", "BrumeModbus", "BrumeUplink", "CClock",
+            "BrumeCore", "BrumeConfig", "BrumeRules", "BrumeStore", "BrumeMQTT", "BrumeSerial", "BrumeModbus", "BrumeBoard", "BrumeUplink", "CClock",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -107,6 +109,7 @@ let package = Package(
         .testTarget(name: "BrumeRuntimeTests", dependencies: ["BrumeRuntime", "BrumeConfig", "BrumeCore", "BrumeStore", "BrumeTestKit",
                                                             .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "BrumeMQTTTests", dependencies: ["BrumeMQTT", "BrumeCore", "BrumeTestKit"]),
+        .testTarget(name: "BrumeBoardTests", dependencies: ["BrumeBoard", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore", "BrumeSerial", "BrumeTestKit",
                                                           .product(name: "CompressNIO", package: "compress-nio")]),
     ],

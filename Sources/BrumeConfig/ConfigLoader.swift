@@ -321,7 +321,7 @@ struct Builder {
                     if let src = buildSource(r, gateway: gwID) {
                         let key: String
                         switch src.kind {
-                        case .serial, .modbus: key = "port"
+                        case .serial, .modbus, .board: key = "port"
                         case .mqtt: key = "client_id"
                         }
                         let at = st[key] != nil ? r.position(of: key) : st.position

@@ -308,7 +308,19 @@ public struct SourceConfig: Sendable, Hashable {
         case mqtt(MQTTSourceConfig)
         case serial(SerialSourceConfig)
         case modbus(ModbusSourceConfig)
+        case board(BoardSourceConfig)
     }
+}
+
+/// `kind = "board"`: the board's own health (SoC temperature, throttling, SD writes, clock).
+public struct BoardSourceConfig: Sendable, Hashable {
+    public var intervalMillis: Int64
+    /// The device name of the readings (default: the gateway id).
+    public var device: String
+    /// Where /sys and /proc are read ("/"; a copy of a board's tree for tests).
+    public var root: String
+    /// The block device whose writes are counted (nil: the one holding data_dir).
+    public var disk: String?
 }
 
 public struct SerialSourceConfig: Sendable, Hashable {

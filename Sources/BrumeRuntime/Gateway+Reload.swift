@@ -72,7 +72,7 @@ extension Gateway {
         let running = Dictionary(sources.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var built: [String: RunningSource] = [:]
         for sc in new.sources where oldSources[sc.name] != sc {
-            do { built[sc.name] = try SourceKinds.make(sc, sink: pipeline, logger: logger) } catch {
+            do { built[sc.name] = try SourceKinds.make(sc, dataDir: new.gateway.dataDir, sink: pipeline, logger: logger) } catch {
                 return reject("source \"\(sc.name)\" cannot be built: \(error)")
             }
         }

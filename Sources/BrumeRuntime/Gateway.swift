@@ -103,7 +103,7 @@ public final class Gateway: Sendable {
         self.pipeline = pipeline
         var sources: [RunningSource] = []
         for s in config.sources {
-            sources.append(try SourceKinds.make(s, sink: pipeline, logger: logger))
+            sources.append(try SourceKinds.make(s, dataDir: config.gateway.dataDir, sink: pipeline, logger: logger))
         }
         self.sourceList = Locked(sources)
 

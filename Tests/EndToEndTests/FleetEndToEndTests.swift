@@ -153,5 +153,44 @@ final class FleetWatcher: Sendable {
         #expect(report.missing == 0, "\(report)")
         #expect(report.unique == total)
     }
-}
 
+    @Test func boardHealthReachesTheCloudAsReadingsAndTheMetricsAsGauges() throws {
+        let board = TestKit.tempDir("brume-board")
+        // As a Raspberry Pi 4 writes them: 48.3 °C, under-voltage now and since boot.
+        let files = [
+            "/sys/class/thermal/thermal_zone0/type": "cpu-thermal\n",
+            "/sys/class/thermal/thermal_zone0/temp": "48312\n",
+            "/sys/devices/platform/soc/soc:firmware/get_throttled": "0x50005\n",
+            "/proc/diskstats": " 179       0 mmcblk0 40188 11963 2698746 38440 156872 218125 7283344 2418684 0 352136 2491440 0 0 0 0 11530 34315\n",
+            "/proc/meminfo": "MemTotal:        3884164 kB\nMemAvailable:    3352720 kB\n",
+            "/proc/uptime": "86411.52 341017.66\n",
+        ]
+        for (path, text) in files {
+            try FileManager.default.createDirectory(atPath: board + (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try text.write(toFile: board + path, atomically: true, encoding: .utf8)
+        }
+        let rig = try Rig(extraSources: { _ in """
+            [[source]]
+            name = "board"
+            kind = "board"
+            interval = "1s"
+            root = "\(board)"
+            disk = "mmcblk0"
+            """ })
+        let cloud = try TelemetryCollector(port: rig.cloud.port)
+        try rig.startGateway(ready: "source.name=board")
+        func reading(_ metric: String) -> Reading? { cloud.readings.withLock { $0 }.last { $0.device == "gw-e2e" && $0.metric == metric } }
+        #expect(TestKit.waitUntil(timeout: 20) { reading("soc_temperature") != nil && reading("uptime_seconds") != nil })
+        #expect(reading("soc_temperature")?.value == .number(48.312))
+        #expect(reading("under_voltage")?.value == .bool(true))
+        #expect(reading("throttled")?.value == .bool(true))
+        #expect(reading("disk_written_bytes")?.value == .number(7_283_344 * 512))
+        #expect(reading("memory_available_bytes")?.value == .number(3_352_720 * 1024))
+        if case .number(let free)? = reading("disk_free_bytes")?.value { #expect(free > 0) } else { Issue.record("no disk_free_bytes") }
+        #expect(reading("load1") == nil, "no /proc/loadavg in this tree: absent, not an error")
+        let m = try TestHTTP.request(port: rig.apiPort, path: "/metrics").body
+        #expect(metric(m, #"brume_board_soc_temperature_celsius{source="board",device="gw-e2e"}"#) == 48.312, "\(m.split(separator: "\n").filter { $0.contains("board") })")
+        #expect(metric(m, #"brume_board_under_voltage{source="board",device="gw-e2e"}"#) == 1)
+        #expect(metric(m, #"brume_source_errors_total{source="board"}"#) == nil, "missing files are not errors")
+    }
+}

@@ -13,6 +13,7 @@ extension Builder {
         case .modbus(let m):
             if case .rtu(let port, _, _, _, _, _) = m.transport { return ["serial port \(port)"] }
             return []
+        case .board: return []
         }
     }
 
@@ -23,6 +24,7 @@ extension Builder {
         ("mqtt", { b, r, name, gw in b.buildMQTTSource(r, name: name, gateway: gw).map { .mqtt($0) } }),
         ("serial", { b, r, name, _ in b.buildSerial(r, name: name).map { .serial($0) } }),
         ("modbus", { b, r, name, _ in b.buildModbus(r, name: name).map { .modbus($0) } }),
+        ("board", { b, r, _, gw in b.buildBoard(r, gateway: gw).map { .board($0) } }),
     ]
 
     func buildSource(_ r: TableReader, gateway: String) -> SourceConfig? {
@@ -163,4 +165,24 @@ func topicFilterProblem(_ f: String) -> String? {
         if l.contains("+") && l != "+" { return "\"+\" must be a whole level" }
     }
     return nil
+}
+
+extension Builder {
+    /// `kind = "board"`: the board's health every `interval`.
+    func buildBoard(_ r: TableReader, gateway: String) -> BoardSourceConfig? {
+        let interval = r.duration("interval", min: 1000) ?? 30_000
+        var device = gateway
+        if let d = r.string("device") {
+            if d.isEmpty || !d.unicodeScalars.allSatisfy(isNameScalar) { r.error(r.position(of: "device"), "\"device\" must be non-empty and use only letters, digits, '.', '_' and '-'") } else { device = d }
+        }
+        var root = "/"
+        if let p = r.string("root") {
+            if !p.hasPrefix("/") { r.error(r.position(of: "root"), "\"root\" must be an absolute path, got \"\(p)\"") } else { root = p }
+        }
+        var disk: String?
+        if let d = r.string("disk") {
+            if d.isEmpty || d.contains("/") { r.error(r.position(of: "disk"), "\"disk\" is a block device name as in /proc/diskstats, like \"mmcblk0\" or \"sda\", got \"\(d)\"") } else { disk = d }
+        }
+        return BoardSourceConfig(intervalMillis: interval, device: device, root: root, disk: disk)
+    }
 }

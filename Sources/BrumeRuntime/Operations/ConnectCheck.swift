@@ -73,6 +73,10 @@ public enum ConnectCheck {
                 }
             case .modbus(let m):
                 say(modbus(s.name, m, portsHeld: portsHeld))
+            case .board(let b):
+                let present = ["/sys/class/thermal/thermal_zone0/temp", "/proc/meminfo", "/sys/devices/platform/soc/soc:firmware/get_throttled"]
+                    .filter { access((b.root == "/" ? "" : b.root) + $0, R_OK) == 0 }
+                say(Outcome(subject: "source \(s.name) (board \(b.root))", ok: true, detail: present.isEmpty ? "no health file readable here: only disk readings" : "readable: \(present.joined(separator: ", "))"))
             }
         }
         return all.withLock { $0 }

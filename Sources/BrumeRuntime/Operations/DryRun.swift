@@ -53,7 +53,7 @@ public struct DryRun: Sendable {
         let engine = config.rules.compiled.map { RulesEngine(rules: $0, clock: wallClockMillis) }
         let sink = DryRunSink(engine: engine, config: config, print: print)
         var running: [RunningSource] = []
-        for s in sources { running.append(try SourceKinds.make(s, sink: sink, logger: logger)) }
+        for s in sources { running.append(try SourceKinds.make(s, dataDir: config.gateway.dataDir, sink: sink, logger: logger)) }
         print("dry run of \(sources.count) source\(sources.count == 1 ? "" : "s") for \(WireFormat.formatNumber(seconds)) s: nothing is stored or sent, actuators are not driven")
         for r in running { r.start() }
         let end = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))

@@ -124,6 +124,23 @@ final class MetricsExporter: Sendable {
         "brume_process_cpu_seconds_total": "CPU time (user + system) of the brume process.",
         "brume_config_reloads_total": "Configuration reloads, by result.",
         "brume_build_info": "The brume version (label).",
+        "brume_board_soc_temperature_celsius": "SoC temperature ([[source]] kind = \"board\").",
+        "brume_board_under_voltage": "1 while the Raspberry Pi firmware reports under-voltage.",
+        "brume_board_under_voltage_occurred": "1 if under-voltage occurred since boot.",
+        "brume_board_frequency_capped": "1 while the ARM frequency is capped.",
+        "brume_board_frequency_capped_occurred": "1 if the ARM frequency was capped since boot.",
+        "brume_board_throttled": "1 while the SoC is throttled.",
+        "brume_board_throttled_occurred": "1 if the SoC was throttled since boot.",
+        "brume_board_soft_temperature_limit": "1 while the soft temperature limit is active.",
+        "brume_board_soft_temperature_limit_occurred": "1 if the soft temperature limit was reached since boot.",
+        "brume_board_disk_free_bytes": "Free bytes on the filesystem of the data folder.",
+        "brume_board_disk_size_bytes": "Size of the filesystem of the data folder.",
+        "brume_board_disk_written_bytes": "Bytes written to the disk holding the data folder since boot (SD card wear).",
+        "brume_board_memory_available_bytes": "MemAvailable of /proc/meminfo.",
+        "brume_board_memory_total_bytes": "MemTotal of /proc/meminfo.",
+        "brume_board_load1": "Load average over 1 minute.",
+        "brume_board_uptime_seconds": "Seconds since boot.",
+        "brume_board_clock_synchronised": "1 when the kernel says the clock is NTP-synchronised.",
     ]
 
     func render(_ g: Gateway) -> [UInt8] {
