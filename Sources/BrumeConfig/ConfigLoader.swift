@@ -38,7 +38,10 @@ public enum ConfigLoader {
 
     /// `path`'s conf.d merged into `mainText` instead of `path`'s own text: a configuration
     /// pushed by the backend (kept in the data folder, shown as `mainName`).
-    public static func load(path: String, mainText: String, mainName: String, environment: [String: String]? = nil) -> Result<(GatewayConfig, [Diagnostic]), ConfigFailure> {
+    /// `interpolateMain: false`: `${...}` in the main text stays as written (a pushed file must not
+    /// pull the board's environment or credentials into values it could send away).
+    public static func load(path: String, mainText: String, mainName: String, environment: [String: String]? = nil,
+                            interpolateMain: Bool = true) -> Result<(GatewayConfig, [Diagnostic]), ConfigFailure> {
         let dir = Includes.directory(for: path)
         var texts: [(String, String)] = [(mainName, mainText)]
         switch Includes.files(in: dir) {
@@ -51,7 +54,7 @@ public enum ConfigLoader {
                 }
             }
         }
-        return parse(files: texts, environment: environment ?? Interpolator.processEnvironment())
+        return parse(files: texts, environment: environment ?? Interpolator.processEnvironment(), interpolateMain: interpolateMain)
     }
 
     /// What a `${...}` that cannot be resolved is.
@@ -70,7 +73,8 @@ public enum ConfigLoader {
     }
 
     /// Several files (the main one first), merged in order.
-    public static func parse(files: [(name: String, text: String)], environment: [String: String], unresolved: UnresolvedReferences = .error) -> Result<(GatewayConfig, [Diagnostic]), ConfigFailure> {
+    public static func parse(files: [(name: String, text: String)], environment: [String: String], unresolved: UnresolvedReferences = .error,
+                             interpolateMain: Bool = true) -> Result<(GatewayConfig, [Diagnostic]), ConfigFailure> {
         let sink = DiagnosticSink(files: files.map(\.name))
         var root = TOMLTable()
         for (i, f) in files.enumerated() {
@@ -87,7 +91,7 @@ public enum ConfigLoader {
             }
         }
         if sink.hasErrors { return .failure(.invalid(sink.items.sorted())) }
-        Interpolator(environment: environment, lenient: unresolved == .ignore).apply(&root, sink: sink)
+        Interpolator(environment: environment, lenient: unresolved == .ignore, skipFile: interpolateMain ? nil : 0).apply(&root, sink: sink)
         let config = sink.hasErrors ? nil : Builder(sink: sink).build(root)
         let sorted = sink.items.sorted()
         guard !sink.hasErrors, var config else { return .failure(.invalid(sorted)) }

@@ -101,6 +101,8 @@ struct Interpolator {
     /// Leave a value whose reference cannot be resolved as written and ignore its problems
     /// (for operator tools that do not have the daemon's environment or credentials).
     var lenient = false
+    /// Values of this file are left as written.
+    var skipFile: Int? = nil
 
     /// Every string value in `table` with its references replaced; a reference that cannot be
     /// resolved is an error at the string (the value is left as written).
@@ -111,7 +113,7 @@ struct Interpolator {
     private func apply(_ node: inout TOMLNode, sink: DiagnosticSink) {
         switch node.value {
         case .string(let s):
-            guard s.contains("$") else { return }
+            guard s.contains("$"), node.position.file != skipFile else { return }
             switch expand(s) {
             case .success(let v): node.value = .string(v)
             case .failure(let p):

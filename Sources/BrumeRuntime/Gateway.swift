@@ -229,7 +229,9 @@ public final class Gateway: Sendable {
         }, loops: ops, stop: {
             self.running.store(false, ordering: .releasing)
             self.broadcaster.finishAll() // live streams end, so the HTTP server can stop
-            SystemdNotify.send("STOPPING=1")
+            // A restart in place is not a stop: systemd (Type=notify) would otherwise kill the
+            // exec'd process after TimeoutStopSec; RELOADING=1 then the new process's READY=1.
+            SystemdNotify.send(self.restartRequested.withLock { $0 } ? "RELOADING=1" : "STOPPING=1")
         }, cancelLoopsFirst: true))
         // A storage fault that only a restart clears: without a watchdog (or if it did not act),
         // the gateway stops by itself a little later, and `runGateway` throws (exit status 4),

@@ -125,6 +125,8 @@ struct Run: AsyncParsableCommand {
                 // the configuration now in place; the outbox was drained and closed.
                 logger.notice("restarting in place for the new configuration")
                 let argv: [UnsafeMutablePointer<CChar>?] = CommandLine.arguments.map { strdup($0) } + [nil]
+                // Whatever a library left open without close-on-exec does not outlive this process.
+                markAllCloseOnExec()
                 execv("/proc/self/exe", argv)
                 logger.critical("cannot restart in place", metadata: ["error": "\(String(cString: strerror(errno)))"])
                 throw ExitCode(ExitStatus.runtimeFailed)
@@ -332,5 +334,21 @@ struct SignConfig: ParsableCommand {
             printErr("\(error)")
             throw ExitCode(2)
         }
+    }
+}
+
+/// Every descriptor above stderr gets FD_CLOEXEC: whatever a library left open does not outlive
+/// the process that a restart in place replaces (ours are opened with O_CLOEXEC already).
+func markAllCloseOnExec() {
+    guard let d = opendir("/proc/self/fd") else { return }
+    var fds: [Int32] = []
+    while let e = readdir(d) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if let fd = Int32(name), fd > 2 { fds.append(fd) }
+    }
+    closedir(d)
+    for fd in fds {
+        let flags = fcntl(fd, F_GETFD)
+        if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
     }
 }

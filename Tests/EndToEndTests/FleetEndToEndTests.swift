@@ -112,8 +112,15 @@ final class FleetWatcher: Sendable {
         #expect(detail == ["push-v2.toml:\(line):12: unknown variable \"valeu\" (did you mean \"value\"?)"], "\(detail)")
 
         // 3. Unsigned, replayed, protected: refused, each with its reason.
+        // An unsigned message is counted and logged, never stored nor published: whoever may publish
+        // on the topic cannot overwrite the retained report or wear the SD card with it.
         try push(v1 + "\n# unsigned\n", version: 5, sign: false)
-        #expect(state({ last($0) == (5, "refused", "unsigned") }) != nil, "\(backend.json("\(prefix)/config/state")?.description ?? "-")")
+        #expect(TestKit.waitUntil(timeout: 10) {
+            let body = (try? TestHTTP.request(port: rig.apiPort, path: "/api/v1/status").body) ?? ""
+            let st = try? JSONParser.parse(Array(body.utf8))
+            return st?["gateway"]?["config"]?["fleet"]?["refused"]?["unsigned"]?.number == 1
+        })
+        #expect(last(backend.json("\(prefix)/config/state")!).0 == 2, "the retained report still tells of v2")
         try push(v1, version: 1)
         #expect(state({ last($0) == (1, "refused", "replayed") }) != nil, "\(backend.json("\(prefix)/config/state")?.description ?? "-")")
         let otherAPI = v1.replacingOccurrences(of: "listen = \"127.0.0.1:\(rig.apiPort)\"", with: "listen = \"0.0.0.0:\(rig.apiPort)\"\ntoken_file = \"/etc/hostname\"")
@@ -121,6 +128,12 @@ final class FleetWatcher: Sendable {
         try push(otherAPI, version: 6)
         let protected = try #require(state({ last($0).0 == 6 }))
         #expect(last(protected) == (6, "refused", "protected"))
+        // Nor may it make the gateway read a local file the technician did not name as a secret.
+        let leak = v1.replacingOccurrences(of: "batch_max_delay = \"200ms\"", with: "batch_max_delay = \"200ms\"\nusername = \"x\"\npassword_file = \"/etc/hostname\"")
+        #expect(leak != v1)
+        try push(leak, version: 6)
+        #expect(state({ last($0).0 == 6 && ($0["last"]?["detail"]?.elements.first?.string ?? "").contains("/etc/hostname") }) != nil,
+                "\(backend.json("\(prefix)/config/state")?.description ?? "-")")
 
         // 4. A push that breaks the uplink (a port nobody listens on): it needs a restart in place,
         //    never gets healthy, and is rolled back by itself; same process id throughout.
@@ -134,6 +147,9 @@ final class FleetWatcher: Sendable {
         #expect(rolled["last"]?["detail"]?.elements.first?.string?.contains("uplink cloud is") == true, "\(rolled)")
         #expect(rig.gateway!.isRunning && rig.gateway!.pid == pid)
         #expect(rig.gateway!.stderr.components(separatedBy: "restarting in place").count - 1 >= 2, "one restart to apply, one to roll back")
+        // The rolled-back push, replayed: refused (versions never go back, even after a rollback).
+        try push(broken, version: 7)
+        #expect(state({ last($0) == (7, "refused", "replayed") }) != nil, "\(backend.json("\(prefix)/config/state")?.description ?? "-")")
 
         // 5. Diagnostics on request.
         backend.publish("\(prefix)/diagnostics/request", "{\"id\":\"d-1\",\"log_lines\":20}")

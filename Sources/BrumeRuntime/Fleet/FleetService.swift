@@ -35,6 +35,11 @@ final class FleetService: Sendable {
     let inbox: AsyncStream<(String, [UInt8])>
     private let inboxFeed: AsyncStream<(String, [UInt8])>.Continuation
     let state: Locked<RemoteConfigStore.State>
+    /// state.json exists and cannot be read: pushes are refused (the replay protection is lost).
+    let stateUnreadable: Bool
+    /// Every change of the fleet state (a push, the probation's verdict, a rollback) runs under
+    /// this lock, one at a time: the message task and the probation task never interleave.
+    private let ops = Mutex<Void>(())
     /// Monotonic deadline of the probation (nil: not on probation).
     let probationDeadline = Locked<ContinuousClock.Instant?>(nil)
     let probationSince = Locked<Int64>(0)
@@ -58,7 +63,9 @@ final class FleetService: Sendable {
         self.keys = keys
         gatewayID = config.gateway.id
         gatewayRef = gateway
-        state = Locked(store.loadState())
+        let loaded = store.loadState()
+        stateUnreadable = loaded == nil
+        state = Locked(loaded ?? RemoteConfigStore.State())
         (inbox, inboxFeed) = AsyncStream.makeStream(of: (String, [UInt8]).self, bufferingPolicy: .bufferingNewest(16))
         var options = UplinkKinds.mqttClientOptions(uplink.connection, password: password, clientIDSuffix: "-fleet", cleanSession: false, maxInflight: 16)
         options.protocolVersion = uplink.mqttVersion == "3.1.1" ? .v311 : uplink.mqttVersion == "5" ? .v5 : .auto
@@ -66,7 +73,11 @@ final class FleetService: Sendable {
         let statePublisher = Locked<(@Sendable () -> Void)?>(nil)
         client = MQTTClient(options: options, logger: lg, handlers: MQTTHandlers(
             onConnect: { _, _, _ in statePublisher.withLock { $0 }?() },
-            onMessage: { topic, payload, _, _ in feed.yield((String(cString: topic), Array(payload))) }))
+            onMessage: { topic, payload, _, _ in
+                // Anyone who may publish there can send: nothing larger than a push is copied.
+                guard payload.count <= ConfigPush.maxBytes else { return }
+                feed.yield((String(cString: topic), Array(payload)))
+            }))
         if settings.remoteConfig { client.addSubscription("\(prefix)/config/set", qos: 1) }
         if settings.diagnostics { client.addSubscription("\(prefix)/diagnostics/request", qos: 1) }
         statePublisher.withLock { $0 = { [weak self] in self?.publishState() } }
@@ -81,63 +92,75 @@ final class FleetService: Sendable {
     func handleMessages() async {
         for await (topic, payload) in inbox {
             if topic == "\(prefix)/config/set" && settings.remoteConfig {
-                await handlePush(payload)
+                ops.withLock { _ in handlePush(payload) }
             } else if topic == "\(prefix)/diagnostics/request" && settings.diagnostics {
                 answerDiagnostics(payload)
             }
         }
     }
 
-    /// Probation: kept when healthy, rolled back when the window ends first.
+    /// Probation: kept when healthy (after at least a quarter of the window, so a source that
+    /// fails a little after the start is seen), rolled back when the window ends first.
     func watchProbation() async -> Bool {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(500))
-            guard let deadline = probationDeadline.withLock({ $0 }) else { continue }
-            let (healthy, why) = health()
-            if healthy {
+            let restart = ops.withLock { _ -> Bool in
+                guard let deadline = probationDeadline.withLock({ $0 }) else { return false }
+                let window = Duration.milliseconds(settings.healthWindowMillis)
+                let (healthy, why) = health()
+                if healthy && ContinuousClock.now >= deadline - window + window / 4 {
+                    probationDeadline.withLock { $0 = nil }
+                    var s = state.withLock { $0 }
+                    s.phase = .good
+                    s.pendingStarts = 0
+                    s.lastVersion = s.version
+                    s.lastOutcome = "applied"
+                    s.lastReason = ""
+                    s.lastDetail = []
+                    s.lastAtMillis = wallClockMillis()
+                    commit(s)
+                    logger.notice("pushed configuration kept: healthy", metadata: ["version": "\(s.version)"])
+                    return false
+                }
+                guard ContinuousClock.now >= deadline else { return false }
                 probationDeadline.withLock { $0 = nil }
-                var s = state.withLock { $0 }
-                s.phase = .good
-                s.pendingStarts = 0
-                s.lastVersion = s.version
-                s.lastOutcome = "applied"
-                s.lastReason = ""
-                s.lastDetail = []
-                s.lastAtMillis = wallClockMillis()
-                commit(s)
-                logger.notice("pushed configuration kept: healthy", metadata: ["version": "\(s.version)"])
-                continue
+                return rollBack(reason: "unhealthy", detail: ["not healthy within \(settings.healthWindowMillis / 1000) s of the push: \(why)"])
             }
-            if ContinuousClock.now >= deadline {
-                probationDeadline.withLock { $0 = nil }
-                if rollBack(reason: "unhealthy", detail: ["not healthy within \(settings.healthWindowMillis / 1000) s of the push: \(why)"]) { return true }
-            }
+            if restart { return true }
         }
         return false
     }
 
     // MARK: - Pushes
 
-    func handlePush(_ payload: [UInt8]) async {
+    /// Under `ops`. Refusals of messages whose signature was not verified are counted and logged
+    /// but not stored or published: whoever may publish on the topic must not be able to wear the
+    /// SD card or overwrite the retained report.
+    func handlePush(_ payload: [UInt8]) {
         let push: ConfigPush
         switch payload.withUnsafeBytes({ ConfigPush.parse($0) }) {
-        case .failure(let r): refuse(r.reason, [r.detail], version: r.version); return
+        case .failure(let r): refuse(r.reason, [r.detail], version: r.version, verified: false); return
         case .success(let p): push = p
         }
         let gw = gatewayRef
         let current = state.withLock { $0 }
-        if probationDeadline.withLock({ $0 }) != nil {
-            refuse("busy", ["version \(current.version) is still on probation: push again once it is kept or rolled back"], version: push.version)
+        let unverified = ["unknown_key", "bad_signature"]
+        if stateUnreadable {
+            refuse("state_unreadable", ["\(store.statePath) cannot be read: pushes are refused until a technician removes it"], version: push.version, verified: false)
             return
         }
-        if let r = push.refusal(keys: keys, gateway: gatewayID, currentVersion: current.version, now: wallClockMillis(),
+        if let r = push.refusal(keys: keys, gateway: gatewayID, currentVersion: current.highestVersion, now: wallClockMillis(),
                                 clockTrusted: gw?.clock.state.isTrusted ?? true, maxLifetimeMillis: gw?.config.commands.maxLifetimeMillis ?? 86_400_000) {
-            refuse(r.reason, [r.detail], version: push.version)
+            refuse(r.reason, [r.detail], version: push.version, verified: !unverified.contains(r.reason))
+            return
+        }
+        if current.phase == .pending {
+            refuse("busy", ["version \(current.version) is still on probation: push again once it is kept or rolled back"], version: push.version)
             return
         }
         // Checked like `brume check`, with the local conf.d, against the local protected settings.
         let candidate: GatewayConfig
-        switch ConfigLoader.load(path: localPath, mainText: push.text, mainName: "push-v\(push.version).toml") {
+        switch ConfigLoader.load(path: localPath, mainText: push.text, mainName: "push-v\(push.version).toml", interpolateMain: false) {
         case .failure(.unreadable(let p, let reason)): refuse("unreadable", ["\(p): \(reason)"], version: push.version); return
         case .failure(.invalid(let diags)):
             refuse("invalid", diags.filter { $0.severity == .error }.map(\.description), version: push.version)
@@ -205,16 +228,26 @@ final class FleetService: Sendable {
         commit(s)
         refused.add("rolled_back")
         logger.error("pushed configuration rolled back", metadata: ["version": "\(bad)", "to_version": "\(s.version)", "reason": "\(reason)", "detail": "\(detail.joined(separator: "; "))"])
-        let restart = Locked(false)
-        if let gw = gatewayRef {
-            let r = gw.reload()
-            if !r.ok && r.needsRestart { restart.withLock { $0 = true }; gw.requestRestart() }
+        guard let gw = gatewayRef else { return false }
+        let r = gw.reload()
+        if r.ok { return false }
+        if !r.needsRestart {
+            // The last good configuration does not reload (it needs what the bad one broke?):
+            // a fresh process loads it from scratch.
+            logger.critical("the rolled-back configuration does not reload: restarting in place", metadata: ["error": "\(r.message)"])
         }
-        return restart.withLock { $0 }
+        gw.requestRestart()
+        return true
     }
 
-    private func refuse(_ reason: String, _ detail: [String], version: Int64?) {
+    private func refuse(_ reason: String, _ detail: [String], version: Int64?, verified: Bool = true) {
         refused.add(reason)
+        if !verified {
+            if limiter.admit() != nil {
+                logger.warning("configuration push refused", metadata: ["reason": "\(reason)", "detail": "\(detail.prefix(1).joined())"])
+            }
+            return
+        }
         var s = state.withLock { $0 }
         s.lastVersion = version ?? 0
         s.lastOutcome = "refused"
@@ -244,7 +277,7 @@ final class FleetService: Sendable {
             if !acked && gw.outbox.stats.bufferedReadings > 0 { return (false, "uplink \(u.config.name): no batch acknowledged yet") }
         }
         if settings.healthSources {
-            for s in gw.sources where s.state == .disconnected { return (false, "source \(s.name) is disconnected") }
+            for s in gw.sources where s.state != .connected { return (false, "source \(s.name) is \(s.state.rawValue)") }
         }
         return (true, "")
     }

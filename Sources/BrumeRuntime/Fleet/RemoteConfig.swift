@@ -129,6 +129,12 @@ struct RemoteConfigStore: Sendable {
         var phase: Phase = .good
         /// The version a rollback returns to.
         var previousVersion: Int64 = 0
+        /// The highest version ever accepted: never decreases, so a rolled-back push cannot be
+        /// replayed (a rollback lowers `version`, not this).
+        var highestVersion: Int64 = 0
+        /// SHA-256 of the text `config.toml` must hold for `version` ("" : no config.toml, the
+        /// local file). A mismatch at start means a power cut in the middle of a change.
+        var sha256: String = ""
         /// Starts of the gateway while this version was on probation (a crash loop rolls back).
         var pendingStarts: Int = 0
         /// The last push's outcome: "applied", "refused", "rolled_back".
@@ -143,6 +149,8 @@ struct RemoteConfigStore: Sendable {
                 JSONMember(key: "version", value: .number(Double(version))),
                 JSONMember(key: "phase", value: .string(phase.rawValue)),
                 JSONMember(key: "previous_version", value: .number(Double(previousVersion))),
+                JSONMember(key: "highest_version", value: .number(Double(highestVersion))),
+                JSONMember(key: "file_sha256", value: .string(sha256)),
                 JSONMember(key: "pending_starts", value: .number(Double(pendingStarts))),
                 JSONMember(key: "last", value: .object([
                     JSONMember(key: "version", value: .number(Double(lastVersion))),
@@ -159,6 +167,8 @@ struct RemoteConfigStore: Sendable {
             version = j["version"]?.integer ?? 0
             phase = Phase(rawValue: j["phase"]?.stringValue ?? "") ?? .good
             previousVersion = j["previous_version"]?.integer ?? 0
+            highestVersion = j["highest_version"]?.integer ?? version
+            sha256 = j["file_sha256"]?.stringValue ?? ""
             pendingStarts = Int(j["pending_starts"]?.integer ?? 0)
             if let l = j["last"] {
                 lastVersion = l["version"]?.integer ?? 0
@@ -170,12 +180,16 @@ struct RemoteConfigStore: Sendable {
         }
     }
 
-    func loadState() -> State {
-        guard case .success(let text) = ConfigLoader.readFile(statePath), let j = try? JSONParser.parse(text) else { return State() }
+    /// nil when the state file exists but cannot be read: pushes are then refused (a lost state
+    /// must not reset the replay protection to version 0).
+    func loadState() -> State? {
+        guard access(statePath, F_OK) == 0 else { return State() }
+        guard case .success(let text) = ConfigLoader.readFile(statePath), let j = try? JSONParser.parse(text), case .object = j else { return nil }
         return State(json: j)
     }
 
     func save(_ s: State) throws {
+        try RemoteConfigStore.ensureDir(dir)
         try RemoteConfigStore.atomicWrite(statePath, s.json.description + "\n")
     }
 
@@ -185,35 +199,63 @@ struct RemoteConfigStore: Sendable {
         return nil
     }
 
-    /// Puts `text` in use on probation; the file it replaces becomes the previous good one.
+    /// Puts `text` in use on probation. Order (each step durable before the next), so that a
+    /// power cut anywhere leaves something `repair` makes consistent:
+    /// 1. previous.toml := a copy of config.toml (or removed: the local file was the good one);
+    /// 2. state := pending, with the SHA-256 the new file will have;
+    /// 3. config.toml := the new text.
     func stage(_ text: String, version: Int64, state: inout State, now: Int64) throws {
         try RemoteConfigStore.ensureDir(dir)
-        if access(configPath, F_OK) == 0 {
-            guard rename(configPath, previousPath) == 0 else { throw StartupError("cannot keep \(configPath) as \(previousPath): \(String(cString: strerror(errno)))") }
-        } else {
-            unlink(previousPath)
-        }
-        try RemoteConfigStore.atomicWrite(configPath, text)
+        if let cur = current() { try RemoteConfigStore.atomicWrite(previousPath, cur) } else { unlink(previousPath); RemoteConfigStore.syncDir(dir) }
         state.previousVersion = state.version
         state.version = version
+        state.highestVersion = max(state.highestVersion, version)
+        state.sha256 = ConfigPush.sha256Hex(text)
         state.phase = .pending
         state.pendingStarts = 0
         state.lastAtMillis = now
         try save(state)
+        try RemoteConfigStore.atomicWrite(configPath, text)
     }
 
-    /// Back to the last good file (the previous push, or the local file).
+    /// Back to the last good file (the previous push, or the local file): the file first, then
+    /// the state (a power cut between the two is repaired at the next start).
     func rollBack(state: inout State) throws {
-        if access(previousPath, F_OK) == 0 {
-            guard rename(previousPath, configPath) == 0 else { throw StartupError("cannot restore \(previousPath): \(String(cString: strerror(errno)))") }
+        if case .success(let prev) = ConfigLoader.readFile(previousPath) {
+            try RemoteConfigStore.atomicWrite(configPath, prev)
+            state.sha256 = ConfigPush.sha256Hex(prev)
         } else {
             unlink(configPath)
+            RemoteConfigStore.syncDir(dir)
+            state.sha256 = ""
         }
-        RemoteConfigStore.syncDir(dir)
         state.version = state.previousVersion
         state.phase = .good
         state.pendingStarts = 0
         try save(state)
+    }
+
+    /// At start: the state says what config.toml should hold; if it does not (a power cut
+    /// between the steps of `stage` or `rollBack`), go back to the last good file.
+    func repair(_ s: inout State) -> Bool {
+        let onDisk = current().map(ConfigPush.sha256Hex) ?? ""
+        guard onDisk != s.sha256 else { return false }
+        let bad = s.version
+        if s.phase == .pending {
+            // Interrupted while staging (the new file never landed) or while rolling back.
+            try? rollBack(state: &s)
+        } else {
+            // A good state whose file differs: trust the file only if it is the previous good one.
+            s.sha256 = onDisk
+            try? save(s)
+        }
+        s.lastVersion = bad
+        s.lastOutcome = "rolled_back"
+        s.lastReason = "interrupted"
+        s.lastDetail = ["a change of the configuration files was interrupted (a power cut?): back to the last good file"]
+        s.lastAtMillis = wallClockMillis()
+        try? save(s)
+        return true
     }
 
     static func ensureDir(_ d: String) throws {
@@ -226,7 +268,7 @@ struct RemoteConfigStore: Sendable {
     }
 
     static func atomicWrite(_ path: String, _ text: String) throws {
-        let tmp = path + ".tmp"
+        let tmp = path + ".tmp.\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
         guard fd >= 0 else { throw StartupError("cannot write \(tmp): \(String(cString: strerror(errno)))") }
         let bytes = Array(text.utf8)
@@ -263,14 +305,14 @@ public enum EffectiveConfig {
         guard local.0.fleet.remoteConfig else { return .success(Loaded(config: local.0, warnings: local.1, origin: "local")) }
         let store = RemoteConfigStore(dataDir: local.0.gateway.dataDir)
         guard let text = store.current() else { return .success(Loaded(config: local.0, warnings: local.1, origin: "local")) }
-        let state = store.loadState()
-        switch ConfigLoader.load(path: path, mainText: text, mainName: store.configPath) {
+        let version = store.loadState()?.version ?? 0
+        switch ConfigLoader.load(path: path, mainText: text, mainName: store.configPath, interpolateMain: false) {
         case .success(let (c, w)):
             // The protected settings are the local file's, whatever the pushed one says.
             if let why = FleetProtection.violation(local: local.0, pushed: c) {
                 return .success(Loaded(config: local.0, warnings: local.1 + [Diagnostic(file: store.configPath, position: SourcePosition(line: 1, column: 1), message: "ignored: \(why)", severity: .warning)], origin: "local"))
             }
-            return .success(Loaded(config: c, warnings: w, origin: "remote v\(state.version)"))
+            return .success(Loaded(config: c, warnings: w, origin: "remote v\(version)"))
         case .failure:
             // A pushed file that no longer loads (an edited conf.d, a missing variable): the local one runs.
             return .success(Loaded(config: local.0, warnings: local.1 + [Diagnostic(file: store.configPath, position: SourcePosition(line: 1, column: 1), message: "the pushed configuration does not load any more: running the local file", severity: .warning)], origin: "local"))
@@ -284,8 +326,13 @@ extension EffectiveConfig {
     /// power cut each time...) is rolled back now.
     public static func countStart(path: String) {
         guard case .success(let (local, _)) = ConfigLoader.load(path: path), local.fleet.remoteConfig else { return }
+        // Not while another brume runs on this data folder (it would fail to start anyway).
+        let lock = open(local.gateway.dataDir + "/brume.lock", O_RDWR | O_CLOEXEC)
+        defer { if lock >= 0 { close(lock) } }
+        if lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) != 0 { return }
         let store = RemoteConfigStore(dataDir: local.gateway.dataDir)
-        var s = store.loadState()
+        guard var s = store.loadState() else { return }
+        if store.repair(&s) { return }
         guard s.phase == .pending else { return }
         s.pendingStarts += 1
         if s.pendingStarts > 3 {
@@ -309,8 +356,35 @@ enum FleetProtection {
         if pushed.api != local.api { changed.append("[api] (the local API's address and token)") }
         if pushed.commands != local.commands { changed.append("[commands] (the signing keys)") }
         if pushed.fleet != local.fleet { changed.append("[fleet] (the configuration channel itself)") }
+        if pushed.clock != local.clock { changed.append("[clock] (whether expiries of pushes and commands can be trusted)") }
+        // Secret files: only those the technician already named (a push must not make the
+        // gateway read any local file and send it to a broker of its choosing).
+        let allowed = secretFiles(local)
+        let extra = secretFiles(pushed).subtracting(allowed).sorted()
+        if !extra.isEmpty { changed.append("secret or key files not in the local configuration (\(extra.joined(separator: ", ")))") }
         if changed.isEmpty { return nil }
         return "a push may not change \(changed.joined(separator: ", ")): these need a technician (edit the local file)"
+    }
+
+    static func secretFiles(_ c: GatewayConfig) -> Set<String> {
+        var out = Set<String>()
+        func conn(_ m: MQTTConnection) {
+            if let p = m.passwordFile { out.insert(p) }
+            if let t = m.tls { for f in [t.caFile, t.certFile, t.keyFile].compactMap({ $0 }) { out.insert(f) } }
+        }
+        for u in c.uplinks {
+            if u.kind == .mqtt { conn(u.connection) }
+            if let h = u.http {
+                switch h.auth {
+                case .none: break
+                case .bearer(let f), .token(let f): out.insert(f)
+                case .oauth2(_, _, let f, _): out.insert(f)
+                }
+                if let t = h.tls { for f in [t.caFile, t.certFile, t.keyFile].compactMap({ $0 }) { out.insert(f) } }
+            }
+        }
+        for s in c.sources { if case .mqtt(let m) = s.kind { conn(m.connection) } }
+        return out
     }
 }
 

@@ -93,8 +93,9 @@ public enum ConnectCheck {
                 return Outcome(subject: subject, ok: false, detail: "cannot read TLS file \(file): \(p)")
             }
         }
-        var options = UplinkKinds.mqttClientOptions(conn, password: password, clientIDSuffix: "-check-\(getpid())")
-        options.clientID = String(options.clientID.utf8.prefix(128))!
+        let suffix = "-check-\(getpid())"
+        var options = UplinkKinds.mqttClientOptions(conn, password: password)
+        options.clientID = String(conn.clientID.utf8.prefix(128 - suffix.utf8.count))! + suffix
         options.protocolVersion = .auto
         options.reconnectInitial = .milliseconds(200)
         options.reconnectMax = .milliseconds(500)

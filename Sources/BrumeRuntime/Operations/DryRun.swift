@@ -40,7 +40,9 @@ public struct DryRun: Sendable {
     static func isolated(_ s: SourceConfig) -> SourceConfig {
         var s = s
         if case .mqtt(var m) = s.kind {
-            m.connection.clientID = String((m.connection.clientID + "-test-\(getpid())").utf8.prefix(128))!
+            // Never the gateway's own id, even when its id is 128 bytes long: the base is cut.
+            let suffix = "-test-\(getpid())"
+            m.connection.clientID = String(m.connection.clientID.utf8.prefix(128 - suffix.utf8.count))! + suffix
             m.persistentSession = false
             s.kind = .mqtt(m)
         }
