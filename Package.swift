@@ -62,6 +62,8 @@ let package = Package(
         .target(name: "BrumeModbus", dependencies: ["BrumeCore", "CModbus", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // The board's own health (sysfs, procfs): SoC temperature, throttling, SD writes, clock sync.
         .target(name: "BrumeBoard", dependencies: ["BrumeCore", "CClock", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        // 1-Wire temperature probes through the kernel's w1 sysfs files.
+        .target(name: "BrumeOneWire", dependencies: ["BrumeCore", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Northbound: the sync loops outbox -> batches -> acks: MQTT (v1 JSON, SenML, per reading,
         // Sparkplug B, ThingsBoard) and HTTP(S) (v1 JSON, SenML or InfluxDB line protocol).
         .target(name: "BrumeUplink", dependencies: [
@@ -72,7 +74,7 @@ let package = Package(
         ], exclude: ["MQTT/Formats/Sparkplug/sparkplug_b.proto"], swiftSettings: strict),
         // Composition: config -> services, signals, shutdown order.
         .target(name: "BrumeRuntime", dependencies: [
-            "BrumeCore", "BrumeConfig", "BrumeRules", "BrumeStore", "BrumeMQTT", "BrumeSerial", "BrumeModbus", "BrumeBoard", "BrumeUplink", "CClock",
+            "BrumeCore", "BrumeConfig", "BrumeRules", "BrumeStore", "BrumeMQTT", "BrumeSerial", "BrumeModbus", "BrumeBoard", "BrumeOneWire", "BrumeUplink", "CClock",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -81,7 +83,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ], exclude: ["API/status.html"], swiftSettings: strict),
         .executableTarget(name: "brume", dependencies: [
-            "BrumeRuntime", "BrumeConfig", "BrumeCore", "BrumeStore", "BrumeSerial", "CPowerCut",
+            "BrumeRuntime", "BrumeConfig", "BrumeCore", "BrumeStore", "BrumeSerial", "BrumeOneWire", "CPowerCut",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict, linkerSettings: [
@@ -110,6 +112,7 @@ let package = Package(
                                                             .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "BrumeMQTTTests", dependencies: ["BrumeMQTT", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "BrumeBoardTests", dependencies: ["BrumeBoard", "BrumeCore", "BrumeTestKit"]),
+        .testTarget(name: "BrumeOneWireTests", dependencies: ["BrumeOneWire", "BrumeCore"]),
         .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore", "BrumeSerial", "BrumeTestKit",
                                                           .product(name: "CompressNIO", package: "compress-nio")]),
     ],

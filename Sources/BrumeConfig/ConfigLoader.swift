@@ -326,6 +326,7 @@ struct Builder {
                         let key: String
                         switch src.kind {
                         case .serial, .modbus, .board: key = "port"
+                        case .onewire: key = "probes"
                         case .mqtt: key = "client_id"
                         }
                         let at = st[key] != nil ? r.position(of: key) : st.position

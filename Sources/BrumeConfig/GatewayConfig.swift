@@ -309,7 +309,21 @@ public struct SourceConfig: Sendable, Hashable {
         case serial(SerialSourceConfig)
         case modbus(ModbusSourceConfig)
         case board(BoardSourceConfig)
+        case onewire(OneWireSourceConfig)
     }
+}
+
+/// `kind = "onewire"`: DS18B20-style probes on the kernel's w1 bus, by ROM id.
+public struct OneWireSourceConfig: Sendable, Hashable {
+    public struct Probe: Sendable, Hashable {
+        public var id: String
+        public var device: String
+        public var metric: String
+    }
+    public var probes: [Probe]
+    public var intervalMillis: Int64
+    /// `/sys/bus/w1/devices` (a copy of it in tests).
+    public var root: String
 }
 
 /// `kind = "board"`: the board's own health (SoC temperature, throttling, SD writes, clock).

@@ -3,6 +3,7 @@ import CPowerCut
 import BrumeConfig
 import BrumeCore
 import BrumeSerial
+import BrumeOneWire
 import BrumeRuntime
 import Logging
 
@@ -159,15 +160,22 @@ struct Ports: ParsableCommand {
     @Flag(help: "Print a [[source]] stanza for each port, naming USB adapters by their identity (survives replugs and renumbering), to paste into gateway.toml.")
     var toml = false
 
+    @Option(help: "Where 1-Wire probes are looked for.")
+    var w1Devices = "/sys/bus/w1/devices"
+
     func run() throws {
         let ports = PortDiscovery.list()
+        let probes = OneWire.list(root: w1Devices)
         if toml {
             print(PortStanzas.toml(ports))
+            if let o = PortStanzas.oneWireToml(probes) { print(o) }
             return
         }
         var claims: [(name: String, spec: PortSpec)] = []
+        var probeClaims: [String: String] = [:]
         if let config {
             for s in try loadForTool(config).sources {
+                if case .onewire(let o) = s.kind { for p in o.probes { probeClaims[p.id] = s.name } }
                 if case .serial(let c) = s.kind { claims.append((s.name, c.port)) }
                 if case .modbus(let m) = s.kind, case .rtu(let port, _, _, _, _, _) = m.transport { claims.append((s.name, port)) }
             }
@@ -187,6 +195,11 @@ struct Ports: ParsableCommand {
                 out += "{" + f.joined(separator: ",") + "}"
             }
             out += "]"
+            if !probes.isEmpty || w1Devices != "/sys/bus/w1/devices" {
+                out = "{\"serial\":" + out + ",\"onewire\":[" + probes.map { id in
+                    "{\"id\":\(jsonString(id)),\"claimed_by\":[" + (probeClaims[id].map(jsonString) ?? "") + "]}"
+                }.joined(separator: ",") + "]}"
+            }
             print(out)
             return
         }
@@ -198,6 +211,14 @@ struct Ports: ParsableCommand {
             print(r.enumerated().map { $0.element + String(repeating: " ", count: widths[$0.offset] - $0.element.count) }.joined(separator: "  "))
         }
         if ports.isEmpty { print("(no serial ports found)") }
+        if !probes.isEmpty {
+            print("")
+            print("1-Wire probes (\(w1Devices)):")
+            for id in probes { print("  \(id)  \(probeClaims[id].map { "source \($0)" } ?? "-")") }
+        }
+        for (id, src) in probeClaims.sorted(by: { $0.key < $1.key }) where !probes.contains(id) {
+            print("source \"\(src)\": 1-Wire probe \(id) is not on the bus (unplugged? dtoverlay=w1-gpio?)")
+        }
         for c in unmatched {
             if case .path = c.spec { continue }
             print("source \"\(c.name)\": no port matches \(c.spec) (is the device plugged in?)")

@@ -23,7 +23,7 @@ func holdsSerialPort(_ s: SourceConfig) -> Bool {
     switch s.kind {
     case .serial: return true
     case .modbus(let m): if case .rtu = m.transport { return true } else { return false }
-    case .mqtt, .board: return false
+    case .mqtt, .board, .onewire: return false
     }
 }
 

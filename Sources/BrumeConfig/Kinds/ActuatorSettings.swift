@@ -48,8 +48,8 @@ extension Builder {
                     if ackPayload != nil && ackTopic == nil { r.error(r.position(of: "ack_payload"), "\"ack_payload\" needs \"ack_topic\""); ok = false }
                     if ackTopic != nil && m.qos == 0 { /* acks still work with qos 0 subscriptions */ }
                     if let topic { target = .mqtt(source: via, topic: topic, payload: payload, ackTopic: ackTopic, ackPayload: ackPayload) }
-                case .board:
-                    r.error(r.position(of: "via"), "\"\(via)\" is a board health source: it drives nothing"); ok = false
+                case .board, .onewire:
+                    r.error(r.position(of: "via"), "\"\(via)\" is a sensor-only source: it drives nothing"); ok = false
                 }
             } else {
                 var msg = "\"via\" names no source: \"\(via)\""

@@ -14,6 +14,7 @@ extension Builder {
             if case .rtu(let port, _, _, _, _, _) = m.transport { return ["serial port \(port)"] }
             return []
         case .board: return []
+        case .onewire(let o): return o.probes.map { "1-Wire probe \($0.id)" }
         }
     }
 
@@ -25,6 +26,7 @@ extension Builder {
         ("serial", { b, r, name, _ in b.buildSerial(r, name: name).map { .serial($0) } }),
         ("modbus", { b, r, name, _ in b.buildModbus(r, name: name).map { .modbus($0) } }),
         ("board", { b, r, _, gw in b.buildBoard(r, gateway: gw).map { .board($0) } }),
+        ("onewire", { b, r, name, _ in b.buildOneWire(r, name: name).map { .onewire($0) } }),
     ]
 
     func buildSource(_ r: TableReader, gateway: String) -> SourceConfig? {
@@ -184,5 +186,54 @@ extension Builder {
             if d.isEmpty || d.contains("/") { r.error(r.position(of: "disk"), "\"disk\" is a block device name as in /proc/diskstats, like \"mmcblk0\" or \"sda\", got \"\(d)\"") } else { disk = d }
         }
         return BoardSourceConfig(intervalMillis: interval, device: device, root: root, disk: disk)
+    }
+}
+
+extension Builder {
+    /// `kind = "onewire"`: probes = [{ id = "28-0316a2795bff", device = "boiler", metric = "flow_temperature" }, ...].
+    func buildOneWire(_ r: TableReader, name: String) -> OneWireSourceConfig? {
+        var ok = true
+        let interval = r.duration("interval", min: 1000) ?? 10_000
+        var root = "/sys/bus/w1/devices"
+        if let p = r.string("root") {
+            if !p.hasPrefix("/") { r.error(r.position(of: "root"), "\"root\" must be an absolute path, got \"\(p)\""); ok = false } else { root = p }
+        }
+        let defaultDevice = r.string("device") ?? name
+        var probes: [OneWireSourceConfig.Probe] = []
+        var seen: [String: SourcePosition] = [:]
+        if let n = r.node("probes") {
+            guard case .array(let items) = n.value, !items.isEmpty else {
+                r.error(n.position, "\"probes\" must be a list like [{ id = \"28-0316a2795bff\", metric = \"flow_temperature\" }] (brume ports lists the probes found)")
+                return nil
+            }
+            for it in items {
+                guard case .table(let t) = it.value else { r.error(it.position, "each probe is a table { id = \"28-...\", metric = \"...\" }"); ok = false; continue }
+                let pr = TableReader(t, context: "\(r.context) probe", sink: sink)
+                defer { pr.finish() }
+                let idText = pr.string("id", required: true)
+                let device = pr.string("device") ?? defaultDevice
+                let metric = pr.string("metric") ?? "temperature"
+                guard let id = idText else { ok = false; continue }
+                let lower = id.lowercased()
+                guard lower.utf8.count == 15, Array(lower.utf8)[2] == UInt8(ascii: "-"),
+                      lower.unicodeScalars.enumerated().allSatisfy({ i, c in i == 2 || ("0"..."9").contains(c) || ("a"..."f").contains(c) }) else {
+                    pr.error(pr.position(of: "id"), "\"id\" must be a 1-Wire ROM id as the kernel names it, like \"28-0316a2795bff\" (family, dash, 12 hex digits), got \"\(id)\""); ok = false; continue
+                }
+                if let first = seen[lower] { pr.error(pr.position(of: "id"), "probe \(lower) is listed twice (first at \(sink.place(first)))"); ok = false; continue }
+                seen[lower] = pr.position(of: "id")
+                for (k, v) in [("device", device), ("metric", metric)] where v.isEmpty || !v.unicodeScalars.allSatisfy(isNameScalar) {
+                    pr.error(pr.position(of: k), "\"\(k)\" must be non-empty and use only letters, digits, '.', '_' and '-', got \"\(v)\""); ok = false
+                }
+                probes.append(.init(id: lower, device: device, metric: metric))
+            }
+        } else {
+            r.error(r.table.position, "missing required key \"probes\": the probes to read by ROM id, like probes = [{ id = \"28-0316a2795bff\", metric = \"flow_temperature\" }] (brume ports lists the probes found)")
+            ok = false
+        }
+        let metrics = Dictionary(grouping: probes, by: { "\($0.device)/\($0.metric)" }).filter { $0.value.count > 1 }
+        for (m, ps) in metrics.sorted(by: { $0.key < $1.key }) {
+            r.error(r.position(of: "probes"), "probes \(ps.map(\.id).joined(separator: " and ")) would both be \(m): give each its own metric or device"); ok = false
+        }
+        return ok ? OneWireSourceConfig(probes: probes, intervalMillis: interval, root: root) : nil
     }
 }

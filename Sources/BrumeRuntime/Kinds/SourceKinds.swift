@@ -67,6 +67,7 @@ enum SourceKinds {
         case .serial(let c): return SerialSourceKind.make(s, c, sink: sink, logger: logger)
         case .modbus(let m): return ModbusSourceKind.make(s, m, sink: sink, logger: logger)
         case .board(let b): return BoardSourceKind.make(s, b, dataDir: dataDir, sink: sink, logger: logger)
+        case .onewire(let o): return OneWireSourceKind.make(s, o, sink: sink, logger: logger)
         }
     }
 

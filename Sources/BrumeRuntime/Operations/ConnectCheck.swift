@@ -1,6 +1,7 @@
 import BrumeConfig
 import BrumeCore
 import BrumeModbus
+import BrumeOneWire
 import BrumeMQTT
 import BrumeSerial
 import BrumeUplink
@@ -73,6 +74,11 @@ public enum ConnectCheck {
                 }
             case .modbus(let m):
                 say(modbus(s.name, m, portsHeld: portsHeld))
+            case .onewire(let o):
+                let present = Set(OneWire.list(root: o.root))
+                let absent = o.probes.filter { !present.contains($0.id) }.map(\.id)
+                say(Outcome(subject: "source \(s.name) (1-Wire \(o.root))", ok: absent.isEmpty,
+                            detail: absent.isEmpty ? "\(o.probes.count) probe\(o.probes.count == 1 ? "" : "s") on the bus" : "not on the bus: \(absent.joined(separator: ", ")) (found: \(present.sorted().joined(separator: ", ")))"))
             case .board(let b):
                 let present = ["/sys/class/thermal/thermal_zone0/temp", "/proc/meminfo", "/sys/devices/platform/soc/soc:firmware/get_throttled"]
                     .filter { access((b.root == "/" ? "" : b.root) + $0, R_OK) == 0 }

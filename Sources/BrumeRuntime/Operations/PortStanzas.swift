@@ -48,4 +48,14 @@ public enum PortStanzas {
         WireFormat.appendString(s, to: &out)
         return String(decoding: out, as: UTF8.self)
     }
+
+    /// A `[[source]] kind = "onewire"` stanza for the 1-Wire probes found (none: nothing).
+    public static func oneWireToml(_ ids: [String]) -> String? {
+        guard !ids.isEmpty else { return nil }
+        var out = ["", "# 1-Wire temperature probes found on the bus: name each one (device, metric).",
+                   "[[source]]", "name = \"probes\"", "kind = \"onewire\"", "interval = \"10s\"", "probes = ["]
+        for (i, id) in ids.enumerated() { out.append("  { id = \(tomlString(id)), device = \"probe\(i + 1)\", metric = \"temperature\" },") }
+        out.append("]")
+        return out.joined(separator: "\n")
+    }
 }
