@@ -80,6 +80,10 @@ grep -q gw-site-42 /etc/brume/gateway.toml || fail "the edited config did not su
 [ "$(sha256sum /var/lib/brume/outbox.db | cut -d' ' -f1)" = "$SUM" ] || fail "the outbox changed during the upgrade"
 ok "upgraded to 1.0.1: still disabled as the admin left it, config edit and outbox kept"
 
+# Self-update (OTA) with rollback, from the installed 1.0.1 (scripts/test-ota.sh).
+apt-get install -y -qq --no-install-recommends mosquitto mosquitto-clients openssl python3 curl >/dev/null
+scripts/test-ota.sh "$V2"
+
 systemctl enable brume.service >/dev/null 2>&1
 dpkg -r brume >/dev/null
 [ ! -e /usr/bin/brume ] || fail "binary still there after remove"

@@ -261,6 +261,14 @@ struct Builder {
             }
             if let v = f.oneOf("health", ["uplinks", "uplinks_and_sources"]) { fleet.healthSources = v == "uplinks_and_sources" }
             if let v = f.bool("diagnostics") { fleet.diagnostics = v }
+            if let v = f.bool("updates") { fleet.updates = v }
+            if let v = f.duration("update_window", min: 30_000) {
+                if v > 3_600_000 { f.error(f.position(of: "update_window"), "\"update_window\" must be at most \"1h\", got \"\(Units.formatDuration(v))\"") }
+                else { fleet.updateWindowMillis = v }
+            }
+            if let v = f.string("update_ca_file") {
+                if !v.hasPrefix("/") { f.error(f.position(of: "update_ca_file"), "\"update_ca_file\" must be an absolute path, got \"\(v)\"") } else { fleet.updateCAFile = v }
+            }
             f.finish()
         }
 
@@ -390,8 +398,8 @@ struct Builder {
         if !actuators.isEmpty && commandsSection.publicKeys.isEmpty && !commandsSection.unsignedAcknowledged {
             sink.warning(root.position, "actuators are declared and [commands.keys] is empty: commands are accepted unsigned — anyone who can publish to the uplink's PREFIX/commands drives them (see docs/security.md: brume keygen, [commands.keys])")
         }
-        if fleet.remoteConfig && commandsSection.publicKeys.isEmpty {
-            sink.error(fleetAt, "[fleet]: remote_config = true needs the backend's key in [commands.keys]: configuration pushes are signed, an unsigned push is refused (docs/fleet.md)")
+        if (fleet.remoteConfig || fleet.updates) && commandsSection.publicKeys.isEmpty {
+            sink.error(fleetAt, "[fleet]: \(fleet.remoteConfig ? "remote_config" : "updates") = true needs the backend's key in [commands.keys]: \(fleet.remoteConfig ? "configuration pushes" : "package offers") are signed, an unsigned one is refused (docs/fleet.md)")
         }
         if fleet.enabled && !uplinks.contains(where: { $0.carriesV1Commands }) {
             sink.error(fleetAt, "[fleet]: pushes and diagnostics travel over an MQTT uplink with format = \"brume\" (PREFIX/config/set): add one")

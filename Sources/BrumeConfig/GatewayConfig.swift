@@ -144,8 +144,15 @@ public struct FleetSection: Sendable, Hashable {
     public var healthSources = true
     /// `diagnostics`: answer PREFIX/diagnostics/request (status, logs, ports, outbox).
     public var diagnostics = false
+    /// `updates`: accept signed package offers on PREFIX/update/offer (installed by the
+    /// brume-update unit, rolled back when not healthy).
+    public var updates = false
+    /// `update_window`: how long a newly installed package has to prove healthy.
+    public var updateWindowMillis: Int64 = 120_000
+    /// `update_ca_file`: the CA that signs the package server's certificate (default: the system's).
+    public var updateCAFile: String?
     public init() {}
-    public var enabled: Bool { remoteConfig || diagnostics }
+    public var enabled: Bool { remoteConfig || diagnostics || updates }
 }
 
 /// `[commands]`: commands from the cloud drive real actuators; who may send them.

@@ -27,7 +27,7 @@ struct Brume: AsyncParsableCommand {
         commandName: "brume",
         abstract: "Brume: IoT edge gateway. Reads sensors, buffers in SQLite, syncs batches to the cloud.",
         version: brumeVersion,
-        subcommands: [Run.self, Check.self, Test.self, Status.self, Tail.self, Reload.self, Buffer.self, Ports.self, Keygen.self, Sign.self, SignConfig.self],
+        subcommands: [Run.self, Check.self, Test.self, Status.self, Tail.self, Reload.self, Buffer.self, Ports.self, Keygen.self, Sign.self, SignConfig.self, SignUpdate.self, UpdateInstall.self],
         defaultSubcommand: nil)
 }
 
@@ -371,5 +371,50 @@ func markAllCloseOnExec() {
     for fd in fds {
         let flags = fcntl(fd, F_GETFD)
         if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+    }
+}
+
+struct SignUpdate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sign-update",
+        abstract: "Sign a package offer (self-update) for one gateway (docs/fleet.md).",
+        discussion: """
+        Prints the offer as JSON; publish it to PREFIX/update/offer, e.g.
+          brume sign-update --key k.key --kid k --gateway gw-01 --url https://updates.example.com/brume_1.0.2_arm64.deb brume_1.0.2_arm64.deb \\
+            | mosquitto_pub -t brume/gw-01/update/offer -q 1 -s
+        The version and the SHA-256 are read from the package file.
+        """)
+
+    @Option(help: "The private key file (brume keygen).") var key: String
+    @Option(help: "Its key id, as in [commands.keys].") var kid: String
+    @Option(help: "The gateway id the offer is for.") var gateway: String
+    @Option(help: "Where the gateway downloads the package (https://).") var url: String
+    @Option(help: "Seconds until the offer expires (at most [commands] max_lifetime).") var expiresIn: Int64 = 3600
+    @Argument(help: "The .deb offered (its version and SHA-256 are signed).") var package: String
+
+    func run() throws {
+        guard case .success(let keyText) = ConfigLoader.readFile(key) else { printErr("cannot read \(key)"); throw ExitCode(1) }
+        guard expiresIn > 0 && expiresIn <= 30 * 86_400 else { printErr("--expires-in must be between 1 s and 30 days"); throw ExitCode(1) }
+        do {
+            print(try CommandSigning.signUpdate(package: package, url: url, expires: wallClockMillis() + expiresIn * 1000, gateway: gateway, keyID: kid, privateKeyBase64: keyText))
+        } catch {
+            printErr("\(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+struct UpdateInstall: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "update-install",
+        abstract: "Install a package the gateway downloaded and verified, with rollback (run as root by brume-update.service).",
+        discussion: "Exit status: 0 installed and healthy, 1 refused or rolled back, 2 nothing to do.")
+
+    @Option(name: .shortAndLong, help: "The configuration file (keys, data_dir).") var config: String = defaultConfigPath
+    @Option(help: "Seconds to wait for the new version to report healthy (default: [fleet] update_window + 30 s).") var wait: Int?
+
+    func run() throws {
+        let rc = UpdateInstaller.run(configPath: config, waitSeconds: wait) { printErr("brume update-install: \($0)") }
+        if rc != 0 { throw ExitCode(rc) }
     }
 }

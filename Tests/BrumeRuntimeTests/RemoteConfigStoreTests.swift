@@ -94,3 +94,35 @@ import Testing
 }
 
 struct Curve25519SigningKey { let key = Curve25519.Signing.PrivateKey() }
+
+/// Package offers: bound to the gateway, the version, the URL and the package's hash.
+@Suite struct UpdateOfferTests {
+    @Test func offersAreSignedOverEverythingTheyName() throws {
+        let key = Curve25519SigningKey()
+        let sha = String(repeating: "ab", count: 32)
+        let body = try UpdateOffer.sign(version: "1.0.2", url: "https://u.example/brume_1.0.2_arm64.deb", sha256: sha, expires: 10_000,
+                                        gateway: "gw-1", keyID: "k", privateKey: key.key)
+        let offer = try UpdateOffer.parse(Array(body.utf8)).get()
+        let keys = ["k": key.key.publicKey]
+        #expect(offer.refusal(keys: keys, gateway: "gw-1", now: 5_000, clockTrusted: true, maxLifetimeMillis: 86_400_000) == nil)
+        #expect(offer.refusal(keys: keys, gateway: "gw-2", now: 5_000, clockTrusted: true, maxLifetimeMillis: 86_400_000)?.reason == "bad_signature")
+        for change in [{ (o: inout UpdateOffer) in o.url = "https://evil.example/x.deb" }, { $0.version = "1.0.3" }, { $0.sha256 = String(repeating: "cd", count: 32) }] {
+            var o = offer
+            change(&o)
+            #expect(o.refusal(keys: keys, gateway: "gw-1", now: 5_000, clockTrusted: true, maxLifetimeMillis: 86_400_000)?.reason == "bad_signature")
+        }
+        #expect(offer.refusal(keys: keys, gateway: "gw-1", now: 20_000, clockTrusted: true, maxLifetimeMillis: 86_400_000)?.reason == "expired")
+        #expect(offer.json == body, "what the helper re-verifies is what was signed")
+    }
+
+    @Test func badOffersAreRefusedWithAReason() {
+        func reason(_ s: String) -> String? { if case .failure(let r) = UpdateOffer.parse(Array(s.utf8)) { return r.reason }; return nil }
+        let sha = String(repeating: "0", count: 64)
+        #expect(reason("nope") == "bad_json")
+        #expect(reason("{\"version\":\"1.0\",\"url\":\"http://plain.example/x.deb\",\"sha256\":\"\(sha)\",\"expires\":1}") == "bad_offer", "https only")
+        #expect(reason("{\"version\":\"1.0; rm -rf /\",\"url\":\"https://a/x.deb\",\"sha256\":\"\(sha)\",\"expires\":1}") == "bad_offer")
+        #expect(reason("{\"version\":\"1.0\",\"url\":\"https://a/x.deb\",\"sha256\":\"XYZ\",\"expires\":1}") == "bad_offer")
+        #expect(reason("{\"version\":\"1.0\",\"url\":\"https://a/x.deb\",\"sha256\":\"\(sha)\",\"expires\":1}") == "unsigned")
+        #expect(UpdateOffer.isDebianVersion("1:2.0~rc1+deb12u1-3") && !UpdateOffer.isDebianVersion("../../x") && !UpdateOffer.isDebianVersion(""))
+    }
+}

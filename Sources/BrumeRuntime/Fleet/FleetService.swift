@@ -2,6 +2,7 @@ import BrumeConfig
 import BrumeCore
 import BrumeMQTT
 import BrumeSerial
+import BrumeUplink
 import Crypto
 import Logging
 import Synchronization
@@ -47,6 +48,12 @@ final class FleetService: Sendable {
     let refused = ReasonCounters()
     let limiter = LogRateLimiter(burst: 5, interval: .seconds(30))
     weak let gatewayRef: Gateway?
+    let updates: UpdateFiles
+    let installedVersion: String?
+    /// The package version on probation, until when, and since when (ms).
+    let updateProbation = Locked<(String, ContinuousClock.Instant, Int64)?>(nil)
+    let downloading = Atomic<Bool>(false)
+    let lastResultMTime = Locked<Int>(0)
 
     init(gateway: Gateway, config: GatewayConfig, localPath: String, uplink: UplinkConfig, password: String?, logger: Logger) {
         var lg = logger
@@ -80,8 +87,15 @@ final class FleetService: Sendable {
             }))
         if settings.remoteConfig { client.addSubscription("\(prefix)/config/set", qos: 1) }
         if settings.diagnostics { client.addSubscription("\(prefix)/diagnostics/request", qos: 1) }
-        statePublisher.withLock { $0 = { [weak self] in self?.publishState() } }
+        if settings.updates { client.addSubscription("\(prefix)/update/offer", qos: 1) }
+        updates = UpdateFiles(dataDir: config.gateway.dataDir)
+        installedVersion = config.fleet.updates ? installedPackageVersion() : nil
+        statePublisher.withLock { $0 = { [weak self] in self?.publishState(); self?.publishUpdateState() } }
         if state.withLock({ $0.phase }) == .pending { beginProbation() }
+        if settings.updates, let p = updates.json(updates.probation), let v = p["version"]?.stringValue {
+            // A package on probation: this process says when it is healthy; the helper decides.
+            updateProbation.withLock { $0 = (v, ContinuousClock.now + .milliseconds(settings.updateWindowMillis), wallClockMillis()) }
+        }
     }
 
     func start() { client.start() }
@@ -95,6 +109,8 @@ final class FleetService: Sendable {
                 ops.withLock { _ in handlePush(payload) }
             } else if topic == "\(prefix)/diagnostics/request" && settings.diagnostics {
                 answerDiagnostics(payload)
+            } else if topic == "\(prefix)/update/offer" && settings.updates {
+                handleOffer(payload)
             }
         }
     }
@@ -104,6 +120,7 @@ final class FleetService: Sendable {
     func watchProbation() async -> Bool {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(500))
+            if settings.updates { watchUpdate() }
             let restart = ops.withLock { _ -> Bool in
                 guard let deadline = probationDeadline.withLock({ $0 }) else { return false }
                 let window = Duration.milliseconds(settings.healthWindowMillis)
@@ -351,3 +368,92 @@ final class FleetService: Sendable {
 }
 
 private func format4(_ v: UInt16) -> String { String(v, radix: 16).leftPadded(4) }
+
+// MARK: - Self-update (the unprivileged half; SelfUpdate.swift has the root helper)
+
+extension FleetService {
+    func handleOffer(_ payload: [UInt8]) {
+        let offer: UpdateOffer
+        switch UpdateOffer.parse(payload) {
+        case .failure(let r): refused.add("update_\(r.reason)"); logRefusedOffer(r); return
+        case .success(let o): offer = o
+        }
+        let gw = gatewayRef
+        if let r = offer.refusal(keys: keys, gateway: gatewayID, now: wallClockMillis(), clockTrusted: gw?.clock.state.isTrusted ?? true,
+                                 maxLifetimeMillis: gw?.config.commands.maxLifetimeMillis ?? 86_400_000) {
+            refused.add("update_\(r.reason)")
+            logRefusedOffer(r)
+            if !["unknown_key", "bad_signature"].contains(r.reason) { updateResult(offer.version, "refused", r.reason, [r.detail]) }
+            return
+        }
+        if offer.version == installedVersion {
+            updateResult(offer.version, "refused", "already_installed", ["brume \(offer.version) is installed"]); return
+        }
+        if access(updates.request, F_OK) == 0 || access(updates.probation, F_OK) == 0 || downloading.exchange(true, ordering: .acquiringAndReleasing) {
+            updateResult(offer.version, "refused", "busy", ["another update is in progress"]); return
+        }
+        logger.notice("package offer accepted: downloading", metadata: ["version": "\(offer.version)", "url": "\(offer.url)"])
+        updateResult(offer.version, "downloading", "", [offer.url])
+        let files = updates, ca = settings.updateCAFile
+        Task { [self] in
+            defer { downloading.store(false, ordering: .releasing) }
+            do {
+                try RemoteConfigStore.ensureDir(files.dir)
+                let n = try await PackageDownload.fetch(url: offer.url, caFile: ca, to: files.part, maxBytes: UpdateOffer.maxPackageBytes)
+                guard sha256File(files.part) == offer.sha256 else {
+                    unlink(files.part)
+                    updateResult(offer.version, "refused", "sha256_mismatch", ["the downloaded file (\(n) bytes) is not the package offered"])
+                    return
+                }
+                guard rename(files.part, files.deb) == 0 else { throw PackageDownload.Failure("cannot rename \(files.part): \(String(cString: strerror(errno)))") }
+                try RemoteConfigStore.atomicWrite(files.request, offer.json + "\n")
+                logger.notice("package downloaded and verified: waiting for the installer (brume-update.service)", metadata: ["version": "\(offer.version)", "bytes": "\(n)"])
+                updateResult(offer.version, "downloaded", "", ["\(n) bytes, SHA-256 verified; the installer runs as brume-update.service"])
+            } catch {
+                updateResult(offer.version, "failed", "download", ["\(error)"])
+            }
+        }
+    }
+
+    private func logRefusedOffer(_ r: ConfigPush.Refusal) {
+        if limiter.admit() != nil { logger.warning("package offer refused", metadata: ["reason": "\(r.reason)", "detail": "\(r.detail)"]) }
+    }
+
+    private func updateResult(_ version: String, _ outcome: String, _ reason: String, _ detail: [String]) {
+        do { try updates.writeResult(version: version, outcome: outcome, reason: reason, detail: detail) } catch {
+            logger.error("cannot write the update result", metadata: ["error": "\(error)"])
+        }
+        publishUpdateState()
+    }
+
+    /// A package on probation: `healthy.json` once this process is healthy (the helper waits
+    /// for it); the helper's `result.json` published when it changes.
+    func watchUpdate() {
+        if let (version, deadline, since) = updateProbation.withLock({ $0 }), ContinuousClock.now < deadline {
+            probationSince.withLock { $0 = max($0, since) }
+            let window = Duration.milliseconds(settings.updateWindowMillis)
+            let (healthy, _) = health()
+            if healthy && ContinuousClock.now >= deadline - window + window / 4 {
+                updateProbation.withLock { $0 = nil }
+                let j = JSONValue.object([JSONMember(key: "version", value: .string(version)), JSONMember(key: "pid", value: .number(Double(getpid()))),
+                                          JSONMember(key: "at_ms", value: .number(Double(wallClockMillis())))])
+                do {
+                    try RemoteConfigStore.atomicWrite(updates.healthy, j.description + "\n")
+                    logger.notice("updated package healthy", metadata: ["version": "\(version)"])
+                } catch { logger.error("cannot write \(updates.healthy)", metadata: ["error": "\(error)"]) }
+            }
+        }
+        var st = stat()
+        let m = stat(updates.result, &st) == 0 ? Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec) : 0
+        if lastResultMTime.withLock({ old in defer { old = m }; return old != m }) { publishUpdateState() }
+    }
+
+    func publishUpdateState() {
+        guard settings.updates else { return }
+        var members: [JSONMember] = [JSONMember(key: "gateway", value: .string(gatewayID)),
+                                     JSONMember(key: "installed", value: installedVersion.map { .string($0) } ?? .null)]
+        members.append(JSONMember(key: "last", value: updates.json(updates.result) ?? .null))
+        let body = Array(JSONValue.object(members).description.utf8)
+        body.withUnsafeBytes { _ = try? client.publish(topic: "\(prefix)/update/state", payload: $0, qos: 1, retain: true) }
+    }
+}
