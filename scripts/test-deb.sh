@@ -48,6 +48,9 @@ UNIT=$(dpkg -L brume | grep -E '/systemd/system/brume.service$' | head -1)
 grep -q '^Type=notify' "$UNIT" || fail "unit is not Type=notify"
 grep -q '^ExecReload=/usr/bin/brume reload' "$UNIT" || fail "systemctl reload does not report a rejected file"
 [ -L "$WANTS" ] || fail "the service is not enabled after an install without a running systemd (chroot/image)"
+[ -f /lib/systemd/system/brume-update.service ] && [ -f /lib/systemd/system/brume-update-trigger.path ] || fail "the self-update units are not installed"
+[ -L /etc/systemd/system/multi-user.target.wants/brume-update-trigger.path ] || fail "the self-update trigger (path unit) is not enabled"
+[ ! -e /etc/systemd/system/multi-user.target.wants/brume-update.service ] || fail "the self-update installer must only start from its path unit"
 [ -f /usr/share/man/man1/brume.1.gz ] || fail "no man page"
 man -l /usr/share/man/man1/brume.1.gz 2>/dev/null | grep -q "brume" || zcat /usr/share/man/man1/brume.1.gz | grep -q '^\.TH' || fail "the man page does not render"
 [ -f /usr/share/bash-completion/completions/brume ] && [ -f /usr/share/zsh/vendor-completions/_brume ] \

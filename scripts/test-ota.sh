@@ -17,13 +17,16 @@ ok() { echo "ok: $*"; }
 ARCH=$(dpkg --print-architecture)
 T=$(mktemp -d /tmp/brume-ota.XXXXXX)
 chmod 755 "$T"
+# Not in /etc/brume: the test-deb run left a conf.d there that this gateway must not merge.
+mkdir -p "$T/etc"; chmod 755 "$T/etc"
+CONF="$T/etc/gateway.toml"
 PIDS=()
 cleanup() {
   touch "$T/stop"
-  pkill -TERM -u brume -f "brume run --config /etc/brume/ota-test.toml" 2>/dev/null || true
+  pkill -TERM -u brume -f "brume run --config $CONF" 2>/dev/null || true
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -f /etc/brume/ota-test.toml /var/cache/apt/archives/brume_1.0.1_"$ARCH".deb
+  rm -f /var/cache/apt/archives/brume_1.0.1_"$ARCH".deb
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -72,7 +75,7 @@ wait_for 10 bash -c "echo > /dev/tcp/127.0.0.1/$HTTPS" 2>/dev/null || fail "the 
 
 /usr/bin/brume keygen --kid ota --out "$T" > "$T/keygen.txt"
 PUB=$(grep '^ota = ' "$T/keygen.txt" | cut -d'"' -f2)
-cat > /etc/brume/ota-test.toml <<TOML
+cat > "$CONF" <<TOML
 [gateway]
 id = "gw-ota"
 data_dir = "/var/lib/brume"
@@ -93,12 +96,12 @@ update_window = "30s"
 update_ca_file = "$T/ca.pem"
 health = "uplinks"
 TOML
-chgrp brume /etc/brume/ota-test.toml; chmod 640 /etc/brume/ota-test.toml
+chgrp brume "$CONF"; chmod 640 "$CONF"
 
 # The gateway as systemd would run it: the brume user, restarted whenever it stops.
-( while [ ! -e "$T/stop" ]; do runuser -u brume -- /usr/bin/brume run --config /etc/brume/ota-test.toml >> "$T/gw.log" 2>&1 || true; sleep 0.5; done ) &
+( while [ ! -e "$T/stop" ]; do runuser -u brume -- /usr/bin/brume run --config $CONF >> "$T/gw.log" 2>&1 || true; sleep 0.5; done ) &
 PIDS+=($!)
-restart_gateway() { pkill -TERM -u brume -f "brume run --config /etc/brume/ota-test.toml" 2>/dev/null || true; }
+restart_gateway() { pkill -TERM -u brume -f "brume run --config $CONF" 2>/dev/null || true; }
 state() { mosquitto_sub -p "$MQTT" -t brume/gw-ota/update/state -C 1 -W 3 2>/dev/null || true; }
 wait_for 30 bash -c "curl -s http://127.0.0.1:$API/healthz >/dev/null 2>&1 || (echo > /dev/tcp/127.0.0.1/$API) 2>/dev/null" || fail "the gateway did not start"
 wait_for 20 bash -c "mosquitto_sub -p $MQTT -t brume/gw-ota/update/state -C 1 -W 2 2>/dev/null | grep -q '\"installed\":\"1.0.1\"'" || fail "no update state with the installed version: $(state)"
@@ -108,7 +111,7 @@ offer() { # version url-file
     | mosquitto_pub -p "$MQTT" -t brume/gw-ota/update/offer -q 1 -s
 }
 install_run() { # name wait
-  /usr/bin/brume update-install --config /etc/brume/ota-test.toml --wait "$2" > "$T/helper-$1.log" 2>&1 &
+  /usr/bin/brume update-install --config $CONF --wait "$2" > "$T/helper-$1.log" 2>&1 &
   HELPER=$!
 }
 
