@@ -149,17 +149,6 @@ enum DiskID: Equatable {
     }
 }
 
-/// At most 64 KiB of a small text file; nil when it is absent or unreadable.
-func readSmallFile(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var buf = [UInt8](repeating: 0, count: 65536)
-    let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-    guard n >= 0 else { return nil }
-    return String(decoding: buf[0..<n], as: UTF8.self)
-}
-
 extension String {
     var trimmed: String {
         var s = Substring(self)

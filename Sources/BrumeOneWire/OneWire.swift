@@ -77,15 +77,7 @@ public enum OneWire {
         return u.enumerated().allSatisfy { i, c in i == 2 || (c >= 48 && c <= 57) || (c >= 97 && c <= 102) || (c >= 65 && c <= 70) }
     }
 
-    static func readFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var buf = [UInt8](repeating: 0, count: 4096)
-        let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-        guard n >= 0 else { return nil }
-        return String(decoding: buf[0..<n], as: UTF8.self)
-    }
+    static func readFile(_ path: String) -> String? { readSmallFile(path, limit: 4096) }
 }
 
 extension Substring {

@@ -153,16 +153,8 @@ public final class HTTPSink: BatchSink, Sendable {
             if options.gzip { req.headers.add(name: "Content-Encoding", value: "gzip") }
             req.headers.add(name: "X-Brume-Batch", value: batch.id)
             req.headers.add(name: "User-Agent", value: "brume")
-            switch options.auth {
-            case .none: break
-            case .bearer(let token): req.headers.add(name: "Authorization", value: "Bearer \(token)")
-            case .token(let token): req.headers.add(name: "Authorization", value: "Token \(token)")
-            case .oauth2:
-                do {
-                    req.headers.add(name: "Authorization", value: "Bearer \(try await oauth!.token())")
-                } catch {
-                    return .retry(reason: "oauth2_token", detail: "cannot get an OAuth2 token: \(error)", after: nil)
-                }
+            do { try await authorize(&req) } catch {
+                return .retry(reason: "oauth2_token", detail: "cannot get an OAuth2 token: \(error)", after: nil)
             }
             req.body = .bytes(ByteBuffer(bytes: batch.body))
             let resp: HTTPClientResponse
@@ -190,6 +182,17 @@ public final class HTTPSink: BatchSink, Sendable {
         }
     }
 
+    /// The Authorization header of the configured credentials (an OAuth2 token is fetched or
+    /// reused; throws when it cannot be had).
+    private func authorize(_ req: inout HTTPClientRequest) async throws {
+        switch options.auth {
+        case .none: break
+        case .bearer(let token): req.headers.add(name: "Authorization", value: "Bearer \(token)")
+        case .token(let token): req.headers.add(name: "Authorization", value: "Token \(token)")
+        case .oauth2: req.headers.add(name: "Authorization", value: "Bearer \(try await oauth!.token())")
+        }
+    }
+
     /// `brume check --connect`: the TCP connection, the TLS handshake and the credentials (an
     /// OAuth2 token is fetched) with a HEAD request, which stores nothing at the endpoint. The
     /// endpoint's answer to a real batch is not known until one is sent.
@@ -198,17 +201,11 @@ public final class HTTPSink: BatchSink, Sendable {
         req.method = .HEAD
         req.headers.add(name: "User-Agent", value: "brume")
         var how = ""
-        switch options.auth {
-        case .none: break
-        case .bearer(let token): req.headers.add(name: "Authorization", value: "Bearer \(token)")
-        case .token(let token): req.headers.add(name: "Authorization", value: "Token \(token)")
-        case .oauth2:
-            do {
-                req.headers.add(name: "Authorization", value: "Bearer \(try await oauth!.token())")
-                how = "OAuth2 token obtained; "
-            } catch {
-                return .failure(UplinkError("cannot get an OAuth2 token: \(error)"))
-            }
+        do {
+            try await authorize(&req)
+            if case .oauth2 = options.auth { how = "OAuth2 token obtained; " }
+        } catch {
+            return .failure(UplinkError("cannot get an OAuth2 token: \(error)"))
         }
         let resp: HTTPClientResponse
         do {
