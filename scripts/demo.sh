@@ -52,6 +52,28 @@ sed -e "s#mqtt://127.0.0.1:18831\"#mqtt://127.0.0.1:$CLOUD_PORT\"#g" \
     -e "s#\"/dev/ttyUSB0\"#\"$PWD/$DEMO/ttyBOILER\"#" \
     -e "s#\"/dev/ttyACM0\"#\"$PWD/$DEMO/ttyGPS\"#" \
     -e "s#\"/dev/ttyUSB1\"#\"$PWD/$DEMO/ttyMETERS\"#" gateway.toml > "$DEMO/gateway.toml"
+# This site's own sensors in conf.d (merged into gateway.toml by brume): two 1-Wire probes on a
+# simulated w1 bus (one CRC failure in seven: refused and counted) and the board's health.
+mkdir -p "$DEMO/conf.d"
+cat > "$DEMO/conf.d/10-site-sensors.toml" <<TOML
+[[source]]
+name = "probes"
+kind = "onewire"
+interval = "2s"
+root = "$PWD/$DEMO/w1"
+device = "heating"
+probes = [
+  { id = "28-000000000001", metric = "flow_temperature" },
+  { id = "28-000000000002", metric = "return_temperature" },
+]
+
+[[source]]
+name = "board"
+kind = "board"
+interval = "10s"
+TOML
+"$BIN/firmware-sim" onewire --root "$PWD/$DEMO/w1" --probes 2 --rate 1 --crc-fail-every 7 >"$DEMO/w1.log" 2>&1 &
+PIDS+=($!)
 "$BIN/brume" check "$DEMO/gateway.toml"
 
 # Serial devices on pseudo-terminals: a kv sensor, a GPS receiver replaying a real log, Modbus meters.
