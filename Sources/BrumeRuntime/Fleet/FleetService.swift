@@ -199,28 +199,25 @@ final class FleetService: Sendable {
         }
         state.withLock { $0 = s }
         logger.notice("configuration push staged", metadata: ["version": "\(push.version)", "sha256": "\(ConfigPush.sha256Hex(push.text))"])
-        apply(version: push.version, rollingBack: false)
+        apply(version: push.version)
     }
 
-    /// Applies the files now in place: a reload, or a restart in place when one is needed.
-    private func apply(version: Int64, rollingBack: Bool) {
+    /// Applies the staged push: a reload, or a restart in place when one is needed; a push that
+    /// checked yet cannot be applied (a source cannot be built ...) goes back to the last good one.
+    /// (Rollbacks apply themselves in `rollBack`.)
+    private func apply(version: Int64) {
         guard let gw = gatewayRef else { return }
         let r = gw.reload()
         if r.ok {
-            if !rollingBack { beginProbation() }
+            beginProbation()
             publishState()
-            return
-        }
-        if r.needsRestart {
-            logger.notice(rollingBack ? "restarting in place to roll back" : "restarting in place to apply the pushed configuration",
-                          metadata: ["version": "\(version)", "why": "\(r.message)"])
+        } else if r.needsRestart {
+            logger.notice("restarting in place to apply the pushed configuration", metadata: ["version": "\(version)", "why": "\(r.message)"])
             publishState()
             gw.requestRestart()
-            return
+        } else {
+            _ = rollBack(reason: "apply_failed", detail: [r.message] + r.errors)
         }
-        // Checked, yet not applicable (a source cannot be built ...): back to the last good one.
-        if !rollingBack { _ = rollBack(reason: "apply_failed", detail: [r.message] + r.errors) }
-        else { logger.critical("the rolled-back configuration does not apply either", metadata: ["error": "\(r.message)"]) }
     }
 
     func beginProbation() {
