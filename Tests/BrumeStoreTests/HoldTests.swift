@@ -1,6 +1,7 @@
 import BrumeCore
 import BrumeTestKit
 import Foundation
+import Synchronization
 import Logging
 import Testing
 @testable import BrumeStore
@@ -194,6 +195,41 @@ import Testing
         b.ackLive(live)
         guard case .empty = b.nextBatch(uplink: "cloud", maxReadings: 500, maxDelayMillis: 0) else { Issue.record("readings left unbatched"); return }
         #expect(b.backlog()[b.uplinkKey("cloud")] == 0, "nothing stuck in this uplink's backlog")
+    }
+
+    /// A live batch acknowledged while the commit that records it runs (taken from memory, row
+    /// not yet written) is acknowledged once the commit is done. Before, the acknowledgement
+    /// found no row, the commit wrote the batch unacknowledged, and an HTTP uplink — which never
+    /// reconnects, so never resends — kept everything after it in its backlog for good (seen on
+    /// a loaded CI run: InfluxDB's backlog at 30,277 while the cloud was away).
+    @Test func aLiveAcknowledgementDuringTheCommitThatRecordsItIsKept() throws {
+        let dir = TestKit.tempDir()
+        var o = OutboxOptions(path: "\(dir)/outbox.db")
+        o.uplinks = ["cloud", "influx"]
+        o.hold = .seconds(2)
+        let b = try Outbox(options: o, logger: Logger(label: "test"))
+        let ackNow = Mutex<BatchRecord?>(nil)
+        b.beforeCommitHook = { [unowned b] in
+            // The endpoint's answer arrives between the writer's take and its transaction.
+            if let x = ackNow.withLock({ v -> BatchRecord? in defer { v = nil }; return v }) { b.ackLive(x) }
+        }
+        b.start()
+        defer { b.stop(); b.close() }
+        b.setLive(uplink: "cloud", active: true)
+        b.setLive(uplink: "influx", active: true)
+        b.append((1...20).map(r), holdable: true)
+        let (live, lr) = try #require(b.nextLiveBatch(uplink: "influx", maxReadings: 10, maxDelayMillis: 0))
+        #expect(values(lr) == Array(1...10))
+        b.setLive(uplink: "cloud", active: false) // the cloud goes away: the readings are committed
+        ackNow.withLock { $0 = live }
+        b.flush()
+        #expect(ackNow.withLock { $0 } == nil, "the hook ran")
+        guard case .batch(let rest) = b.nextBatch(uplink: "influx", maxReadings: 500, maxDelayMillis: 0) else { Issue.record("no database batch"); return }
+        #expect(values(b.readings(of: rest)!) == Array(11...20))
+        b.ack(rest)
+        #expect(b.backlog()[b.uplinkKey("influx")] == 0, "nothing stuck in InfluxDB's backlog")
+        #expect(b.unackedBatches(uplink: b.uplinkKey("influx")).isEmpty, "the live batch is acknowledged in the database")
+        #expect(b.backlog()[b.uplinkKey("cloud")] == 20, "the cloud still has all of them to send")
     }
 
     /// A reconnect loses what was in flight: the same batches go again (same range and id,

@@ -261,7 +261,14 @@ extension Outbox {
         guard let i = laneIndex(batch.uplink) else { return }
         let committed: Bool = pendingLock.withLock {
             live[i].inflight.removeAll { $0 == batch }
-            if batch.last < pendingFirstSeq { return true }
+            if batch.last < pendingFirstSeq {
+                // Taken for a commit still running: its row may not exist yet.
+                if committing {
+                    acksDuringCommit.append(batch)
+                    return false
+                }
+                return true
+            }
             live[i].acked.append(batch.first...batch.last)
             live[i].merge()
             ackedLiveBatches.append(batch)
@@ -269,5 +276,17 @@ extension Outbox {
             return false
         }
         if committed { ack(batch) }
+    }
+
+    /// After a commit (done or failed): the live acknowledgements that arrived during it go
+    /// through again — to the database if their batch was recorded, to memory if its readings
+    /// were put back.
+    func settleAcksAfterCommit() {
+        let late: [BatchRecord] = pendingLock.withLock {
+            let l = acksDuringCommit
+            acksDuringCommit.removeAll()
+            return l
+        }
+        for b in late { ackLive(b) }
     }
 }

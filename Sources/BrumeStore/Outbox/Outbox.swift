@@ -61,6 +61,13 @@ public final class Outbox: @unchecked Sendable {
     /// they would send newer readings ahead of them and record batches past readings no batch
     /// holds yet (the database lane continues after the last recorded batch).
     var committing = false
+    /// Live batches acknowledged while a commit that records them was in progress: their row
+    /// may not be written yet (acknowledging it then found nothing, the commit wrote it
+    /// unacknowledged, and an HTTP uplink — which never reconnects — kept it in its backlog for
+    /// good). Acknowledged once the commit is done (`settleAcksAfterCommit`).
+    var acksDuringCommit: [BatchRecord] = []
+    /// Tests only: runs on the writer between taking readings from memory and writing them.
+    var beforeCommitHook: (@Sendable () -> Void)?
 
     let dbLock = Mutex<Void>(())
     let store: Store
@@ -271,6 +278,7 @@ public final class Outbox: @unchecked Sendable {
                         if wasFlush { flushRequested = false } // a flush cannot wait for the disk
                         pendingLock.broadcast()
                     }
+                    settleAcksAfterCommit()
                     if stopNow { return }
                     var waited = 0
                     while waited < 1000 && pendingLock.withLock({ !stopping }) {
@@ -285,6 +293,7 @@ public final class Outbox: @unchecked Sendable {
                     committing = false
                     pendingLock.broadcast()
                 }
+                settleAcksAfterCommit()
                 commitSignal.yield() // the live lanes may go on
             }
             if wasFlush {
@@ -309,7 +318,10 @@ public final class Outbox: @unchecked Sendable {
             pendingLock.broadcast()
             return (t, appendedTotal)
         }
-        defer { pendingLock.withLock { committing = false } }
+        defer {
+            pendingLock.withLock { committing = false }
+            settleAcksAfterCommit()
+        }
         if !taken.readings.isEmpty {
             let done = commit(taken)
             if done < taken.readings.count {
@@ -330,6 +342,7 @@ public final class Outbox: @unchecked Sendable {
     /// they went, acknowledged or not, in the same transaction as their segment.
     @discardableResult
     func commit(_ taken: Taken) -> Int {
+        beforeCommitHook?()
         // The file was deleted or replaced under us: what is committed now would be lost with
         // it, so nothing is committed (nor acknowledged to a source) until the restart.
         if faults.withLock({ $0.folder != nil }) { return 0 }
