@@ -29,7 +29,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
         // Ed25519 signatures of commands (already built for AsyncHTTPClient's TLS stack).
-        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "4.0.0"..<"5.0.0"),
         // Sparkplug B payloads (the generated code is committed: no protoc plugin in the build).
         // No default traits: "BinaryDelimitedStreams" imports full Foundation (ICU, +45 MB).
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0", traits: []),
@@ -64,6 +64,11 @@ let package = Package(
         .target(name: "BrumeBoard", dependencies: ["BrumeCore", "CClock", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // 1-Wire temperature probes through the kernel's w1 sysfs files.
         .target(name: "BrumeOneWire", dependencies: ["BrumeCore", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .systemLibrary(name: "CGPIOD", pkgConfig: "libgpiod", providers: [.apt(["libgpiod-dev"])]),
+        .target(name: "BrumeGPIO", dependencies: ["BrumeCore", "CGPIOD", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(name: "BrumeLoRaWAN", dependencies: ["BrumeCore", .product(name: "Logging", package: "swift-log"),
+                                                     .product(name: "Crypto", package: "swift-crypto"),
+                                                     .product(name: "CryptoExtras", package: "swift-crypto")], swiftSettings: strict),
         // Northbound: the sync loops outbox -> batches -> acks: MQTT (v1 JSON, SenML, per reading,
         // Sparkplug B, ThingsBoard) and HTTP(S) (v1 JSON, SenML or InfluxDB line protocol).
         .target(name: "BrumeUplink", dependencies: [
@@ -74,7 +79,7 @@ let package = Package(
         ], exclude: ["MQTT/Formats/Sparkplug/sparkplug_b.proto"], swiftSettings: strict),
         // Composition: config -> services, signals, shutdown order.
         .target(name: "BrumeRuntime", dependencies: [
-            "BrumeCore", "BrumeConfig", "BrumeRules", "BrumeStore", "BrumeMQTT", "BrumeSerial", "BrumeModbus", "BrumeBoard", "BrumeOneWire", "BrumeUplink", "CClock",
+            "BrumeCore", "BrumeConfig", "BrumeRules", "BrumeStore", "BrumeMQTT", "BrumeSerial", "BrumeModbus", "BrumeBoard", "BrumeOneWire", "BrumeLoRaWAN", "BrumeGPIO", "BrumeUplink", "CClock",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -94,7 +99,8 @@ let package = Package(
                          .when(platforms: [.linux], configuration: .release)),
         ]),
         .executableTarget(name: "firmware-sim", dependencies: [
-            "BrumeCore", "BrumeMQTT", "BrumeSerial", "CModbus",
+            "BrumeCore", "BrumeMQTT", "BrumeSerial", "BrumeLoRaWAN", "CModbus",
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], path: "firmware-sim", exclude: ["data"], swiftSettings: strict),
@@ -113,6 +119,8 @@ let package = Package(
         .testTarget(name: "BrumeMQTTTests", dependencies: ["BrumeMQTT", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "BrumeBoardTests", dependencies: ["BrumeBoard", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "BrumeOneWireTests", dependencies: ["BrumeOneWire", "BrumeCore"]),
+        .testTarget(name: "BrumeGPIOTests", dependencies: ["BrumeGPIO", "BrumeCore"]),
+        .testTarget(name: "BrumeLoRaWANTests", dependencies: ["BrumeLoRaWAN", "BrumeCore", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore", "BrumeSerial", "BrumeTestKit",
                                                           .product(name: "CompressNIO", package: "compress-nio")]),
     ],

@@ -18,7 +18,7 @@ BIN="$(swift build --show-bin-path)"
 DEMO=var/demo
 rm -rf "$DEMO"; mkdir -p "$DEMO"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-FIELD_PORT=$(free_port); CLOUD_PORT=$(free_port)
+FIELD_PORT=$(free_port); CLOUD_PORT=$(free_port); LORA_PORT=$(free_port)
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -71,7 +71,32 @@ probes = [
 name = "board"
 kind = "board"
 interval = "10s"
+
+# Two LoRaWAN soil sensors behind a packet forwarder (firmware-sim lorawan: real frames, one MIC
+# in nine corrupted: refused and counted).
+[[source]]
+name = "lora"
+kind = "lorawan"
+listen = "127.0.0.1:$LORA_PORT"
+devices = [
+  { dev_addr = "26010001", device = "soil-1", nwk_s_key = "2B7E151628AED2A6ABF7158809CF4F3C", app_s_key = "000102030405060708090A0B0C0D0E0F" },
+  { dev_addr = "26010002", device = "soil-2", nwk_s_key = "2B7E151628AED2A6ABF7158809CF4F3C", app_s_key = "000102030405060708090A0B0C0D0E0F" },
+]
+
+# A water meter's pulse output and a door contact on GPIO (a simulated chip here: this demo
+# runs anywhere; on a Pi, chip = "gpiochip0").
+[[source]]
+name = "gpio"
+kind = "gpio"
+chip = "simulated:$PWD/$DEMO/gpio"
+interval = "5s"
+device = "pumphouse"
+inputs = [
+  { line = 17, metric = "door_open", bias = "pull-up", active_low = true },
+  { line = 27, metric = "water_m3", counter = "falling", scale = 0.001, bias = "pull-up" },
+]
 TOML
+mkdir -p "$DEMO/gpio"
 "$BIN/firmware-sim" onewire --root "$PWD/$DEMO/w1" --probes 2 --rate 1 --crc-fail-every 7 >"$DEMO/w1.log" 2>&1 &
 PIDS+=($!)
 "$BIN/brume" check "$DEMO/gateway.toml"
@@ -91,6 +116,10 @@ CLOUD_PID=$!; PIDS+=($CLOUD_PID)
 "$BIN/brume" run --config "$DEMO/gateway.toml" 2> "$DEMO/brume.log" &
 BRUME_PID=$!; PIDS+=($BRUME_PID)
 sleep 1
+"$BIN/firmware-sim" lorawan --server "127.0.0.1:$LORA_PORT" --devices 2 --period 3 --bad-mic-every 9 >"$DEMO/lora.log" 2>&1 &
+PIDS+=($!)
+"$BIN/firmware-sim" gpio --dir "$PWD/$DEMO/gpio" --pulse-rate 2 --door-every 15 >"$DEMO/gpio.log" 2>&1 &
+PIDS+=($!)
 # Three kinds of MQTT sensor nodes, matching the three MQTT sources of gateway.toml.
 "$BIN/firmware-sim" sensors --broker "mqtt://127.0.0.1:$FIELD_PORT" --devices 3 --metrics 2 --rate 2 --style number --prefix sensors >"$DEMO/sensors.log" 2>&1 &
 PIDS+=($!)

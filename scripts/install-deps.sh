@@ -3,7 +3,7 @@
 # Idempotent; needs root (or sudo). The Swift 6 toolchain itself is expected
 # on PATH (swift.org toolchain, e.g. /opt/swift/usr/bin).
 set -euo pipefail
-PKGS=(mosquitto mosquitto-clients libmosquitto-dev libsqlite3-dev sqlite3 libserialport-dev libmodbus-dev socat openssl
+PKGS=(mosquitto mosquitto-clients libmosquitto-dev libsqlite3-dev sqlite3 libserialport-dev libmodbus-dev libgpiod-dev socat openssl
       influxdb               # a real InfluxDB 1.x for the sink tests (each test starts its own on a free port)
       python3-pymodbus python3-serial python3-serial-asyncio    # pymodbus: the independent Modbus slave in the tests
       python3-jsonschema)    # an independent validator of docs/gateway.schema.json
@@ -25,6 +25,13 @@ if ! python3 -c "import pysparkplug, paho.mqtt" >/dev/null 2>&1; then
   echo "installing from PyPI: pysparkplug==0.6.1"
   python3 -m pip install -q --root-user-action=ignore "pysparkplug==0.6.1" >/dev/null 2>&1 \
     || python3 -m pip install -q --break-system-packages "pysparkplug==0.6.1" >/dev/null
+fi
+# The LoRaWAN tests' independent packet forwarder: frames built with `cryptography` (AES-CMAC,
+# AES) and payloads encoded by pycayennelpp.
+if ! python3 -c "import cayennelpp, cryptography.hazmat.primitives.cmac" >/dev/null 2>&1; then
+  echo "installing from PyPI: pycayennelpp==2.4.0, cryptography"
+  python3 -m pip install -q --root-user-action=ignore "pycayennelpp==2.4.0" "cryptography>=41" >/dev/null 2>&1 \
+    || python3 -m pip install -q --break-system-packages "pycayennelpp==2.4.0" "cryptography>=41" >/dev/null
 fi
 # promtool (alert rules and exposition checks in the tests), from Debian's prometheus package
 # without installing it: no Prometheus server is started on the machine.

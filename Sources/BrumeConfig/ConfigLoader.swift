@@ -335,12 +335,14 @@ struct Builder {
                         switch src.kind {
                         case .serial, .modbus, .board: key = "port"
                         case .onewire: key = "probes"
+                        case .lorawan: key = st["listen"] != nil ? "listen" : "devices"
+                        case .gpio: key = "chip"
                         case .mqtt: key = "client_id"
                         }
                         let at = st[key] != nil ? r.position(of: key) : st.position
                         for claim in resourceClaims(src) {
                             if let (other, pos) = claims[claim] {
-                                r.error(at, "\(claim) is already used by source \"\(other)\" (\(sink.place(pos))); give each source its own \(key == "port" ? "port" : "client_id")")
+                                r.error(at, "\(claim) is already used by source \"\(other)\" (\(sink.place(pos))); give each source its own \(key)")
                             } else {
                                 claims[claim] = (src.name, at)
                             }

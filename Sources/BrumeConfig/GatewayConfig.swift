@@ -52,11 +52,13 @@ public struct ActuatorConfig: Sendable, Hashable {
         case mqtt(source: String, topic: String, payload: String, ackTopic: String?, ackPayload: String?)
         /// Write a coil or holding register(s) on a device of the Modbus source, optionally reading it back.
         case modbus(source: String, write: ModbusWriteSpec)
+        /// Set an output line of the GPIO source (true/1: active).
+        case gpio(source: String, line: Int)
 
         /// The source the actuator goes through.
         public var sourceName: String {
             switch self {
-            case .serial(let s, _, _), .mqtt(let s, _, _, _, _), .modbus(let s, _): return s
+            case .serial(let s, _, _), .mqtt(let s, _, _, _, _), .modbus(let s, _), .gpio(let s, _): return s
             }
         }
     }
@@ -317,7 +319,56 @@ public struct SourceConfig: Sendable, Hashable {
         case modbus(ModbusSourceConfig)
         case board(BoardSourceConfig)
         case onewire(OneWireSourceConfig)
+        case lorawan(LoRaWANSourceConfig)
+        case gpio(GPIOSourceConfig)
     }
+}
+
+/// `kind = "gpio"`: lines of one GPIO chip: inputs (contacts, pulse counters) and outputs.
+public struct GPIOSourceConfig: Sendable, Hashable {
+    public struct Input: Sendable, Hashable {
+        public var line: Int
+        public var device: String
+        public var metric: String
+        /// nil: a state input; "rising"/"falling": a pulse counter on that edge.
+        public var counter: String?
+        public var scale: Double
+        public var debounceMillis: Int64
+        /// "as-is", "disable", "pull-up", "pull-down".
+        public var bias: String
+        public var activeLow: Bool
+    }
+    public struct Output: Sendable, Hashable {
+        public var line: Int
+        public var safe: Bool
+        public var activeLow: Bool
+    }
+    /// What `gpiod_chip_open_lookup` takes ("gpiochip0", a path, a label); "simulated:DIR" in tests.
+    public var chip: String
+    public var intervalMillis: Int64
+    public var inputs: [Input]
+    public var outputs: [Output]
+}
+
+/// `kind = "lorawan"`: the server of a Semtech UDP packet forwarder; the devices it decodes.
+public struct LoRaWANSourceConfig: Sendable, Hashable {
+    public struct Device: Sendable, Hashable {
+        /// 8 hex digits, upper case.
+        public var devAddr: String
+        public var device: String
+        /// 32 hex digits each (secrets: never printed).
+        public var nwkSKey: String
+        public var appSKey: String
+        /// "cayenne" or "raw".
+        public var codec: String
+        public var allowCounterReset: Bool
+    }
+    public var host: String
+    public var port: Int
+    /// Forwarder EUIs (16 hex digits, upper case) allowed to send; empty: any.
+    public var gateways: [String]
+    public var signal: Bool
+    public var devices: [Device]
 }
 
 /// `kind = "onewire"`: DS18B20-style probes on the kernel's w1 bus, by ROM id.

@@ -173,8 +173,10 @@ struct Ports: ParsableCommand {
         }
         var claims: [(name: String, spec: PortSpec)] = []
         var probeClaims: [String: String] = [:]
+        var lora: [(name: String, config: LoRaWANSourceConfig)] = []
         if let config {
             for s in try loadForTool(config).sources {
+                if case .lorawan(let l) = s.kind { lora.append((s.name, l)) }
                 if case .onewire(let o) = s.kind { for p in o.probes { probeClaims[p.id] = s.name } }
                 if case .serial(let c) = s.kind { claims.append((s.name, c.port)) }
                 if case .modbus(let m) = s.kind, case .rtu(let port, _, _, _, _, _) = m.transport { claims.append((s.name, port)) }
@@ -222,6 +224,14 @@ struct Ports: ParsableCommand {
         for c in unmatched {
             if case .path = c.spec { continue }
             print("source \"\(c.name)\": no port matches \(c.spec) (is the device plugged in?)")
+        }
+        // LoRa concentrator HATs sit on SPI; their packet forwarder (not Brume) opens it.
+        let spi: [String] = ["/dev/spidev0.0", "/dev/spidev0.1", "/dev/spidev1.0"].filter { (p: String) in access(p, F_OK) == 0 }
+        if !spi.isEmpty || !lora.isEmpty { print("") }
+        if !spi.isEmpty { print("SPI: \(spi.joined(separator: ", ")) (a LoRa concentrator HAT's packet forwarder uses it; its server_address goes to a lorawan source)") }
+        for (name, l) in lora {
+            let free = udpPortFree(host: l.host, port: l.port)
+            print("source \"\(name)\": LoRaWAN, the packet forwarder sends to UDP \(l.host):\(l.port) (\(free == nil ? "free now: the gateway is not running" : "in use: the gateway, or another program") ; \(l.devices.count) device\(l.devices.count == 1 ? "" : "s"))")
         }
     }
 }

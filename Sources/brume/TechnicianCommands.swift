@@ -22,6 +22,8 @@ func runningGateway(_ cfg: GatewayConfig) -> Bool {
 func holdsSerialPort(_ s: SourceConfig) -> Bool {
     switch s.kind {
     case .serial: return true
+    case .lorawan: return true // its UDP port
+    case .gpio: return true // its lines
     case .modbus(let m): if case .rtu = m.transport { return true } else { return false }
     case .mqtt, .board, .onewire: return false
     }

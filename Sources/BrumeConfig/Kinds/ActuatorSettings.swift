@@ -48,7 +48,20 @@ extension Builder {
                     if ackPayload != nil && ackTopic == nil { r.error(r.position(of: "ack_payload"), "\"ack_payload\" needs \"ack_topic\""); ok = false }
                     if ackTopic != nil && m.qos == 0 { /* acks still work with qos 0 subscriptions */ }
                     if let topic { target = .mqtt(source: via, topic: topic, payload: payload, ackTopic: ackTopic, ackPayload: ackPayload) }
-                case .board, .onewire:
+                case .gpio(let g):
+                    for k in ["write", "reply", "topic", "ack_topic", "ack_payload"] where r.table[k] != nil {
+                        r.error(r.table.entry(k)!.keyPosition, "\"\(k)\" does not apply to an actuator via a GPIO source; use line = N (one of its outputs)"); ok = false
+                    }
+                    if let line = r.int("line", range: 0...65_535) {
+                        if g.outputs.contains(where: { $0.line == Int(line) }) {
+                            target = .gpio(source: via, line: Int(line))
+                        } else {
+                            r.error(r.position(of: "line"), "line \(line) is not an output of GPIO source \"\(via)\" (its outputs: \(g.outputs.isEmpty ? "none" : g.outputs.map { "\($0.line)" }.joined(separator: ", "))); declare it in its outputs = [{ line = \(line), safe = false }]"); ok = false
+                        }
+                    } else if r.table["line"] == nil {
+                        r.error(r.table.position, "an actuator via GPIO source \"\(via)\" needs line = N (one of its outputs)"); ok = false
+                    } else { ok = false }
+                case .board, .onewire, .lorawan:
                     r.error(r.position(of: "via"), "\"\(via)\" is a sensor-only source: it drives nothing"); ok = false
                 }
             } else {
@@ -102,6 +115,9 @@ extension Builder {
             ok = false
         }
         guard ok, let name, let target, let accepts else { return nil }
+        if case .gpio = target, accepts != .bool {
+            r.error(r.position(of: given.first ?? "type"), "a GPIO output is on or off: use type = \"bool\""); return nil
+        }
         if case .modbus(_, let spec) = target {
             // Every value the actuator accepts must become registers.
             var probes: [(Value, String)] = []

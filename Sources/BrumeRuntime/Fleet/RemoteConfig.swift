@@ -268,20 +268,7 @@ struct RemoteConfigStore: Sendable {
     }
 
     static func atomicWrite(_ path: String, _ text: String) throws {
-        let tmp = path + ".tmp.\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { throw StartupError("cannot write \(tmp): \(String(cString: strerror(errno)))") }
-        let bytes = Array(text.utf8)
-        var off = 0
-        while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n <= 0 { let e = errno; close(fd); throw StartupError("cannot write \(tmp): \(String(cString: strerror(e)))") }
-            off += n
-        }
-        guard fsync(fd) == 0 else { let e = errno; close(fd); throw StartupError("cannot fsync \(tmp): \(String(cString: strerror(e)))") }
-        close(fd)
-        guard rename(tmp, path) == 0 else { throw StartupError("cannot rename \(tmp): \(String(cString: strerror(errno)))") }
-        syncDir(String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)]))
+        if let why = BrumeCore.atomicWrite(text, to: path) { throw StartupError(why) }
     }
 }
 

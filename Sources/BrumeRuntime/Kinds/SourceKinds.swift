@@ -68,6 +68,8 @@ enum SourceKinds {
         case .modbus(let m): return ModbusSourceKind.make(s, m, sink: sink, logger: logger)
         case .board(let b): return BoardSourceKind.make(s, b, dataDir: dataDir, sink: sink, logger: logger)
         case .onewire(let o): return OneWireSourceKind.make(s, o, sink: sink, logger: logger)
+        case .lorawan(let l): return LoRaWANSourceKind.make(s, l, dataDir: dataDir, sink: sink, logger: logger)
+        case .gpio(let g): return GPIOSourceKind.make(s, g, dataDir: dataDir, sink: sink, logger: logger)
         }
     }
 

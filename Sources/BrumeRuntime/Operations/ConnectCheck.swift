@@ -1,4 +1,5 @@
 import BrumeConfig
+import BrumeGPIO
 import BrumeCore
 import BrumeModbus
 import BrumeOneWire
@@ -79,6 +80,25 @@ public enum ConnectCheck {
                 let absent = o.probes.filter { !present.contains($0.id) }.map(\.id)
                 say(Outcome(subject: "source \(s.name) (1-Wire \(o.root))", ok: absent.isEmpty,
                             detail: absent.isEmpty ? "\(o.probes.count) probe\(o.probes.count == 1 ? "" : "s") on the bus" : "not on the bus: \(absent.joined(separator: ", ")) (found: \(present.sorted().joined(separator: ", ")))"))
+            case .gpio(let g):
+                let subject = "source \(s.name) (GPIO \(g.chip))"
+                if portsHeld { say(Outcome(subject: subject, ok: true, detail: "lines held by the running gateway, not requested")); continue }
+                // Requesting every line as the gateway would (outputs in their safe state), then releasing them.
+                do {
+                    let chip = try GPIOSource.openChip(g.chip)
+                    defer { chip.close() }
+                    for o in g.outputs { try chip.requestOutput(line: o.line, initial: o.safe, activeLow: o.activeLow, consumer: "brume-check") }
+                    for i in g.inputs { try chip.requestInput(line: i.line, bias: GPIOBias(rawValue: i.bias) ?? .asIs, activeLow: i.activeLow, consumer: "brume-check") }
+                    say(Outcome(subject: subject, ok: true, detail: "\(chip.label): \(g.inputs.count) input\(g.inputs.count == 1 ? "" : "s") and \(g.outputs.count) output\(g.outputs.count == 1 ? "" : "s") requested"))
+                } catch {
+                    say(Outcome(subject: subject, ok: false, detail: "\(error)"))
+                }
+            case .lorawan(let l):
+                let subject = "source \(s.name) (LoRaWAN UDP \(l.host):\(l.port))"
+                if portsHeld { say(Outcome(subject: subject, ok: true, detail: "held by the running gateway, not opened")); continue }
+                say(Outcome(subject: subject, ok: udpPortFree(host: l.host, port: l.port).map { _ in false } ?? true,
+                            detail: udpPortFree(host: l.host, port: l.port).map { "cannot listen: \($0) (a ChirpStack gateway bridge on the same port? see the field guide)" }
+                                ?? "the port is free; \(l.devices.count) device\(l.devices.count == 1 ? "" : "s") declared (frames are checked as they come: brume test)"))
             case .board(let b):
                 let present = ["/sys/class/thermal/thermal_zone0/temp", "/proc/meminfo", "/sys/devices/platform/soc/soc:firmware/get_throttled"]
                     .filter { access((b.root == "/" ? "" : b.root) + $0, R_OK) == 0 }
@@ -174,4 +194,17 @@ public enum ConnectCheck {
             return Outcome(subject: subject, ok: bad.isEmpty, detail: text.isEmpty ? "connected (no device to read)" : text)
         }
     }
+}
+
+/// nil when a UDP socket can be bound to host:port now; else why not.
+public func udpPortFree(host: String, port: Int) -> String? {
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = UInt16(port).bigEndian
+    guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else { return "not an IPv4 address: \(host)" }
+    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { return String(cString: strerror(errno)) }
+    defer { close(fd) }
+    let r = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    return r == 0 ? nil : String(cString: strerror(errno))
 }

@@ -141,6 +141,8 @@ final class MetricsExporter: Sendable {
         "brume_board_load1": "Load average over 1 minute.",
         "brume_board_uptime_seconds": "Seconds since boot.",
         "brume_board_clock_synchronised": "1 when the kernel says the clock is NTP-synchronised.",
+        "brume_lorawan_rssi_dbm": "RSSI of the last frame accepted from a LoRaWAN device (dBm).",
+        "brume_lorawan_snr_db": "SNR of the last frame accepted from a LoRaWAN device (dB).",
     ]
 
     func render(_ g: Gateway) -> [UInt8] {
