@@ -54,11 +54,14 @@ public struct ActuatorConfig: Sendable, Hashable {
         case modbus(source: String, write: ModbusWriteSpec)
         /// Set an output line of the GPIO source (true/1: active).
         case gpio(source: String, line: Int)
+        /// A downlink to a Class A LoRaWAN device of the source, in the receive window after its
+        /// next uplink: the payload (hex) of the command's value on `fport`.
+        case lorawan(source: String, device: String, fport: Int, values: [String: String])
 
         /// The source the actuator goes through.
         public var sourceName: String {
             switch self {
-            case .serial(let s, _, _), .mqtt(let s, _, _, _, _), .modbus(let s, _), .gpio(let s, _): return s
+            case .serial(let s, _, _), .mqtt(let s, _, _, _, _), .modbus(let s, _), .gpio(let s, _), .lorawan(let s, _, _, _): return s
             }
         }
     }
@@ -368,6 +371,9 @@ public struct LoRaWANSourceConfig: Sendable, Hashable {
     /// Forwarder EUIs (16 hex digits, upper case) allowed to send; empty: any.
     public var gateways: [String]
     public var signal: Bool
+    /// Answers with downlinks (actuator commands, ACKs of confirmed uplinks); false beside a
+    /// network server that does.
+    public var downlinks: Bool
     public var devices: [Device]
 }
 

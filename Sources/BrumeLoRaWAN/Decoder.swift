@@ -41,6 +41,22 @@ public struct LoRaWANDecoder: Sendable {
         /// The MIC of the frame accepted at `fcnt`: the same frame again (a second forwarder,
         /// a confirmed frame's retransmission) is a duplicate, not an attack.
         public var mic: [UInt8]
+        /// The downlink counter the next downlink uses (NFCntDown).
+        public var down: UInt32 = 0
+        public init(fcnt: UInt32, mic: [UInt8], down: UInt32 = 0) { self.fcnt = fcnt; self.mic = mic; self.down = down }
+    }
+
+    /// Whether the last accepted frame was a confirmed uplink (it asks for an ACK downlink).
+    public private(set) var lastAcceptedConfirmed = false
+
+    /// The downlink counter for the next downlink to `devAddr` (then counted as used), or nil
+    /// when nothing was ever accepted from it (no session seen here yet).
+    public mutating func takeDownlinkCounter(_ devAddr: UInt32) -> UInt32? {
+        guard var c = counters[devAddr] else { return nil }
+        let n = c.down
+        c.down &+= 1
+        counters[devAddr] = c
+        return n
     }
 
     public enum Outcome: Sendable, Equatable {
@@ -131,7 +147,8 @@ public struct LoRaWANDecoder: Sendable {
             }
             full = epoch << 16 | fcnt16
         }
-        counters[addr] = Counter(fcnt: full, mic: frame.mic)
+        counters[addr] = Counter(fcnt: full, mic: frame.mic, down: counters[addr]?.down ?? 0)
+        lastAcceptedConfirmed = frame.confirmed
         guard let port = frame.fport, !frame.frmPayload.isEmpty else {
             return .accepted(device: dev.device, fcnt: full, fport: frame.fport, values: [], payloadError: nil, counterReset: reset)
         }

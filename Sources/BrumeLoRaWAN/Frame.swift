@@ -104,6 +104,19 @@ public enum LoRaWANFrame {
         return out
     }
 
+    /// An unconfirmed data downlink (MHDR 0x60) to a Class A device: `payload` on `fport`
+    /// (nil: none — an empty frame that only acknowledges a confirmed uplink), the ACK bit when
+    /// `ack`; encrypted and MIC'd in the downlink direction with the downlink counter.
+    public static func downlink(devAddr: UInt32, fcnt: UInt32, fport: UInt8?, payload: [UInt8], ack: Bool, nwkSKey: SymmetricKey, appSKey: SymmetricKey) -> [UInt8] {
+        var msg: [UInt8] = [0x60, UInt8(truncatingIfNeeded: devAddr), UInt8(truncatingIfNeeded: devAddr >> 8), UInt8(truncatingIfNeeded: devAddr >> 16), UInt8(truncatingIfNeeded: devAddr >> 24),
+                            ack ? 0x20 : 0x00, UInt8(truncatingIfNeeded: fcnt), UInt8(truncatingIfNeeded: fcnt >> 8)]
+        if let fport {
+            msg.append(fport)
+            msg += crypt(payload, key: fport == 0 ? nwkSKey : appSKey, uplink: false, devAddr: devAddr, fcnt: fcnt)
+        }
+        return msg + mic(msg, key: nwkSKey, uplink: false, devAddr: devAddr, fcnt: fcnt)
+    }
+
     /// Constant-time comparison of two MICs.
     static func sameMIC(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard a.count == b.count, !a.isEmpty else { return false }

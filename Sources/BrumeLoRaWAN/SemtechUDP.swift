@@ -12,7 +12,9 @@ public enum SemtechUDP {
     public enum Packet: Sendable, Equatable {
         case pushData(token: UInt16, gateway: UInt64, json: [UInt8])
         case pullData(token: UInt16, gateway: UInt64)
-        case txAck(token: UInt16, gateway: UInt64)
+        /// `error`: the forwarder's `txpk_ack.error` ("NONE" or absent: sent; "TOO_LATE",
+        /// "COLLISION_PACKET", ...: not sent).
+        case txAck(token: UInt16, gateway: UInt64, error: String?)
     }
 
     public enum ParseError: Error, Sendable, Equatable {
@@ -41,7 +43,9 @@ public enum SemtechUDP {
             return .success(.pullData(token: token, gateway: eui()))
         case 0x05:
             guard b.count >= 12 else { return .failure(.tooShort) }
-            return .success(.txAck(token: token, gateway: eui()))
+            var error: String?
+            if b.count > 12, let doc = try? JSONParser.parse(Array(b[12...])), case .string(let e)? = doc["txpk_ack"]?["error"] { error = e }
+            return .success(.txAck(token: token, gateway: eui(), error: error == "NONE" ? nil : error))
         default:
             return .failure(.identifier(b[3]))
         }
@@ -50,6 +54,26 @@ public enum SemtechUDP {
     /// PUSH_ACK or PULL_ACK for a packet of version `version`.
     public static func ack(version: UInt8, token: UInt16, identifier: UInt8) -> [UInt8] {
         [version, UInt8(token >> 8), UInt8(token & 0xFF), identifier]
+    }
+
+    /// PULL_RESP (protocol v2) scheduling `phy` in the RX1 window of an uplink: one second after
+    /// it (RECEIVE_DELAY1), on its frequency and data rate, inverted polarity.
+    public static func pullResp(token: UInt16, phy: [UInt8], after rx: RxPacket, power: Int = 14) -> [UInt8]? {
+        guard let tmst = rx.tmst, let freq = rx.frequency, let datr = rx.dataRate else { return nil }
+        let txpk: JSONValue = .object([
+            JSONMember(key: "imme", value: .bool(false)),
+            JSONMember(key: "tmst", value: .number(Double(tmst &+ 1_000_000))),
+            JSONMember(key: "freq", value: .number(freq)),
+            JSONMember(key: "rfch", value: .number(Double(rx.rfChain))),
+            JSONMember(key: "powe", value: .number(Double(power))),
+            JSONMember(key: "modu", value: .string("LORA")),
+            JSONMember(key: "datr", value: .string(datr)),
+            JSONMember(key: "codr", value: .string(rx.codingRate ?? "4/5")),
+            JSONMember(key: "ipol", value: .bool(true)),
+            JSONMember(key: "size", value: .number(Double(phy.count))),
+            JSONMember(key: "data", value: .string(Base64.encode(phy))),
+        ])
+        return [2, UInt8(token >> 8), UInt8(token & 0xFF), 0x03] + Array(JSONValue.object([JSONMember(key: "txpk", value: txpk)]).description.utf8)
     }
 
     public static func eui(_ v: UInt64) -> String {
@@ -64,6 +88,10 @@ public enum SemtechUDP {
         public var snr: Double?
         public var frequency: Double?
         public var dataRate: String?
+        /// The concentrator's microsecond counter at reception (downlinks are timed from it).
+        public var tmst: UInt32? = nil
+        public var codingRate: String? = nil
+        public var rfChain: Int = 0
     }
 
     public enum RxError: Error, Sendable, Equatable {
@@ -96,9 +124,14 @@ public enum SemtechUDP {
                 rssi = num(sig["rssic"]) ?? num(sig["rssis"])
                 snr = snr ?? num(sig["lsnr"])
             }
-            var dr: String?
+            var dr: String?, cr: String?
             if case .string(let d)? = p["datr"] { dr = d }
-            return .success(RxPacket(phyPayload: bytes, rssi: rssi, snr: snr, frequency: num(p["freq"]), dataRate: dr))
+            if case .string(let c)? = p["codr"] { cr = c }
+            var tmst: UInt32?
+            if let t = num(p["tmst"]), t >= 0, t <= Double(UInt32.max), t == t.rounded() { tmst = UInt32(t) }
+            var rf = 0
+            if let r = num(p["rfch"]), r >= 0, r <= 7, r == r.rounded() { rf = Int(r) }
+            return .success(RxPacket(phyPayload: bytes, rssi: rssi, snr: snr, frequency: num(p["freq"]), dataRate: dr, tmst: tmst, codingRate: cr, rfChain: rf))
         })
     }
 }

@@ -134,6 +134,42 @@ func uplink(_ addr: UInt32, fcnt: UInt32, port: UInt8 = 1, payload: [UInt8], con
     }
 }
 
+@Suite struct LoRaWANDownlinkTests {
+    /// A downlink as the device checks it: MIC in the downlink direction, payload decrypted with
+    /// the downlink counter; scheduled one second after the uplink (RX1), inverted polarity.
+    @Test func downlinkFrameAndItsSchedule() throws {
+        let addr: UInt32 = 0x26011BDA
+        let phy = LoRaWANFrame.downlink(devAddr: addr, fcnt: 7, fport: 10, payload: [0x01, 0x02], ack: true, nwkSKey: nwk, appSKey: app)
+        #expect(phy[0] == 0x60 && phy[5] == 0x20 && phy[6] == 7 && phy[8] == 10 && phy.count == 9 + 2 + 4)
+        let msg = Array(phy.dropLast(4))
+        #expect(Array(phy.suffix(4)) == LoRaWANFrame.mic(msg, key: nwk, uplink: false, devAddr: addr, fcnt: 7))
+        #expect(Array(phy.suffix(4)) != LoRaWANFrame.mic(msg, key: nwk, uplink: true, devAddr: addr, fcnt: 7), "the direction is in the MIC")
+        #expect(LoRaWANFrame.crypt(Array(msg[9...]), key: app, uplink: false, devAddr: addr, fcnt: 7) == [0x01, 0x02])
+        let rx = SemtechUDP.RxPacket(phyPayload: [], rssi: -50, snr: 7, frequency: 868.3, dataRate: "SF9BW125", tmst: UInt32.max - 10, codingRate: "4/5", rfChain: 0)
+        let packet = try #require(SemtechUDP.pullResp(token: 0x1234, phy: phy, after: rx))
+        #expect(Array(packet.prefix(4)) == [2, 0x12, 0x34, 3])
+        let txpk = try #require(try JSONParser.parse(Array(packet.dropFirst(4)))["txpk"])
+        #expect(txpk["tmst"] == .number(Double(UInt32.max - 10 &+ 1_000_000)), "the counter wraps")
+        #expect(txpk["ipol"] == .bool(true) && txpk["imme"] == .bool(false) && txpk["freq"] == .number(868.3) && txpk["datr"] == .string("SF9BW125"))
+        #expect(txpk["data"] == .string(Base64.encode(phy)) && txpk["size"] == .number(Double(phy.count)))
+        #expect(SemtechUDP.pullResp(token: 1, phy: phy, after: SemtechUDP.RxPacket(phyPayload: [], rssi: nil, snr: nil, frequency: nil, dataRate: nil)) == nil,
+                "no timing, no downlink")
+        let eui: [UInt8] = [0xAA, 0x55, 0x5A, 0, 0, 0, 0, 1]
+        #expect(SemtechUDP.parse([2, 0x12, 0x34, 5] + eui + Array(#"{"txpk_ack":{"error":"TOO_LATE"}}"#.utf8)) == .success(.txAck(token: 0x1234, gateway: 0xAA55_5A00_0000_0001, error: "TOO_LATE")))
+        #expect(SemtechUDP.parse([2, 0x12, 0x34, 5] + eui + Array(#"{"txpk_ack":{"error":"NONE"}}"#.utf8)) == .success(.txAck(token: 0x1234, gateway: 0xAA55_5A00_0000_0001, error: nil)))
+        #expect(SemtechUDP.parse([2, 0x12, 0x34, 5] + eui) == .success(.txAck(token: 0x1234, gateway: 0xAA55_5A00_0000_0001, error: nil)))
+    }
+
+    @Test func downlinkCountersAreKeptPerDevice() {
+        var d = LoRaWANDecoder(devices: [LoRaWANDevice(devAddr: 0x26011BDA, device: "a", nwkSKey: nwk, appSKey: app, codec: .raw, allowCounterReset: false)])
+        #expect(d.takeDownlinkCounter(0x26011BDA) == nil, "no session seen yet")
+        _ = d.decode(uplink(0x26011BDA, fcnt: 1, payload: [1]))
+        #expect(d.takeDownlinkCounter(0x26011BDA) == 0 && d.takeDownlinkCounter(0x26011BDA) == 1)
+        _ = d.decode(uplink(0x26011BDA, fcnt: 2, payload: [1], confirmed: true))
+        #expect(d.lastAcceptedConfirmed && d.counters[0x26011BDA]?.down == 2, "an uplink keeps the downlink counter")
+    }
+}
+
 @Suite struct CayenneLPPTests {
     /// The examples of Cayenne's LPP documentation.
     @Test func documentationExamples() throws {
@@ -171,7 +207,8 @@ func uplink(_ addr: UInt32, fcnt: UInt32, port: UInt8 = 1, payload: [UInt8], con
             + #"{"stat":1,"modu":"LORA","rsig":[{"ant":0,"chan":7,"rssic":-97,"lsnr":-3.5}],"data":"QPF9vkkAAgABlUN4disR/w0="}],"stat":{"rxnb":2}}"#
         guard case .success(let ps) = SemtechUDP.rxPackets(Array(json.utf8)) else { Issue.record("not parsed"); return }
         #expect(ps.count == 5)
-        #expect(try ps[0].get() == SemtechUDP.RxPacket(phyPayload: bytes("40F17DBE4900020001954378762B11FF0D"), rssi: -35, snr: 5.1, frequency: 866.349812, dataRate: "SF7BW125"))
+        #expect(try ps[0].get() == SemtechUDP.RxPacket(phyPayload: bytes("40F17DBE4900020001954378762B11FF0D"), rssi: -35, snr: 5.1, frequency: 866.349812, dataRate: "SF7BW125",
+                                                        tmst: 3_512_348_611, codingRate: "4/6", rfChain: 0))
         #expect(ps[1] == .failure(.crc))
         #expect(ps[2] == .failure(.notLoRa))
         #expect(ps[3] == .failure(.badBase64))

@@ -76,6 +76,20 @@ import Testing
               { dev_addr = "26011BDA", device = "field-3", nwk_s_key = "\(nwk)", app_s_key = "\(app)" },
               { dev_addr = "26011C00", device = "meter-9", nwk_s_key = "\(app)", app_s_key = "\(nwk)", codec = "raw" },
             ]
+
+            [[actuator]]
+            name = "field-3/valve"
+            via = "lora"
+            accepts = ["open", "close"]
+            timeout = "30s"
+            lorawan = { device = "field-3", fport = 10, values = { open = "01", close = "0002" } }
+
+            [[actuator]]
+            name = "field-3/valve-quick"
+            via = "lora"
+            type = "bool"
+            timeout = "1s"
+            lorawan = { device = "field-3", fport = 11, values = { true = "ff", false = "00" } }
             """ })
         let cloud = try TelemetryCollector(port: rig.cloud.port)
         try rig.startGateway(ready: "source.name=lora")
@@ -132,6 +146,34 @@ import Testing
         #expect(values("field-3", "temperature_1") == [.number(22.5), .number(23.0), .number(23.5)])
         let m2 = try TestHTTP.request(port: rig.apiPort, path: "/metrics").body
         #expect(metric(m2, #"brume_source_errors_total{source="lora",reason="fcnt_replay"}"#) == 1, "the replay after the restart")
+
+        // Downlinks to a Class A device: a command waits for the device's next uplink and goes
+        // in its receive window (RX1: the uplink's tmst + 1 s), checked by the forwarder as the
+        // device would check it (MIC, decryption); a confirmed uplink gets its ACK.
+        let commander = try CloudCommander(port: rig.cloud.port)
+        try commander.send(#"{"id":"v1","actuator":"field-3/valve","value":"open"}"#)
+        usleep(500_000)
+        #expect(commander.finalState("v1") == nil, "nothing sent before the device speaks")
+        let d1 = try send("[{\(f3), \"fcnt\": 5, \"lpp\": [[\"temperature\", 1, 23.6]]}]")
+        let down1 = d1["downlinks"]?.elements ?? [JSONValue]()
+        #expect(down1.count == 1, "\(d1)")
+        #expect(down1.first?["ok"] == .bool(true) && down1.first?["fport"]?.number == 10 && down1.first?["payload"]?.string == "01"
+                && down1.first?["devaddr"]?.string == "26011BDA" && down1.first?["fcnt"]?.number == 0 && down1.first?["ack"] == .bool(false), "\(down1)")
+        let upTmst = d1["uplinks"]?[0]?["tmst"]?.number ?? 0
+        #expect(down1.first?["tmst"]?.number == Double((UInt32(upTmst) &+ 1_000_000)) && down1.first?["ipol"] == .bool(true)
+                && down1.first?["freq"]?.number == 868.1 && down1.first?["datr"]?.string == "SF7BW125", "RX1 timing: \(down1)")
+        #expect(TestKit.waitUntil(timeout: 10) { commander.finalState("v1") == "done" }, "\(commander.results.withLock { $0 })")
+        let c2 = try send("[{\(f3), \"fcnt\": 6, \"confirmed\": true, \"lpp\": [[\"temperature\", 1, 23.7]]}]")
+        let down2 = c2["downlinks"]?.elements ?? [JSONValue]()
+        #expect(down2.count == 1 && down2.first?["ack"] == .bool(true) && down2.first?["fport"] == nil && down2.first?["fcnt"]?.number == 1
+                && down2.first?["ok"] == .bool(true), "a confirmed uplink is acknowledged: \(down2)")
+        // A command whose device does not speak within its timeout fails and is never sent later.
+        try commander.send(#"{"id":"v2","actuator":"field-3/valve-quick","value":true}"#)
+        #expect(TestKit.waitUntil(timeout: 10) { commander.finalState("v2") == "failed" }, "\(commander.results.withLock { $0 })")
+        #expect(commander.details.withLock { $0["v2"] ?? "" }.contains("not sent"))
+        let d3 = try send("[{\(f3), \"fcnt\": 7, \"lpp\": [[\"temperature\", 1, 23.8]]}]")
+        #expect(d3["downlinks"]?.elements.isEmpty == true, "an expired command is not sent: \(d3)")
+        #expect(TestKit.waitUntil(timeout: 10) { values("field-3", "temperature_1").count == 6 }, "\(values("field-3", "temperature_1"))")
     }
 
     /// GPIO end to end on the simulated chip (the test seam below libgpiod: this kernel has no

@@ -61,7 +61,41 @@ extension Builder {
                     } else if r.table["line"] == nil {
                         r.error(r.table.position, "an actuator via GPIO source \"\(via)\" needs line = N (one of its outputs)"); ok = false
                     } else { ok = false }
-                case .board, .onewire, .lorawan:
+                case .lorawan(let l):
+                    for k in ["write", "reply", "topic", "ack_topic", "ack_payload"] where r.table[k] != nil {
+                        r.error(r.table.entry(k)!.keyPosition, "\"\(k)\" does not apply to an actuator via a LoRaWAN source; use lorawan = { device = \"...\", fport = N, values = { open = \"01\" } }"); ok = false
+                    }
+                    if !l.downlinks { r.error(r.position(of: "via"), "LoRaWAN source \"\(via)\" has downlinks = false: it sends nothing to its devices"); ok = false }
+                    if let lt = r.subtable("lorawan", context: "\(r.context) lorawan") {
+                        let device = lt.string("device", required: true)
+                        let fport = lt.int("fport", range: 1...223)
+                        if fport == nil && lt.table["fport"] == nil { lt.error(lt.table.position, "missing required key \"fport\" (1-223: the port the device's firmware listens on)"); ok = false }
+                        var values: [String: String] = [:]
+                        if let vt = lt.subtable("values", context: "\(r.context) lorawan values") {
+                            for e in vt.table.entries {
+                                let k = e.key
+                                guard case .string(let hex) = e.node.value else { vt.error(e.node.position, "the payload of \"\(k)\" must be a hex string like \"01\""); ok = false; continue }
+                                let u = Array(hex.utf8)
+                                if u.isEmpty || u.count % 2 != 0 || u.count > 102 || !u.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0 | 0x20) }) {
+                                    vt.error(e.node.position, "the payload of \"\(k)\" must be 1 to 51 bytes in hex (the smallest LoRaWAN downlink at DR0), got \"\(hex)\""); ok = false; continue
+                                }
+                                values[k] = hex.lowercased()
+                            }
+                            vt.markAllKnown()
+                            vt.finish()
+                        } else {
+                            lt.error(lt.table.position, "missing required key \"values\": the payload of each value, like values = { open = \"01\", close = \"00\" }"); ok = false
+                        }
+                        lt.finish()
+                        if let device, !l.devices.contains(where: { $0.device == device }) {
+                            lt.error(lt.position(of: "device"), "\"\(device)\" is not a device of LoRaWAN source \"\(via)\" (its devices: \(l.devices.map(\.device).joined(separator: ", ")))"); ok = false
+                        } else if let device, let fport, ok {
+                            target = .lorawan(source: via, device: device, fport: Int(fport), values: values)
+                        }
+                    } else {
+                        r.error(r.table.position, "an actuator via LoRaWAN source \"\(via)\" needs lorawan = { device = \"...\", fport = N, values = { open = \"01\", close = \"00\" } }"); ok = false
+                    }
+                case .board, .onewire:
                     r.error(r.position(of: "via"), "\"\(via)\" is a sensor-only source: it drives nothing"); ok = false
                 }
             } else {
@@ -115,6 +149,20 @@ extension Builder {
             ok = false
         }
         guard ok, let name, let target, let accepts else { return nil }
+        if case .lorawan(_, _, _, let values) = target {
+            // Every value the actuator accepts has its payload.
+            let keys: [String]
+            switch accepts {
+            case .oneOf(let xs): keys = xs
+            case .bool: keys = ["true", "false"]
+            default:
+                r.error(r.position(of: given.first ?? "type"), "a LoRaWAN downlink sends a payload per value: use accepts = [...] (or type = \"bool\") with lorawan.values for each"); return nil
+            }
+            let missing = keys.filter { values[$0] == nil }
+            if !missing.isEmpty {
+                r.error(r.position(of: "lorawan"), "lorawan.values has no payload for \(missing.map { "\"\($0)\"" }.joined(separator: ", "))"); return nil
+            }
+        }
         if case .gpio = target, accepts != .bool {
             r.error(r.position(of: given.first ?? "type"), "a GPIO output is on or off: use type = \"bool\""); return nil
         }

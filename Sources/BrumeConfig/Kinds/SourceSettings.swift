@@ -267,6 +267,7 @@ extension Builder {
             gateways.append(g.uppercased())
         }
         let signal = r.bool("signal") ?? true
+        let downlinks = r.bool("downlinks") ?? true
         var devices: [LoRaWANSourceConfig.Device] = []
         var seen: [String: SourcePosition] = [:]
         var seenNames: [String: SourcePosition] = [:]
@@ -311,7 +312,7 @@ extension Builder {
         } else {
             r.error(r.table.position, "missing required key \"devices\": the LoRaWAN devices to decode, like devices = [{ dev_addr = \"26011BDA\", device = \"field-3\", nwk_s_key = \"...\", app_s_key = \"...\" }]"); ok = false
         }
-        return ok ? LoRaWANSourceConfig(host: host, port: port, gateways: gateways, signal: signal, devices: devices) : nil
+        return ok ? LoRaWANSourceConfig(host: host, port: port, gateways: gateways, signal: signal, downlinks: downlinks, devices: devices) : nil
     }
 }
 

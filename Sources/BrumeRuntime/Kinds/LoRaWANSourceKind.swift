@@ -17,7 +17,8 @@ enum LoRaWANSourceKind {
 
     static func make(_ s: SourceConfig, _ c: LoRaWANSourceConfig, dataDir: String, sink: any ReadingSink, logger: Logger) -> RunningSource {
         let options = LoRaWANSource.Options(host: c.host, port: UInt16(c.port), gateways: Set(c.gateways.compactMap { UInt64($0, radix: 16) }),
-                                            devices: devices(c), signal: c.signal, countersPath: "\(dataDir)/lorawan-\(s.name).fcnt")
+                                            devices: devices(c), signal: c.signal, countersPath: "\(dataDir)/lorawan-\(s.name).fcnt",
+                                            downlinks: c.downlinks)
         let src = LoRaWANSource(name: s.name, options: options, sink: sink, logger: logger)
         return RunningSource(config: s, source: src, kind: "lorawan", details: {
             let states = src.devices.withLock { $0 }
@@ -45,6 +46,36 @@ enum LoRaWANSourceKind {
                 }
                 return DeviceDetails(name: d.device, state: st?.lastSeenMillis == nil ? nil : "online", status: .object(members), gauges: gauges, summary: summary)
             }
+        }, driver: { act in
+            guard case .lorawan(_, let device, let fport, let values) = act.via else { return nil }
+            let timeout = Duration.milliseconds(act.timeoutMillis)
+            return { value in
+                let key: String = switch value {
+                case .string(let s): s
+                case .bool(let b): b ? "true" : "false"
+                case .number(let d): d == d.rounded() && abs(d) < 1e15 ? "\(Int64(d))" : "\(d)"
+                }
+                guard let hex = values[key], let payload = bytes(hex: hex) else {
+                    return .failure(DriverFailure(detail: "no payload for \(key) in lorawan.values"))
+                }
+                switch await src.sendDownlink(device: device, fport: UInt8(fport), payload: payload, timeout: timeout) {
+                case .success(let r): return .success(r)
+                case .failure(let f): return .failure(DriverFailure(detail: f.description))
+                }
+            }
         })
+    }
+
+    static func bytes(hex: String) -> [UInt8]? {
+        let u = Array(hex.utf8)
+        guard u.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        var i = 0
+        while i < u.count {
+            guard let v = UInt8(String(decoding: u[i..<(i + 2)], as: UTF8.self), radix: 16) else { return nil }
+            out.append(v)
+            i += 2
+        }
+        return out
     }
 }
