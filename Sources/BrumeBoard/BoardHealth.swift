@@ -178,9 +178,7 @@ public final class BoardSource: Source {
         self.intervalMillis = intervalMillis
         self.options = options
         self.sink = sink
-        var lg = logger
-        lg[metadataKey: "source.name"] = "\(name)"
-        self.logger = lg
+        self.logger = logger.forSource(name)
     }
 
     public var state: SourceState { stateGauge.current }

@@ -48,8 +48,7 @@ public final class GPIOSource: Source {
     let sink: any ReadingSink
     let logger: Logger
     private let stateGauge = Gauge<SourceState>(.starting)
-    private let running = Atomic<Bool>(false)
-    private let thread = Mutex<pthread_t?>(nil)
+    private let worker = WorkerThread()
     private let chip = Mutex<(any GPIOChip)?>(nil)
     private let limiter = LogRateLimiter(burst: 5, interval: .seconds(60))
     /// Status: per input ("device/metric") its last value; per output ("line N") its level.
@@ -59,9 +58,7 @@ public final class GPIOSource: Source {
         self.name = name
         self.options = options
         self.sink = sink
-        var lg = logger
-        lg[metadataKey: "source.name"] = "\(name)"
-        self.logger = lg
+        self.logger = logger.forSource(name)
     }
 
     public var state: SourceState { stateGauge.current }
@@ -96,8 +93,7 @@ public final class GPIOSource: Source {
     }
 
     public func start() {
-        guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let t = DedicatedThread.start("gpio-\(name)") { [self] in
+        worker.start("gpio-\(name)") { [self] in
             let saved = Self.loadCounts(options.countsPath, logger: logger)
             var logic = GPIOLogic(
                 states: options.inputs.compactMap { i in if case .state = i.mode { .init(line: i.line, debounceNanos: i.debounceNanos) } else { nil } },
@@ -112,7 +108,7 @@ public final class GPIOSource: Source {
             var reportedPulses = logic.counters.map(\.pulses)
             var persisted = reportedPulses
             let interval = UInt64(options.intervalMillis) * 1_000_000
-            while running.load(ordering: .acquiring) {
+            while worker.isRunning {
                 if c == nil {
                     guard ContinuousClock.now >= nextTry else { usleep(100_000); continue }
                     c = setUp()
@@ -182,12 +178,10 @@ public final class GPIOSource: Source {
                 c.close()
             }
         }
-        thread.withLock { $0 = t }
     }
 
     public func stop() {
-        guard running.exchange(false, ordering: .acquiringAndReleasing) else { return }
-        if let t = thread.withLock({ let x = $0; $0 = nil; return x }) { pthread_join(t, nil) }
+        guard worker.stop() else { return }
         stateGauge.set(.stopped)
     }
 

@@ -50,8 +50,7 @@ public final class LoRaWANSource: Source {
     let sink: any ReadingSink
     let logger: Logger
     private let stateGauge = Gauge<SourceState>(.starting)
-    private let running = Atomic<Bool>(false)
-    private let thread = Mutex<pthread_t?>(nil)
+    private let worker = WorkerThread()
     private let limiter = LogRateLimiter(burst: 10, interval: .seconds(30))
     /// Per device name.
     public let devices = Locked<[String: DeviceState]>([:])
@@ -64,23 +63,20 @@ public final class LoRaWANSource: Source {
         self.name = name
         self.options = options
         self.sink = sink
-        var lg = logger
-        lg[metadataKey: "source.name"] = "\(name)"
-        self.logger = lg
+        self.logger = logger.forSource(name)
     }
 
     public var state: SourceState { stateGauge.current }
 
     public func start() {
-        guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let t = DedicatedThread.start("lorawan-\(name)") { [self] in
+        worker.start("lorawan-\(name)") { [self] in
             var link = Link(decoder: LoRaWANDecoder(devices: options.devices, counters: Self.loadCounters(options.countersPath, logger: logger)))
             var buf = [UInt8](repeating: 0, count: 65_536)
             var dirty = false
             var lastSave = ContinuousClock.now
             var fd: Int32 = -1
             var nextTry = ContinuousClock.now
-            while running.load(ordering: .acquiring) {
+            while worker.isRunning {
                 if fd < 0 {
                     // Not listening yet (the port held by another program, an address not up yet): again every 5 s.
                     if ContinuousClock.now >= nextTry, let f = listen() { fd = f } else {
@@ -117,7 +113,6 @@ public final class LoRaWANSource: Source {
             for d in downlinks.withLock({ q in defer { q.removeAll() }; return q }) { d.done(.failure("the gateway stopped before the device listened: not sent")) }
             for (_, w) in link.awaiting { w.downlink.done(.failure("the gateway stopped before the forwarder confirmed the transmission: it may have been sent")) }
         }
-        thread.withLock { $0 = t }
     }
 
     /// The UDP socket the forwarder sends to, or nil (logged, at a bounded rate).
@@ -155,8 +150,7 @@ public final class LoRaWANSource: Source {
     }
 
     public func stop() {
-        guard running.exchange(false, ordering: .acquiringAndReleasing) else { return }
-        if let t = thread.withLock({ let x = $0; $0 = nil; return x }) { pthread_join(t, nil) }
+        guard worker.stop() else { return }
         stateGauge.set(.stopped)
     }
 

@@ -111,8 +111,7 @@ public final class OneWireSource: Source {
     let sink: any ReadingSink
     let logger: Logger
     private let stateGauge = Gauge<SourceState>(.starting)
-    private let running = Atomic<Bool>(false)
-    private let thread = Mutex<pthread_t?>(nil)
+    private let worker = WorkerThread()
     /// Probes seen missing (logged once per disappearance, again when they return).
     private let missing = Mutex<Set<String>>([])
     private let limiter = LogRateLimiter(burst: 5, interval: .seconds(30))
@@ -125,30 +124,25 @@ public final class OneWireSource: Source {
         self.probes = probes
         self.intervalMillis = intervalMillis
         self.sink = sink
-        var lg = logger
-        lg[metadataKey: "source.name"] = "\(name)"
-        self.logger = lg
+        self.logger = logger.forSource(name)
     }
 
     public var state: SourceState { stateGauge.current }
 
     public func start() {
-        guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
         logger.info("1-Wire source starting", metadata: ["onewire.root": "\(root)", "onewire.probes": "\(probes.count)", "onewire.interval_ms": "\(intervalMillis)"])
-        let t = DedicatedThread.start("1wire-\(name)") { [self] in
-            while running.load(ordering: .acquiring) {
+        worker.start("1wire-\(name)") { [self] in
+            while worker.isRunning {
                 let start = ContinuousClock.now
                 poll()
                 let next = start + .milliseconds(intervalMillis)
-                while running.load(ordering: .acquiring) && ContinuousClock.now < next { usleep(50_000) }
+                while worker.isRunning && ContinuousClock.now < next { usleep(50_000) }
             }
         }
-        thread.withLock { $0 = t }
     }
 
     public func stop() {
-        guard running.exchange(false, ordering: .acquiringAndReleasing) else { return }
-        if let t = thread.withLock({ let x = $0; $0 = nil; return x }) { pthread_join(t, nil) }
+        guard worker.stop() else { return }
         stateGauge.set(.stopped)
     }
 
@@ -156,7 +150,7 @@ public final class OneWireSource: Source {
         stateGauge.set(access(root, F_OK) == 0 ? .connected : .disconnected)
         var readings: [Reading] = []
         for p in probes {
-            guard running.load(ordering: .acquiring) else { return }
+            guard worker.isRunning else { return }
             let outcome = OneWire.read(root: root, id: p.id)
             latest.withLock { $0[p.id] = outcome }
             stats.messages.add()

@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,5 +27,33 @@ public enum DedicatedThread {
         precondition(rc == 0, "pthread_create failed: \(rc)")
         if detached { pthread_detach(tid) }
         return tid
+    }
+}
+
+/// The worker thread of a polling source (1-Wire, GPIO, LoRaWAN): started once, asked to end
+/// with `stop()` (its body loops while `isRunning`) and joined.
+public final class WorkerThread: Sendable {
+    private let running = Atomic<Bool>(false)
+    private let thread = Mutex<pthread_t?>(nil)
+
+    public init() {}
+
+    public var isRunning: Bool { running.load(ordering: .acquiring) }
+
+    /// Starts `body` on a thread named `name`; false (nothing started) if it already runs.
+    @discardableResult
+    public func start(_ name: String, _ body: @escaping @Sendable () -> Void) -> Bool {
+        guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return false }
+        let t = DedicatedThread.start(name, body)
+        thread.withLock { $0 = t }
+        return true
+    }
+
+    /// Ends the loop and waits for the thread; false if it was not running.
+    @discardableResult
+    public func stop() -> Bool {
+        guard running.exchange(false, ordering: .acquiringAndReleasing) else { return false }
+        if let t = thread.withLock({ let x = $0; $0 = nil; return x }) { pthread_join(t, nil) }
+        return true
     }
 }

@@ -51,8 +51,7 @@ public final class MQTTSource: Source {
                 now: @escaping @Sendable () -> Int64 = wallClockMillis) {
         self.name = name
         self.options = config
-        var lg = logger
-        lg[metadataKey: "source.name"] = "\(name)"
+        let lg = logger.forSource(name)
         self.logger = lg
         let receiver = MessageReceiver(name: name, config: config, sink: sink, stats: stats, logger: lg, now: now)
         self.receiver = receiver

@@ -111,9 +111,7 @@ public final class ModbusBus: Source, @unchecked Sendable {
     public init(options: ModbusBusOptions, sink: any ReadingSink, logger: Logger, now: @escaping @Sendable () -> Int64 = wallClockMillis) {
         self.options = options
         self.sink = sink
-        var lg = logger
-        lg[metadataKey: "source.name"] = "\(options.name)"
-        self.logger = lg
+        self.logger = logger.forSource(options.name)
         self.now = now
         self.deviceStats = Mutex(options.devices.map { ModbusDeviceStats(name: $0.name, unit: $0.unit) })
         self.blocksByDevice = options.devices.map { ModbusBlock.plan($0.points, maxSpan: options.maxSpan, maxGap: options.maxGap) }

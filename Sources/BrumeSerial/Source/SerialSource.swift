@@ -75,9 +75,7 @@ public final class SerialSource: Source, @unchecked Sendable {
     public init(options: SerialSourceOptions, sink: any ReadingSink, logger: Logger, now: @escaping @Sendable () -> Int64 = wallClockMillis) {
         self.options = options
         self.sink = sink
-        var lg = logger
-        lg[metadataKey: "source.name"] = "\(options.name)"
-        self.logger = lg
+        self.logger = logger.forSource(options.name)
         self.now = now
     }
 
