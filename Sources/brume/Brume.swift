@@ -174,9 +174,11 @@ struct Ports: ParsableCommand {
         var claims: [(name: String, spec: PortSpec)] = []
         var probeClaims: [String: String] = [:]
         var lora: [(name: String, config: LoRaWANSourceConfig)] = []
+        var gpio: [(name: String, config: GPIOSourceConfig)] = []
         if let config {
             for s in try loadForTool(config).sources {
                 if case .lorawan(let l) = s.kind { lora.append((s.name, l)) }
+                if case .gpio(let g) = s.kind { gpio.append((s.name, g)) }
                 if case .onewire(let o) = s.kind { for p in o.probes { probeClaims[p.id] = s.name } }
                 if case .serial(let c) = s.kind { claims.append((s.name, c.port)) }
                 if case .modbus(let m) = s.kind, case .rtu(let port, _, _, _, _, _) = m.transport { claims.append((s.name, port)) }
@@ -227,11 +229,20 @@ struct Ports: ParsableCommand {
         }
         // LoRa concentrator HATs sit on SPI; their packet forwarder (not Brume) opens it.
         let spi: [String] = ["/dev/spidev0.0", "/dev/spidev0.1", "/dev/spidev1.0"].filter { (p: String) in access(p, F_OK) == 0 }
+        // GPIO chips (the character devices libgpiod opens; `gpioinfo` lists their lines).
+        let chips: [String] = (0..<8).map { "/dev/gpiochip\($0)" }.filter { (p: String) in access(p, F_OK) == 0 }
+        if !chips.isEmpty || !gpio.isEmpty { print("") }
+        if !chips.isEmpty { print("GPIO chips: \(chips.joined(separator: ", ")) (gpioinfo lists their lines and who holds them)") }
+        for (name, g) in gpio {
+            let lines = (g.inputs.map { "\($0.line) (\($0.counter == nil ? "contact" : "counter") \($0.device)/\($0.metric))" } + g.outputs.map { "\($0.line) (output)" })
+            let present = g.chip.hasPrefix("simulated:") || chips.contains { $0.hasSuffix("/" + g.chip) || $0 == g.chip } || !g.chip.hasPrefix("gpiochip")
+            print("source \"\(name)\": GPIO \(g.chip)\(present ? "" : " (not found here)"): lines \(lines.joined(separator: ", "))")
+        }
         if !spi.isEmpty || !lora.isEmpty { print("") }
         if !spi.isEmpty { print("SPI: \(spi.joined(separator: ", ")) (a LoRa concentrator HAT's packet forwarder uses it; its server_address goes to a lorawan source)") }
         for (name, l) in lora {
             let free = udpPortFree(host: l.host, port: l.port)
-            print("source \"\(name)\": LoRaWAN, the packet forwarder sends to UDP \(l.host):\(l.port) (\(free == nil ? "free now: the gateway is not running" : "in use: the gateway, or another program") ; \(l.devices.count) device\(l.devices.count == 1 ? "" : "s"))")
+            print("source \"\(name)\": LoRaWAN, the packet forwarder sends to UDP \(l.host):\(l.port) (\(free == nil ? "free now: the gateway is not running" : "in use: the gateway, or another program"); \(l.devices.count) device\(l.devices.count == 1 ? "" : "s"))")
         }
     }
 }
