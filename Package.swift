@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "BrumeSerial", targets: ["BrumeSerial"]),
         .library(name: "BrumeStore", targets: ["BrumeStore"]),
         .library(name: "BrumeModbus", targets: ["BrumeModbus"]),
+        .library(name: "BrumeLoRaWAN", targets: ["BrumeLoRaWAN"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -5,14 +5,14 @@
 //   .build/release/fuzz-json corpus/fuzz-json
 //
 // A separate package so that fuzzing flags never reach the gateway's own build. It needs the
-// root package to export the libraries BrumeCore, BrumeSerial, BrumeStore and BrumeConfig.
+// root package to export the libraries BrumeCore, BrumeSerial, BrumeStore, BrumeConfig and BrumeLoRaWAN.
 //
 // Each target defines `LLVMFuzzerTestOneInput` and `<module>_main`: SwiftPM links executables
 // with `main` aliased to `<module>_main` (so tests can link them), which would hide libFuzzer's
 // own `main`; ours calls `LLVMFuzzerRunDriver` instead.
 import PackageDescription
 
-let targets = ["fuzz-json", "fuzz-payload", "fuzz-framers", "fuzz-nmea", "fuzz-command", "fuzz-wire", "fuzz-toml", "fuzz-modbus"]
+let targets = ["fuzz-json", "fuzz-payload", "fuzz-framers", "fuzz-nmea", "fuzz-command", "fuzz-wire", "fuzz-toml", "fuzz-modbus", "fuzz-lorawan"]
 let brume: [String: [String]] = [
     "fuzz-json": ["BrumeCore"],
     "fuzz-payload": ["BrumeCore", "BrumeRules"],
@@ -22,6 +22,7 @@ let brume: [String: [String]] = [
     "fuzz-wire": ["BrumeCore", "BrumeStore"],
     "fuzz-toml": ["BrumeConfig"],
     "fuzz-modbus": ["BrumeCore"],
+    "fuzz-lorawan": ["BrumeCore", "BrumeLoRaWAN"],
 ]
 
 let package = Package(

@@ -12,7 +12,7 @@ set -uo pipefail
 
 SECONDS_PER_TARGET="${1:-10}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ALL_TARGETS="fuzz-json fuzz-payload fuzz-framers fuzz-nmea fuzz-command fuzz-wire fuzz-toml fuzz-modbus"
+ALL_TARGETS="fuzz-json fuzz-payload fuzz-framers fuzz-nmea fuzz-command fuzz-wire fuzz-toml fuzz-modbus fuzz-lorawan"
 TARGETS="${TARGETS:-$ALL_TARGETS}"
 MAX_LEN=4096
 
