@@ -80,6 +80,8 @@ final class CloudCounter: Sendable {
         var nonSequence = 0
         var outOfOrder = 0
         var lastPerDevice: [String: Int] = [:]
+        /// Readings per device (the demo's closing line).
+        var perDevice: [String: Int] = [:]
         var latencies: [Int64] = []
         var lastMessageNanos: UInt64 = 0
         var firstMessageNanos: UInt64 = 0
@@ -117,6 +119,7 @@ final class CloudCounter: Sendable {
             if batch.historical { s.histBatches += 1 }
             for r in batch.readings {
                 s.readings += 1
+                s.perDevice[r.device, default: 0] += 1
                 // Replayed logs carry their own (old) timestamps: not a latency.
                 if abs(now - r.time) < 3_600_000 { s.latencies.append(now - r.time) }
                 guard seqMetric.isEmpty || r.metric == seqMetric, case .number(let v) = r.value, v == v.rounded(), v >= Double(first), v < 1e12 else {
@@ -149,7 +152,9 @@ final class CloudCounter: Sendable {
             lat.sort()
             let p50 = lat.isEmpty ? 0 : lat[(lat.count - 1) / 2]
             let p99 = lat.isEmpty ? 0 : lat[Int(Double(lat.count - 1) * 0.99)]
+            let devices = s.perDevice.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             return "cloud: received \(s.readings) readings in \(s.batches) batches (\(s.duplicateBatches) resent, \(s.mismatchedDuplicates) differing, \(s.undecodable) undecodable); latency from the sensor's timestamp p50 \(p50) ms, p99 \(p99) ms"
+                + (devices.isEmpty ? "" : "\ncloud: readings per device: \(devices)")
         }
     }
 

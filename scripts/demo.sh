@@ -138,4 +138,4 @@ kill -TERM $BRUME_PID; wait $BRUME_PID && echo "brume exited 0"
 sleep 0.5
 kill -TERM $CLOUD_PID; wait $CLOUD_PID || true
 echo "== what the cloud received:"
-grep "^cloud: received" "$DEMO/cloud.out" || tail -n 2 "$DEMO/cloud.out"
+grep "^cloud: received\|^cloud: readings per device" "$DEMO/cloud.out" || tail -n 2 "$DEMO/cloud.out"
