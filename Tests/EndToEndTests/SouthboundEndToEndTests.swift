@@ -3,6 +3,10 @@ import BrumeTestKit
 import Foundation
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// 1-Wire probes end to end: a w1 sysfs tree as the kernel writes it (a good probe, one whose
 /// CRC fails, one that appears later), the real gateway, the cloud broker.
 @Suite(.serialized) struct SouthboundEndToEndTests {
@@ -243,6 +247,67 @@ import Testing
         #expect(TestKit.waitUntil(timeout: 10) { abs((numbers("water_m3").last ?? 0) - (before + more / 1000)) < 1e-9 }, "\(numbers("water_m3"))")
         let totals = numbers("water_m3")
         #expect(zip(totals, totals.dropFirst()).allSatisfy { $0.0 <= $0.1 + 1e-12 }, "a total never goes back: \(totals)")
+    }
+
+    /// `brume check --connect` on the Pi's southbound: GPIO lines requested as the gateway would
+    /// (the simulated chip; a chip that does not exist goes through libgpiod itself and fails
+    /// with its reason), LoRaWAN UDP ports free or held by another program.
+    @Test func checkConnectTriesGPIOChipsAndLoRaWANPorts() throws {
+        let dir = TestKit.tempDir("brume-southcheck")
+        let chip = TestKit.tempDir("brume-gpio")
+        let held = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(held) }
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(held, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(held, $0, &len) } }
+        let heldPort = Int(UInt16(bigEndian: a.sin_port))
+        let freePort = TestKit.freePort()
+        let keys = #"nwk_s_key = "2B7E151628AED2A6ABF7158809CF4F3C", app_s_key = "000102030405060708090A0B0C0D0E0F""#
+        try """
+            [gateway]
+            id = "gw-south"
+            data_dir = "\(dir)/var"
+
+            [uplink.cloud]
+            kind = "mqtt"
+            url = "mqtt://127.0.0.1:\(TestKit.freePort())"
+
+            [[source]]
+            name = "pins"
+            kind = "gpio"
+            chip = "simulated:\(chip)"
+            inputs = [{ line = 17, metric = "door" }]
+            outputs = [{ line = 22, safe = false }]
+
+            [[source]]
+            name = "header"
+            kind = "gpio"
+            chip = "gpiochip9"
+            inputs = [{ line = 4, metric = "door" }]
+
+            [[source]]
+            name = "lora"
+            kind = "lorawan"
+            listen = "127.0.0.1:\(freePort)"
+            devices = [{ dev_addr = "26011BDA", device = "a", \(keys) }]
+
+            [[source]]
+            name = "lora-busy"
+            kind = "lorawan"
+            listen = "127.0.0.1:\(heldPort)"
+            devices = [{ dev_addr = "26011BDB", device = "b", \(keys) }]
+            """.write(toFile: "\(dir)/gateway.toml", atomically: true, encoding: .utf8)
+        let c = try Child(TestKit.product("brume"), ["check", "--connect", "--timeout", "3", "\(dir)/gateway.toml"], dir: dir, name: "check")
+        #expect(c.wait(timeout: 60) == 3, "\(c.stdout)\n\(c.stderr)")
+        let out = c.stdout
+        #expect(out.contains("ok   source pins (GPIO simulated:\(chip)): simulated:\(chip): 1 input and 1 output requested"), "\(out)")
+        #expect(out.contains("FAIL source header (GPIO gpiochip9): cannot open GPIO chip \"gpiochip9\": "), "\(out)")
+        #expect(out.contains("ok   source lora (LoRaWAN UDP 127.0.0.1:\(freePort)): the port is free; 1 device declared"), "\(out)")
+        #expect(out.contains("FAIL source lora-busy (LoRaWAN UDP 127.0.0.1:\(heldPort)): cannot listen: Address already in use"), "\(out)")
+        #expect((try? String(contentsOfFile: "\(chip)/out-22", encoding: .utf8)) == "0\n", "the output was requested in its safe state")
     }
 }
 
