@@ -175,7 +175,7 @@ public final class LoRaWANSource: Source {
     struct Link {
         var decoder: LoRaWANDecoder
         var pull: [UInt64: (address: sockaddr_in, version: UInt8)] = [:]
-        var awaiting: [UInt16: (downlink: Downlink, deadline: UInt64, version: UInt8)] = [:]
+        var awaiting: [UInt16: (downlink: Downlink, deadline: UInt64, version: UInt8, gateway: UInt64)] = [:]
         var nextToken = UInt16.random(in: 0...UInt16.max)
     }
 
@@ -201,6 +201,8 @@ public final class LoRaWANSource: Source {
     /// gets nothing, ever (at most once).
     public func sendDownlink(device: String, fport: UInt8, payload: [UInt8], timeout: Duration) async -> Result<String, DownlinkFailure> {
         guard let addr = options.devices.first(where: { $0.device == device })?.devAddr else { return .failure(DownlinkFailure("no LoRaWAN device \(device)")) }
+        // Only the source's thread answers queued downlinks.
+        guard worker.isRunning else { return .failure("the LoRaWAN source is not running: not sent") }
         let nanos = UInt64(timeout.components.seconds) &* 1_000_000_000 &+ UInt64(timeout.components.attoseconds / 1_000_000_000)
         return await withCheckedContinuation { (cont: CheckedContinuation<Result<String, DownlinkFailure>, Never>) in
             let once = Mutex(false)
@@ -251,7 +253,10 @@ public final class LoRaWANSource: Source {
             }
             return []
         }
-        guard let fcnt = link.decoder.takeDownlinkCounter(addr) else { return [] }
+        guard let fcnt = link.decoder.takeDownlinkCounter(addr) else {
+            if let queued { downlinks.withLock { $0.insert(queued, at: 0) } }
+            return []
+        }
         let phy = LoRaWANFrame.downlink(devAddr: addr, fcnt: fcnt, fport: queued?.fport, payload: queued?.payload ?? [], ack: confirmed,
                                         nwkSKey: dev.nwkSKey, appSKey: dev.appSKey)
         link.nextToken &+= 1
@@ -259,7 +264,7 @@ public final class LoRaWANSource: Source {
             if let queued { queued.done(.failure("the forwarder's report lacks the timing (tmst, freq, datr) of the uplink: not sent")) }
             return []
         }
-        if let queued { link.awaiting[link.nextToken] = (queued, monotonicNanos() &+ 3_000_000_000, version) }
+        if let queued { link.awaiting[link.nextToken] = (queued, monotonicNanos() &+ 3_000_000_000, version, gw) }
         return [(packet, to)]
     }
 
@@ -283,8 +288,13 @@ public final class LoRaWANSource: Source {
             if link.pull[gw] == nil && link.pull.count >= 64 { link.pull.removeAll() }
             link.pull[gw] = (from, datagram[0])
             return [(SemtechUDP.ack(version: datagram[0], token: token, identifier: 0x04), from)]
-        case .txAck(let token, _, let error):
-            guard let w = link.awaiting.removeValue(forKey: token) else { return [] }
+        case .txAck(let token, let gw, let error):
+            // Only the forwarder the downlink went to confirms it (UDP senders can claim anything).
+            guard let w = link.awaiting[token], w.gateway == gw else {
+                stats.errors.add("unexpected_tx_ack")
+                return []
+            }
+            link.awaiting[token] = nil
             if let error {
                 stats.errors.add("downlink_refused")
                 w.downlink.done(.failure(DownlinkFailure("the packet forwarder did not send it: \(error)")))
