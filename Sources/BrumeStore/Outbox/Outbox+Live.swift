@@ -130,6 +130,7 @@ extension Outbox {
         for lane in live {
             for b in lane.inflight where b.first >= pendingFirstSeq && b.last <= lastSeq { batches.append((b, false)) }
         }
+        recordedThrough = pendingFirstSeq - 1
         let t = Taken(readings: pending, arrival: pendingArrival, holdable: pendingHoldable, firstSeq: pendingFirstSeq, lanes: live,
                       liveBatches: batches + ackedLiveBatches.filter { $0.first >= pendingFirstSeq && $0.last <= lastSeq }.map { ($0, true) })
         ackedLiveBatches.removeAll { $0.last <= lastSeq }
@@ -262,8 +263,9 @@ extension Outbox {
         let committed: Bool = pendingLock.withLock {
             live[i].inflight.removeAll { $0 == batch }
             if batch.last < pendingFirstSeq {
-                // Taken for a commit still running: its row may not exist yet.
-                if committing {
+                // Taken by a commit still running and not yet recorded by it: its row does not
+                // exist yet (a batch already recorded is acknowledged at once, as before).
+                if committing && batch.first > recordedThrough {
                     acksDuringCommit.append(batch)
                     return false
                 }

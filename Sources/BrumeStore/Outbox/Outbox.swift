@@ -66,6 +66,8 @@ public final class Outbox: @unchecked Sendable {
     /// unacknowledged, and an HTTP uplink — which never reconnects — kept it in its backlog for
     /// good). Acknowledged once the commit is done (`settleAcksAfterCommit`).
     var acksDuringCommit: [BatchRecord] = []
+    /// During a commit: its segments are stored (and their live batches recorded) through here.
+    var recordedThrough: Int64 = 0
     /// Tests only: runs on the writer between taking readings from memory and writing them.
     var beforeCommitHook: (@Sendable () -> Void)?
 
@@ -367,8 +369,11 @@ public final class Outbox: @unchecked Sendable {
             switch result {
             case .stored:
                 noteCommit(nil)
+                pendingLock.withLock { recordedThrough = max(recordedThrough, last) }
                 commitSignal.yield()
-            case .refused: noteCommit(nil)
+            case .refused:
+                noteCommit(nil)
+                pendingLock.withLock { recordedThrough = max(recordedThrough, last) }
             case .failed(let error):
                 noteCommit(error)
                 return start
