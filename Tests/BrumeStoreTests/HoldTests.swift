@@ -232,6 +232,43 @@ import Testing
         #expect(b.backlog()[b.uplinkKey("cloud")] == 20, "the cloud still has all of them to send")
     }
 
+    /// A live batch that spans two segments of one commit is recorded once, with the first: an
+    /// acknowledgement that arrives after that segment is stored is not undone by the second
+    /// (recording it again wrote it unacknowledged over the acknowledgement).
+    @Test func anAcknowledgementBetweenTwoSegmentsOfItsBatchIsKept() throws {
+        let dir = TestKit.tempDir()
+        var o = OutboxOptions(path: "\(dir)/outbox.db", maxSegmentReadings: 7)
+        o.uplinks = ["cloud", "influx"]
+        o.hold = .seconds(2)
+        let b = try Outbox(options: o, logger: Logger(label: "test"))
+        let ackNow = Mutex<BatchRecord?>(nil)
+        b.afterSegmentHook = { [unowned b] in
+            // The endpoint's answer arrives after the first segment (1...7) is stored.
+            if let x = ackNow.withLock({ v -> BatchRecord? in defer { v = nil }; return v }) { b.ackLive(x) }
+        }
+        // No writer thread: 20 readings would make it commit before the live batch is taken;
+        // the commit runs here instead.
+        defer { b.close() }
+        b.setLive(uplink: "cloud", active: true)
+        b.setLive(uplink: "influx", active: true)
+        b.append((1...20).map(r), holdable: true)
+        // Two live batches in flight: 1...3 (answered later) and 4...10, which spans the segments
+        // 1...7 and 8...14 and is answered between them.
+        let (first, _) = try #require(b.nextLiveBatch(uplink: "influx", maxReadings: 3, maxDelayMillis: 0))
+        let (live, _) = try #require(b.nextLiveBatch(uplink: "influx", maxReadings: 7, maxDelayMillis: 0))
+        #expect(first.first == 1 && first.last == 3 && live.first == 4 && live.last == 10)
+        b.setLive(uplink: "cloud", active: false)
+        ackNow.withLock { $0 = live }
+        b.commitPending()
+        #expect(ackNow.withLock { $0 } == nil, "the hook ran")
+        b.ackLive(first)
+        guard case .batch(let rest) = b.nextBatch(uplink: "influx", maxReadings: 500, maxDelayMillis: 0) else { Issue.record("no database batch"); return }
+        #expect(values(b.readings(of: rest)!) == Array(11...20))
+        b.ack(rest)
+        #expect(b.unackedBatches(uplink: b.uplinkKey("influx")).isEmpty, "the live batch stays acknowledged")
+        #expect(b.backlog()[b.uplinkKey("influx")] == 0)
+    }
+
     /// A reconnect loses what was in flight: the same batches go again (same range and id,
     /// identical bytes), so a consumer dedups them on the batch id as it does for the database's.
     @Test func liveBatchesInFlightAtADisconnectGoAgainExactly() throws {

@@ -260,8 +260,12 @@ extension Outbox {
     /// every uplink has them; if they were committed meanwhile, the database acknowledgement.
     public func ackLive(_ batch: BatchRecord) {
         guard let i = laneIndex(batch.uplink) else { return }
+        var alsoRecorded = false
         let committed: Bool = pendingLock.withLock {
             live[i].inflight.removeAll { $0 == batch }
+            // Its first readings committed and recorded, the rest put back by a failed commit:
+            // the row is acknowledged too (the memory path below covers the rest).
+            alsoRecorded = batch.first < pendingFirstSeq && !(committing && batch.first > recordedThrough)
             if batch.last < pendingFirstSeq {
                 // Taken by a commit still running and not yet recorded by it: its row does not
                 // exist yet (a batch already recorded is acknowledged at once, as before).
@@ -277,7 +281,7 @@ extension Outbox {
             dropDeliveredLocked()
             return false
         }
-        if committed { ack(batch) }
+        if committed || alsoRecorded { ack(batch) }
     }
 
     /// After a commit (done or failed): the live acknowledgements that arrived during it go

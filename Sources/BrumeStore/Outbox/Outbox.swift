@@ -68,8 +68,10 @@ public final class Outbox: @unchecked Sendable {
     var acksDuringCommit: [BatchRecord] = []
     /// During a commit: its segments are stored (and their live batches recorded) through here.
     var recordedThrough: Int64 = 0
-    /// Tests only: runs on the writer between taking readings from memory and writing them.
+    /// Tests only: runs on the writer between taking readings from memory and writing them,
+    /// and after each stored segment.
     var beforeCommitHook: (@Sendable () -> Void)?
+    var afterSegmentHook: (@Sendable () -> Void)?
 
     let dbLock = Mutex<Void>(())
     let store: Store
@@ -350,6 +352,10 @@ public final class Outbox: @unchecked Sendable {
         if faults.withLock({ $0.folder != nil }) { return 0 }
         var start = 0
         let readings = taken.readings
+        // Each live batch is recorded once, with the first stored segment it overlaps: recorded
+        // again with a later segment (INSERT OR REPLACE) it would undo an acknowledgement that
+        // came in between.
+        var recorded = Set<BatchRecord>()
         while start < readings.count {
             // A run of readings not yet acknowledged by every uplink, at most one segment long.
             while start < readings.count, taken.delivered(taken.firstSeq + Int64(start)) { start += 1 }
@@ -360,8 +366,9 @@ public final class Outbox: @unchecked Sendable {
             let result: Store.InsertResult = dbLock.withLock { _ in
                 let r = store.insertSegment(readings[start..<end], first: first)
                 if case .stored = r {
-                    for b in taken.liveBatches where b.batch.first <= last && b.batch.last >= first {
+                    for b in taken.liveBatches where b.batch.first <= last && b.batch.last >= first && !recorded.contains(b.batch) {
                         try? store.recordLive(b.batch, acked: b.acked)
+                        recorded.insert(b.batch)
                     }
                 }
                 return r
@@ -369,11 +376,12 @@ public final class Outbox: @unchecked Sendable {
             switch result {
             case .stored:
                 noteCommit(nil)
+                // Every live batch starting at or before `last` has its row now.
                 pendingLock.withLock { recordedThrough = max(recordedThrough, last) }
+                afterSegmentHook?()
                 commitSignal.yield()
             case .refused:
                 noteCommit(nil)
-                pendingLock.withLock { recordedThrough = max(recordedThrough, last) }
             case .failed(let error):
                 noteCommit(error)
                 return start
