@@ -34,6 +34,9 @@ let package = Package(
         // Sparkplug B payloads (the generated code is committed: no protoc plugin in the build).
         // No default traits: "BinaryDelimitedStreams" imports full Foundation (ICU, +45 MB).
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0", traits: []),
+        // WebAssembly fog functions (docs/functions.md). No default traits: the file-system
+        // parser, WASI threads and the disassembler are not used (−~1 MB).
+        .package(url: "https://github.com/swiftwasm/WasmKit", from: "0.4.2", traits: []),
     ],
     targets: [
         // System libraries (Debian: libmosquitto-dev, libsqlite3-dev, libserialport-dev).
@@ -50,7 +53,7 @@ let package = Package(
         // Vocabulary: readings, values, payload parsing, wire format. No C, no I/O.
         .target(name: "BrumeCore", dependencies: [.product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // gateway.toml -> typed configuration, pure validation with file:line:col diagnostics.
-        .target(name: "BrumeConfig", dependencies: ["BrumeCore", "BrumeRules"], swiftSettings: strict),
+        .target(name: "BrumeConfig", dependencies: ["BrumeCore", "BrumeRules", "BrumeFunctions"], swiftSettings: strict),
         // SQLite outbox (group commit, eviction, batches, acks).
         .target(name: "BrumeStore", dependencies: ["BrumeCore", "CSQLite", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // libmosquitto client + the MQTT source (topic mapping, payload decoding).
@@ -70,6 +73,14 @@ let package = Package(
         .target(name: "BrumeLoRaWAN", dependencies: ["BrumeCore", .product(name: "Logging", package: "swift-log"),
                                                      .product(name: "Crypto", package: "swift-crypto"),
                                                      .product(name: "CryptoExtras", package: "swift-crypto")], swiftSettings: strict),
+        // User functions in WebAssembly (WasmKit): sandboxed per call (fuel, memory), the ABI of
+        // docs/functions.md, dead letters. Plugged into the rules (RuleFunction) and the payload
+        // decoders (PayloadFunction).
+        .target(name: "BrumeFunctions", dependencies: [
+            "BrumeCore", "BrumeRules", .product(name: "Logging", package: "swift-log"),
+            .product(name: "WasmKit", package: "WasmKit"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ], swiftSettings: strict),
         // Northbound: the sync loops outbox -> batches -> acks: MQTT (v1 JSON, SenML, per reading,
         // Sparkplug B, ThingsBoard) and HTTP(S) (v1 JSON, SenML or InfluxDB line protocol).
         .target(name: "BrumeUplink", dependencies: [
@@ -80,7 +91,7 @@ let package = Package(
         ], exclude: ["MQTT/Formats/Sparkplug/sparkplug_b.proto"], swiftSettings: strict),
         // Composition: config -> services, signals, shutdown order.
         .target(name: "BrumeRuntime", dependencies: [
-            "BrumeCore", "BrumeConfig", "BrumeRules", "BrumeStore", "BrumeMQTT", "BrumeSerial", "BrumeModbus", "BrumeBoard", "BrumeOneWire", "BrumeLoRaWAN", "BrumeGPIO", "BrumeUplink", "CClock",
+            "BrumeCore", "BrumeConfig", "BrumeRules", "BrumeStore", "BrumeMQTT", "BrumeSerial", "BrumeModbus", "BrumeBoard", "BrumeOneWire", "BrumeLoRaWAN", "BrumeGPIO", "BrumeFunctions", "BrumeUplink", "CClock",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -120,6 +131,7 @@ let package = Package(
         .testTarget(name: "BrumeMQTTTests", dependencies: ["BrumeMQTT", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "BrumeBoardTests", dependencies: ["BrumeBoard", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "BrumeOneWireTests", dependencies: ["BrumeOneWire", "BrumeCore"]),
+        .testTarget(name: "BrumeFunctionsTests", dependencies: ["BrumeFunctions", "BrumeRules", "BrumeCore", "BrumeTestKit"]),
         .testTarget(name: "BrumeGPIOTests", dependencies: ["BrumeGPIO", "BrumeCore"]),
         .testTarget(name: "BrumeLoRaWANTests", dependencies: ["BrumeLoRaWAN", "BrumeCore", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "EndToEndTests", dependencies: ["brume", "firmware-sim", "BrumeCore", "BrumeMQTT", "BrumeStore", "BrumeSerial", "BrumeTestKit",

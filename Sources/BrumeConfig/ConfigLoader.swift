@@ -54,7 +54,8 @@ public enum ConfigLoader {
                 }
             }
         }
-        return parse(files: texts, environment: environment ?? Interpolator.processEnvironment(), interpolateMain: interpolateMain)
+        return parse(files: texts, environment: environment ?? Interpolator.processEnvironment(), interpolateMain: interpolateMain,
+                     baseDirectory: folder(of: path))
     }
 
     /// What a `${...}` that cannot be resolved is.
@@ -73,8 +74,9 @@ public enum ConfigLoader {
     }
 
     /// Several files (the main one first), merged in order.
+    /// `baseDirectory`: where relative module paths start (default: the first file's folder).
     public static func parse(files: [(name: String, text: String)], environment: [String: String], unresolved: UnresolvedReferences = .error,
-                             interpolateMain: Bool = true) -> Result<(GatewayConfig, [Diagnostic]), ConfigFailure> {
+                             interpolateMain: Bool = true, baseDirectory: String? = nil) -> Result<(GatewayConfig, [Diagnostic]), ConfigFailure> {
         let sink = DiagnosticSink(files: files.map(\.name))
         var root = TOMLTable()
         for (i, f) in files.enumerated() {
@@ -92,12 +94,18 @@ public enum ConfigLoader {
         }
         if sink.hasErrors { return .failure(.invalid(sink.items.sorted())) }
         Interpolator(environment: environment, lenient: unresolved == .ignore, skipFile: interpolateMain ? nil : 0).apply(&root, sink: sink)
-        let config = sink.hasErrors ? nil : Builder(sink: sink).build(root)
+        let config = sink.hasErrors ? nil : Builder(sink: sink, baseDirectory: baseDirectory ?? Self.folder(of: files.first?.name ?? "")).build(root)
         let sorted = sink.items.sorted()
         guard !sink.hasErrors, var config else { return .failure(.invalid(sorted)) }
         config.files = files.map(\.name)
         config.texts = files.map(\.text)
         return .success((config, sorted))
+    }
+
+    /// The folder of a file path ("." for a bare name).
+    static func folder(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 
     public static func readFile(_ path: String) -> Result<String, ConfigProblem> {
@@ -122,10 +130,12 @@ public enum ConfigLoader {
 /// Builds the typed configuration, reporting every problem on the way.
 struct Builder {
     let sink: DiagnosticSink
+    /// Where relative paths in the configuration (a function's module) start: the main file's folder.
+    var baseDirectory = "."
 
     func build(_ root: TOMLTable) -> GatewayConfig? {
         let top = TableReader(root, context: "", sink: sink)
-        let topKeys = ["gateway", "buffer", "clock", "commands", "fleet", "log", "api", "uplink", "source", "actuator", "rule", "derived", "trigger"]
+        let topKeys = ["gateway", "buffer", "clock", "commands", "fleet", "log", "api", "uplink", "source", "actuator", "function", "rule", "derived", "trigger"]
 
         // [gateway]
         var gwID = ""
@@ -392,7 +402,9 @@ struct Builder {
                 sink.error(a.position, "actuators are declared as [[actuator]] tables")
             }
         }
-        let rules = buildRules(root: root, top: top, actuators: actuators)
+        let (functions, functionRules) = buildFunctions(top: top)
+        checkDecoders(root: root, functions: functions)
+        let rules = buildRules(root: root, top: top, actuators: actuators, functionRules: functionRules)
         if (!actuators.isEmpty || !rules.triggers.isEmpty) && !uplinks.isEmpty && !uplinks.contains(where: { $0.kind == .mqtt }) {
             sink.error(root.entry("actuator")?.keyPosition ?? root.entry("trigger")?.keyPosition ?? root.position,
                        "actuators and triggers report through an MQTT uplink (commands arrive on it): add an [uplink.NAME] with kind = \"mqtt\"")
@@ -410,6 +422,7 @@ struct Builder {
         var config = GatewayConfig(gateway: GatewaySection(id: gwID, dataDir: dataDir), buffer: buffer, log: log, uplinks: uplinks, sources: sources)
         config.actuators = actuators
         config.rules = rules
+        config.functions = functions
         config.api = api
         config.clock = clock
         config.commands = commandsSection

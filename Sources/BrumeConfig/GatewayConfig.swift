@@ -1,5 +1,6 @@
 import BrumeCore
 import BrumeRules
+import BrumeFunctions
 
 /// The typed configuration of one gateway, built from gateway.toml by
 /// `ConfigLoader` after every check passed. Every key is documented in
@@ -19,6 +20,8 @@ public struct GatewayConfig: Sendable {
     public var commands = CommandsSection()
     /// Local rules, derived metrics and triggers, already compiled (checked).
     public var rules: RulesConfig = RulesConfig()
+    /// User functions in WebAssembly, their modules loaded and checked.
+    public var functions = FunctionsConfig()
     /// The files it was read from: the main file, then the conf.d files merged into it.
     public var files: [String] = []
     /// Their texts, in the same order (the running configuration's hash, `brume status`).

@@ -66,6 +66,8 @@ final class CompiledRule: Sendable {
     let window: WindowBuffer.Config?
     let reportOnChange: Bool
     let stateful: Bool
+    /// The user function the rule runs (`spec.function`), bound by the engine.
+    var function: FunctionRef? { spec.function }
 
     init(spec: RuleSpec, name: String, globs: [Glob], dropIf: Program?, flagIf: Program?, conversion: UnitConversion?,
          value: Program?, window: WindowBuffer.Config?) {
@@ -135,6 +137,24 @@ public enum RulesCompiler {
     /// Largest number of windows one reading may fall in (hopping: size / hop).
     public static let maxWindowsPerReading: Int64 = 1000
 
+    /// What is wrong with a window's sizes, if anything (aggregates aside).
+    static func windowProblem(_ kind: WindowSpec.Kind) -> String? {
+        switch kind {
+        case .tumbling(let s), .sliding(let s):
+            if s <= 0 { return "window size must be longer than 0" }
+        case .hopping(let s, let h):
+            if s <= 0 { return "window size must be longer than 0" }
+            if h <= 0 { return "window hop must be longer than 0" }
+            if h > s { return "window hop (\(h) ms) is longer than its size (\(s) ms): readings between windows would be lost; use hop <= size" }
+            if (s - 1) / h + 1 > maxWindowsPerReading { return "window hop is too small for its size: each reading would be in more than \(maxWindowsPerReading) windows" }
+        case .session(let g):
+            if g <= 0 { return "session gap must be longer than 0" }
+        case .count(let n):
+            if n <= 0 { return "count window size must be at least 1" }
+        }
+        return nil
+    }
+
     /// Checks and compiles everything, reporting every problem at once, in file order.
     public static func compile(rules: [RuleSpec], derived: [DerivedSpec], triggers: [TriggerSpec]) -> Result<CompiledRules, RuleDiagnostics> {
         var diags: [RuleDiagnostic] = []
@@ -142,6 +162,32 @@ public enum RulesCompiler {
         var names: [String: SourceSpan] = [:]
 
         for (idx, spec) in rules.enumerated() {
+            if let fn = spec.function {
+                // Made by the config layer from a [[function]], which checked its keys.
+                let name = "function:\(fn.name)"
+                func err(_ m: String) { diags.append(RuleDiagnostic(span: spec.span, message: "function \"\(fn.name)\": \(m)")) }
+                if let prev = names[name] { err("defined twice (first at \(prev))") }
+                names[name] = spec.span
+                var globs: [Glob] = []
+                if spec.match.isEmpty { err("match is empty: give at least one \"device/metric\" pattern, e.g. \"pump-*/flow\"") }
+                for m in spec.match {
+                    switch Glob.parse(m) {
+                    case .success(let g): globs.append(g)
+                    case .failure(let e): err("match pattern \"\(m)\" \(e.reason)")
+                    }
+                }
+                var window: WindowBuffer.Config?
+                switch (fn.mode, spec.window) {
+                case (.window, nil): err("run = \"window\" needs a window, e.g. window = { kind = \"tumbling\", size = \"1m\" }")
+                case (.window, let w?):
+                    if let problem = windowProblem(w.kind) { err(problem) } else { window = WindowBuffer.Config(w.kind) }
+                case (.reading, _?): err("a window needs run = \"window\"")
+                case (.reading, nil): break
+                }
+                outRules.append(CompiledRule(spec: spec, name: name, globs: globs, dropIf: nil, flagIf: nil,
+                                             conversion: nil, value: nil, window: window))
+                continue
+            }
             let name = spec.name ?? "rule#\(idx + 1)"
             let label = spec.name.map { "rule \"\($0)\"" } ?? "rule #\(idx + 1)"
             func err(_ m: String) { diags.append(RuleDiagnostic(span: spec.span, message: "\(label): \(m)")) }

@@ -75,17 +75,25 @@ public struct RuleStats: Sendable, Hashable {
 /// at shutdown to emit every open window.
 public final class RulesEngine: Sendable {
     let compiled: CompiledRules
+    /// The user function of each rule that runs one (aligned with `compiled.rules`).
+    let functions: [(any RuleFunction)?]
     private let clock: @Sendable () -> Int64
     private let state: Mutex<EngineState>
 
-    public init(rules: CompiledRules, clock: @escaping @Sendable () -> Int64) {
+    /// `functions`: the implementation of each user function the rules name (`RuleSpec.function`),
+    /// by name. A function rule without one lets readings pass and counts an error.
+    public init(rules: CompiledRules, functions: [String: any RuleFunction] = [:], clock: @escaping @Sendable () -> Int64) {
         self.compiled = rules
+        self.functions = rules.rules.map { r in r.function.flatMap { functions[$0.name] } }
         self.clock = clock
         self.state = Mutex(EngineState(rules))
     }
 
+    /// The names of the user functions the rules run, in order.
+    public var functionNames: [String] { compiled.rules.compactMap { $0.function?.name } }
+
     public func process(_ readings: [Reading]) -> RulesOutput {
-        let ctx = Ctx(c: compiled, now: clock())
+        let ctx = Ctx(c: compiled, fns: functions, now: clock())
         return state.withLock { s in
             var out = RulesOutput()
             out.readings.reserveCapacity(readings.count)
@@ -95,7 +103,7 @@ public final class RulesEngine: Sendable {
     }
 
     public func tick() -> RulesOutput {
-        let ctx = Ctx(c: compiled, now: clock())
+        let ctx = Ctx(c: compiled, fns: functions, now: clock())
         return state.withLock { s in
             var out = RulesOutput()
             s.tick(ctx, &out)
@@ -104,7 +112,7 @@ public final class RulesEngine: Sendable {
     }
 
     public func flush() -> RulesOutput {
-        let ctx = Ctx(c: compiled, now: clock())
+        let ctx = Ctx(c: compiled, fns: functions, now: clock())
         return state.withLock { s in
             var out = RulesOutput()
             s.flush(ctx, &out)
@@ -153,6 +161,7 @@ public final class RulesEngine: Sendable {
 
 struct Ctx {
     let c: CompiledRules
+    let fns: [(any RuleFunction)?]
     let now: Int64
 }
 
@@ -310,6 +319,29 @@ struct EngineState: Sendable {
     mutating func apply(_ i: Int, _ r0: Reading, key: String, from stage: Stage, _ ctx: Ctx, _ extras: inout [Reading]) -> Reading? {
         let rule = ctx.c.rules[i]
         var r = r0
+        if stage <= .validate, let fn = rule.function, fn.mode == .reading {
+            rules[i].stats.in += 1
+            guard let impl = ctx.fns[i] else {
+                rules[i].stats.errors += 1
+                rules[i].stats.lastError = "function \"\(fn.name)\" is not loaded"
+                return r
+            }
+            switch impl.apply(r) {
+            case .keep(let more):
+                extras.append(contentsOf: more)
+                return r
+            case .replace(let out):
+                if out.isEmpty { rules[i].stats.dropped += 1 }
+                extras.append(contentsOf: out)
+                return nil
+            case .failed(let message, let passOn):
+                rules[i].stats.errors += 1
+                rules[i].stats.lastError = message
+                if passOn { return r }
+                rules[i].stats.dropped += 1
+                return nil
+            }
+        }
         if stage <= .validate {
             rules[i].stats.in += 1
             if let p = rule.dropIf {
@@ -358,7 +390,7 @@ struct EngineState: Sendable {
         if !rule.stateful { return r }
         if rules[i].streams[key] == nil {
             rules[i].streams[key] = StreamState(device: r.device, metric: r.metric,
-                                                window: rule.window.map { WindowBuffer(config: $0, tolerance: rule.spec.lateToleranceMillis) })
+                                                window: rule.window.map { WindowBuffer(config: $0, tolerance: rule.spec.lateToleranceMillis, keepTimes: rule.function != nil) })
         }
         if stage <= .report, rule.reportOnChange {
             let send: Bool
@@ -408,10 +440,33 @@ struct EngineState: Sendable {
                 rules[i].stats.dropped += 1
                 return nil
             }
-            aggregates(closed, device: r.device, metric: r.metric, rule.spec.emit, into: &extras)
+            windowOutput(i, closed, device: r.device, metric: r.metric, ctx, into: &extras)
             return rule.spec.keepRaw ? r : nil
         }
         return r
+    }
+
+    /// What closed windows of rule `i` emit: aggregates, or what its window function returns.
+    mutating func windowOutput(_ i: Int, _ closed: [ClosedWindow], device: String, metric: String, _ ctx: Ctx, into extras: inout [Reading]) {
+        let rule = ctx.c.rules[i]
+        guard let fn = rule.function else {
+            aggregates(closed, device: device, metric: metric, rule.spec.emit, into: &extras)
+            return
+        }
+        for w in closed where !w.samples.isEmpty {
+            guard let impl = ctx.fns[i] else {
+                rules[i].stats.errors += 1
+                rules[i].stats.lastError = "function \"\(fn.name)\" is not loaded"
+                continue
+            }
+            let samples = w.samples.map { WindowSample(time: $0.t, value: $0.v) }
+            switch impl.window(device: device, metric: metric, end: w.time, samples: samples) {
+            case .keep(let out), .replace(let out): extras.append(contentsOf: out)
+            case .failed(let message, _):
+                rules[i].stats.errors += 1
+                rules[i].stats.lastError = message
+            }
+        }
     }
 
     func aggregates(_ closed: [ClosedWindow], device: String, metric: String, _ emit: [Aggregate], into extras: inout [Reading]) {
@@ -496,7 +551,7 @@ struct EngineState: Sendable {
                     next = apply(i, held, key: key, from: .rateLimit, ctx, &extras)
                 }
                 if let closed = rules[i].streams[key]?.window?.advance(now: ctx.now), let st = rules[i].streams[key] {
-                    aggregates(closed, device: st.device, metric: st.metric, rule.spec.emit, into: &extras)
+                    windowOutput(i, closed, device: st.device, metric: st.metric, ctx, into: &extras)
                 }
                 emit(i, extras, next, derived: false, ctx, &out)
                 if let next { flow(next, from: i + 1, derived: false, ctx, &out) }
@@ -507,14 +562,13 @@ struct EngineState: Sendable {
 
     mutating func flush(_ ctx: Ctx, _ out: inout RulesOutput) {
         for i in ctx.c.rules.indices where ctx.c.rules[i].window != nil {
-            let rule = ctx.c.rules[i]
             for key in rules[i].streams.keys.sorted() {
                 guard var st = rules[i].streams[key], st.window != nil else { continue }
                 let closed = st.window!.flush()
                 if st.held != nil { rules[i].stats.suppressed += 1; st.held = nil }
                 rules[i].streams[key] = st
                 var extras: [Reading] = []
-                aggregates(closed, device: st.device, metric: st.metric, rule.spec.emit, into: &extras)
+                windowOutput(i, closed, device: st.device, metric: st.metric, ctx, into: &extras)
                 emit(i, extras, nil, derived: false, ctx, &out)
             }
         }

@@ -92,6 +92,11 @@ public struct RuleSpec: Sendable, Hashable {
     public var keepRaw: Bool
     public var lateToleranceMillis: Int64
     public var onError: ErrorPolicy
+    /// A user function (`[[function]]`, BrumeFunctions) in place of the stages above: the
+    /// config layer makes one such rule per function, ahead of the `[[rule]]`s. A `.reading`
+    /// function sees every matching reading; a `.window` function the contents of each closed
+    /// window (`window` set, `emit` empty). The implementation is given to the `RulesEngine`.
+    public var function: FunctionRef?
 
     public init(
         name: String? = nil, match: [String], span: SourceSpan = SourceSpan(line: 1, column: 1),
@@ -99,7 +104,7 @@ public struct RuleSpec: Sendable, Hashable {
         scale: Double? = nil, offset: Double? = nil, convert: String? = nil, value: ExprText? = nil,
         deadband: Double? = nil, heartbeatMillis: Int64? = nil, minIntervalMillis: Int64? = nil,
         window: WindowSpec? = nil, emit: [Aggregate] = [], keepRaw: Bool = false,
-        lateToleranceMillis: Int64 = 0, onError: ErrorPolicy = .drop
+        lateToleranceMillis: Int64 = 0, onError: ErrorPolicy = .drop, function: FunctionRef? = nil
     ) {
         self.name = name
         self.match = match
@@ -118,6 +123,51 @@ public struct RuleSpec: Sendable, Hashable {
         self.keepRaw = keepRaw
         self.lateToleranceMillis = lateToleranceMillis
         self.onError = onError
+        self.function = function
+    }
+}
+
+/// Names the user function a rule runs (see `RuleSpec.function`). Only the name and the mode
+/// are part of the rule's identity: a reload that swaps the module of a window function keeps
+/// the readings already in its open windows.
+public struct FunctionRef: Sendable, Hashable {
+    public enum Mode: String, Sendable, Hashable { case reading, window }
+    public var name: String
+    public var mode: Mode
+    public init(name: String, mode: Mode) {
+        self.name = name
+        self.mode = mode
+    }
+}
+
+/// What a user function made of a reading or a window.
+public enum FunctionOutcome: Sendable {
+    /// The reading goes on unchanged, followed by these extra readings (derived metrics).
+    case keep([Reading])
+    /// The reading is consumed; these go on instead (none: the function filtered it out).
+    case replace([Reading])
+    /// The call failed (trap, exhausted budget, bad output, error code, disabled). `passOn`:
+    /// the function's policy lets the reading go on unchanged; otherwise it was dropped or
+    /// dead-lettered by the function.
+    case failed(message: String, passOn: Bool)
+}
+
+/// A user function, as the rules engine calls it (implemented by BrumeFunctions). Calls come
+/// one at a time from one engine, but an implementation may be shared by two engines.
+public protocol RuleFunction: AnyObject, Sendable {
+    func apply(_ reading: Reading) -> FunctionOutcome
+    /// The samples of one closed window of the stream `device/metric`, in event-time order;
+    /// `end` is the window's emission time. Readings returned by `.keep` or `.replace` go on.
+    func window(device: String, metric: String, end: Int64, samples: [WindowSample]) -> FunctionOutcome
+}
+
+/// One reading of a window, as a window function sees it.
+public struct WindowSample: Sendable, Hashable {
+    public var time: Int64
+    public var value: Double
+    public init(time: Int64, value: Double) {
+        self.time = time
+        self.value = value
     }
 }
 

@@ -10,6 +10,8 @@ struct Sample: Hashable, Sendable {
 struct ClosedWindow: Sendable {
     var time: Int64
     var values: [Double]
+    /// The samples with their times (kept only for window functions: `Config.keepTimes`).
+    var samples: [Sample] = []
 }
 
 enum AggregateMath {
@@ -102,9 +104,17 @@ struct WindowBuffer: Sendable {
     var pending: [Int64] = []
     var sessions: [Session] = []
 
-    init(config: Config, tolerance: Int64) {
+    /// Window functions see each sample's time too (aggregates need only the values).
+    let keepTimes: Bool
+
+    init(config: Config, tolerance: Int64, keepTimes: Bool = false) {
         self.config = config
         self.tolerance = tolerance
+        self.keepTimes = keepTimes
+    }
+
+    func closed<C: Collection<Sample>>(_ time: Int64, _ samples: C) -> ClosedWindow {
+        ClosedWindow(time: time, values: samples.map(\.v), samples: keepTimes ? Array(samples) : [])
     }
 
     var isEmpty: Bool { buffer.isEmpty && pending.isEmpty && sessions.isEmpty }
@@ -148,7 +158,7 @@ struct WindowBuffer: Sendable {
             buffer.append(s)
             maxEvent = Swift.max(maxEvent, s.t)
             if buffer.count >= n {
-                let closed = ClosedWindow(time: s.t, values: buffer.map(\.v))
+                let closed = self.closed(s.t, buffer)
                 buffer.removeAll(keepingCapacity: true)
                 return [closed]
             }
@@ -170,7 +180,7 @@ struct WindowBuffer: Sendable {
             maxEvent = Swift.max(maxEvent, s.t)
             let lo = upperBound(s.t - size)
             let hi = upperBound(s.t)
-            let closed = ClosedWindow(time: s.t, values: buffer[lo..<hi].map(\.v))
+            let closed = self.closed(s.t, buffer[lo..<hi])
             let cut = upperBound(watermark(now) - tolerance - size)
             if cut > 0 { buffer.removeFirst(cut) }
             return [closed]
@@ -227,7 +237,7 @@ struct WindowBuffer: Sendable {
                 guard start + size + tolerance <= w else { break }
                 let lo = lowerBound(start)
                 let hi = lowerBound(start + size)
-                if lo < hi { out.append(ClosedWindow(time: start + size, values: buffer[lo..<hi].map(\.v))) }
+                if lo < hi { out.append(closed(start + size, buffer[lo..<hi])) }
                 closedCount += 1
             }
             if closedCount > 0 { pending.removeFirst(closedCount) }
@@ -237,7 +247,7 @@ struct WindowBuffer: Sendable {
             var keep: [Session] = []
             for x in sessions {
                 if x.last + gap + tolerance <= w {
-                    out.append(ClosedWindow(time: x.last + gap, values: x.samples.map(\.v)))
+                    out.append(closed(x.last + gap, x.samples))
                 } else {
                     keep.append(x)
                 }
@@ -262,17 +272,17 @@ struct WindowBuffer: Sendable {
         var out: [ClosedWindow] = []
         switch config {
         case .count:
-            if let last = buffer.last { out.append(ClosedWindow(time: last.t, values: buffer.map(\.v))) }
+            if let last = buffer.last { out.append(closed(last.t, buffer)) }
         case .sliding:
             break
         case .time(let size, _):
             for start in pending {
                 let lo = lowerBound(start)
                 let hi = lowerBound(start + size)
-                if lo < hi { out.append(ClosedWindow(time: start + size, values: buffer[lo..<hi].map(\.v))) }
+                if lo < hi { out.append(closed(start + size, buffer[lo..<hi])) }
             }
         case .session(let gap):
-            for x in sessions { out.append(ClosedWindow(time: x.last + gap, values: x.samples.map(\.v))) }
+            for x in sessions { out.append(closed(x.last + gap, x.samples)) }
         }
         buffer.removeAll()
         pending.removeAll()

@@ -1,5 +1,6 @@
 import BrumeConfig
 import BrumeCore
+import BrumeFunctions
 import BrumeRules
 import BrumeStore
 import BrumeUplink
@@ -68,11 +69,15 @@ extension Gateway {
             return r
         }
         // Build everything new first: if one cannot be built, nothing changes.
+        let functionSet: [String: WasmFunction]
+        do { functionSet = try functions.prepare(new.functions.specs) } catch {
+            return reject(error.message)
+        }
         let oldSources = Dictionary(old.sources.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let running = Dictionary(sources.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var built: [String: RunningSource] = [:]
         for sc in new.sources where oldSources[sc.name] != sc {
-            do { built[sc.name] = try SourceKinds.make(sc, dataDir: new.gateway.dataDir, sink: pipeline, logger: logger) } catch {
+            do { built[sc.name] = try SourceKinds.make(sc, dataDir: new.gateway.dataDir, sink: pipeline, functions: functions, logger: logger) } catch {
                 return reject("source \"\(sc.name)\" cannot be built: \(error)")
             }
         }
@@ -87,7 +92,8 @@ extension Gateway {
         }
         sourceList.withLock { $0 = list }
         if let commands { commands.replaceActuators(new.actuators, drivers: SourceKinds.drivers(new.actuators, sources: list)) }
-        pipeline.replaceRules(new.rules.compiled.map { RulesEngine(rules: $0, clock: wallClockMillis) })
+        functions.install(functionSet)
+        pipeline.replaceRules(new.rules.compiled.map { RulesEngine(rules: $0, functions: FunctionDirectory.ruleFunctions(functionSet), clock: wallClockMillis) })
         if new.log != old.log, let level = Logger.Level(rawValue: new.log.level) { LogfmtHandler.level.withLock { $0 = level } }
         currentConfig.withLock { $0 = new }
         configOrigin.withLock { $0 = origin }
@@ -101,7 +107,7 @@ extension Gateway {
         if !changed.isEmpty { parts.append("sources restarted: \(changed.joined(separator: ", "))") }
         if !removed.isEmpty { parts.append("sources removed: \(removed.joined(separator: ", "))") }
         parts.append("\(list.count - built.count) sources unchanged")
-        parts.append("\(new.rules.rules.count) rules, \(new.rules.derived.count) derived, \(new.rules.triggers.count) triggers, \(new.actuators.count) actuators")
+        parts.append("\(new.functions.specs.count) functions, \(new.rules.rules.count - new.rules.rules.filter { $0.function != nil }.count) rules, \(new.rules.derived.count) derived, \(new.rules.triggers.count) triggers, \(new.actuators.count) actuators")
         let message = "applied: " + parts.joined(separator: "; ")
         logger.notice("configuration reloaded", metadata: ["config": "\(path)", "sources.added": "\(added)", "sources.restarted": "\(changed)",
                                                           "sources.removed": "\(removed)", "rules": "\(new.rules.rules.count)", "actuators": "\(new.actuators.count)"])

@@ -1,5 +1,6 @@
 import BrumeConfig
 import BrumeCore
+import BrumeFunctions
 import BrumeRules
 import BrumeStore
 import BrumeUplink
@@ -46,6 +47,8 @@ public final class Gateway: Sendable {
     var sources: [RunningSource] { sourceList.withLock { $0 } }
     let commands: CommandService?
     let pipeline: Pipeline
+    /// The user functions (WebAssembly) the rules and decoders run.
+    let functions: FunctionDirectory
     let metrics: MetricsExporter
     /// Whether the system clock may stamp readings (boards without a real-time clock).
     let clock: ClockMonitor
@@ -98,12 +101,19 @@ public final class Gateway: Sendable {
         // v1 commands and their results travel over the first v1 MQTT uplink's broker; uplink
         // formats with commands of their own (Sparkplug DCMD, ThingsBoard RPC) bring theirs.
         let up = config.uplinks.first { $0.carriesV1Commands }
-        let engine = config.rules.compiled.map { RulesEngine(rules: $0, clock: wallClockMillis) }
+        let functions = FunctionDirectory(logger: logger, deadLetterDirectory: config.gateway.dataDir + "/dead-letter")
+        self.functions = functions
+        let functionSet: [String: WasmFunction]
+        do { functionSet = try functions.prepare(config.functions.specs) } catch { throw StartupError(error.message) }
+        functions.install(functionSet)
+        let engine = config.rules.compiled.map {
+            RulesEngine(rules: $0, functions: FunctionDirectory.ruleFunctions(functionSet), clock: wallClockMillis)
+        }
         let pipeline = Pipeline(outbox: outbox, rules: engine, logger: logger)
         self.pipeline = pipeline
         var sources: [RunningSource] = []
         for s in config.sources {
-            sources.append(try SourceKinds.make(s, dataDir: config.gateway.dataDir, sink: pipeline, logger: logger))
+            sources.append(try SourceKinds.make(s, dataDir: config.gateway.dataDir, sink: pipeline, functions: functions, logger: logger))
         }
         self.sourceList = Locked(sources)
 

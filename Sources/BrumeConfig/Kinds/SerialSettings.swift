@@ -91,7 +91,11 @@ extension Builder {
         let timeColumn = r.string("time_column")
         let deviceColumn = r.string("device_column")
         let requireChecksum = r.bool("require_checksum") ?? true
-        let payload: PayloadFormat? = r.table["payload"] != nil ? payloadFormat(r) : .jsonObject(time: nil)
+        var payload: PayloadFormat? = r.table["payload"] != nil ? payloadFormat(r) : .jsonObject(time: nil)
+        if case .function? = payload {
+            r.error(r.position(of: "payload"), "a serial line is not decoded by a function (MQTT sources only: a function decodes binary payloads)")
+            payload = nil
+        }
         let specific: [String: [String]] = [
             "kv": ["kv_separator", "kv_assign", "time_key"], "csv": ["columns", "csv_delimiter", "time_column", "device_column"],
             "jsonl": ["payload"], "nmea": ["require_checksum"],

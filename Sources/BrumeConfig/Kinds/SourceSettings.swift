@@ -92,10 +92,15 @@ extension Builder {
         if payload == nil { maxLevels = nil } // a broken payload says nothing about the metric
         let device = template("device", default: "{1}")
         let metricDefault: String
-        if case .jsonObject? = payload { metricDefault = "" } else { metricDefault = "{2}" }
+        switch payload {
+        case .jsonObject?, .function?: metricDefault = ""
+        default: metricDefault = "{2}"
+        }
         let metric = template("metric", default: metricDefault)
         if let metric, metric.parts.isEmpty, let payload {
-            if case .jsonObject = payload {} else {
+            switch payload {
+            case .jsonObject, .function: break
+            default:
                 r.error(r.position(of: "metric"), "\"metric\" is empty: with this payload every reading needs a metric name (e.g. metric = \"{2}\" or \"temperature\")")
             }
         }
@@ -133,8 +138,14 @@ extension Builder {
         case .table(let t):
             let pr = TableReader(t, context: "\(r.context) payload", sink: sink)
             defer { pr.finish() }
+            if t["function"] != nil {
+                // Checked against the [[function]]s once they are built (ConfigLoader).
+                guard let name = pr.string("function") else { return nil }
+                if t["json"] != nil { pr.error(t.position, "a payload is decoded by a function or as JSON, not both") }
+                return .function(name: name)
+            }
             guard let j = pr.subtable("json", context: "\(r.context) payload.json") else {
-                if t.entries.isEmpty { pr.error(t.position, "expected { json = { value = \"/v\", time = \"/ts\" } }") }
+                if t.entries.isEmpty { pr.error(t.position, "expected { json = { value = \"/v\", time = \"/ts\" } } or { function = \"NAME\" }") }
                 return nil
             }
             defer { j.finish() }

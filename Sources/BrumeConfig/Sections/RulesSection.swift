@@ -6,30 +6,37 @@ import Glibc
 #endif
 
 extension Builder {
-    func buildRules(root: TOMLTable, top: TableReader, actuators: [ActuatorConfig]) -> RulesConfig {
+    /// `window = { kind = "tumbling", size = "1m" }` of a [[rule]] or a [[function]].
+    func windowSpec(_ r: TableReader) -> WindowSpec? {
+        var window: WindowSpec?
+        if let w = r.subtable("window", context: "\(r.context) window") {
+            let kind = w.oneOf("kind", ["tumbling", "hopping", "sliding", "session", "count"])
+            let size = w.duration("size", min: 1)
+            let hop = w.duration("hop", min: 1)
+            let gap = w.duration("gap", min: 1)
+            let n = w.int("count", range: 1...1_000_000)
+            switch kind {
+            case "tumbling"?: if let size { window = WindowSpec(.tumbling(sizeMillis: size)) } else { w.error(w.table.position, "a tumbling window needs size = \"1m\"") }
+            case "hopping"?: if let size, let hop { window = WindowSpec(.hopping(sizeMillis: size, hopMillis: hop)) } else { w.error(w.table.position, "a hopping window needs size and hop") }
+            case "sliding"?: if let size { window = WindowSpec(.sliding(sizeMillis: size)) } else { w.error(w.table.position, "a sliding window needs size") }
+            case "session"?: if let gap { window = WindowSpec(.session(gapMillis: gap)) } else { w.error(w.table.position, "a session window needs gap = \"5m\"") }
+            case "count"?: if let n { window = WindowSpec(.count(n: Int(n))) } else { w.error(w.table.position, "a count window needs count = N") }
+            default: if w.table["kind"] == nil { w.error(w.table.position, "missing required key \"kind\"") }
+            }
+            w.finish()
+        }
+        return window
+    }
+
+    /// `functionRules`: the steps of the [[function]]s that run in the rules (ahead of the [[rule]]s).
+    func buildRules(root: TOMLTable, top: TableReader, actuators: [ActuatorConfig], functionRules: [RuleSpec] = []) -> RulesConfig {
         var cfg = RulesConfig()
         for (t, r) in tables(top, "rule") {
             defer { r.finish() }
             let name = r.string("name")
             var match: [String] = []
             if let m = r.stringArray("match") { match = m.map(\.0) } else { r.error(t.position, "missing required key \"match\" (e.g. match = \"*/temperature\")") }
-            var window: WindowSpec?
-            if let w = r.subtable("window", context: "\(r.context) window") {
-                let kind = w.oneOf("kind", ["tumbling", "hopping", "sliding", "session", "count"])
-                let size = w.duration("size", min: 1)
-                let hop = w.duration("hop", min: 1)
-                let gap = w.duration("gap", min: 1)
-                let n = w.int("count", range: 1...1_000_000)
-                switch kind {
-                case "tumbling"?: if let size { window = WindowSpec(.tumbling(sizeMillis: size)) } else { w.error(w.table.position, "a tumbling window needs size = \"1m\"") }
-                case "hopping"?: if let size, let hop { window = WindowSpec(.hopping(sizeMillis: size, hopMillis: hop)) } else { w.error(w.table.position, "a hopping window needs size and hop") }
-                case "sliding"?: if let size { window = WindowSpec(.sliding(sizeMillis: size)) } else { w.error(w.table.position, "a sliding window needs size") }
-                case "session"?: if let gap { window = WindowSpec(.session(gapMillis: gap)) } else { w.error(w.table.position, "a session window needs gap = \"5m\"") }
-                case "count"?: if let n { window = WindowSpec(.count(n: Int(n))) } else { w.error(w.table.position, "a count window needs count = N") }
-                default: if w.table["kind"] == nil { w.error(w.table.position, "missing required key \"kind\"") }
-                }
-                w.finish()
-            }
+            let window = windowSpec(r)
             var emit: [Aggregate] = []
             if let es = r.stringArray("emit") {
                 for (e, pos) in es {
@@ -115,6 +122,7 @@ extension Builder {
                                                 cooldownMillis: cooldown, actuator: actuator, commandValue: value, event: event, span: span(t.position)))
             }
         }
+        cfg.rules.insert(contentsOf: functionRules, at: 0)
         if cfg.isEmpty { return cfg }
         switch RulesCompiler.compile(rules: cfg.rules, derived: cfg.derived, triggers: cfg.triggers) {
         case .success(let c): cfg.compiled = c

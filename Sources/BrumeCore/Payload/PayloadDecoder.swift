@@ -29,6 +29,17 @@ public enum PayloadFormat: Sendable, Hashable {
     case jsonValue(value: JSONPointer, time: JSONPointer?)
     /// `{"temp":21.5,"hum":40,"ts":...}`: one reading per field.
     case jsonObject(time: JSONPointer?)
+    /// Bytes decoded by a user function (`[[function]] run = "decoder"`, BrumeFunctions), given
+    /// to the decoder as a `PayloadFunction`. The payload is not trimmed: it may be binary.
+    case function(name: String)
+}
+
+/// A user payload decoder: bytes in, readings out (implemented by BrumeFunctions).
+public protocol PayloadFunction: AnyObject, Sendable {
+    /// Appends the readings decoded from `payload`; throws `.functionFailed` (the function's
+    /// failure policy already applied: counted, dead-lettered) or `.noMetrics`.
+    func decode(_ payload: UnsafeRawBufferPointer, device: String, metric: String, receivedAt: Int64,
+                into out: inout [Reading]) throws(PayloadError)
 }
 
 /// Why a payload was rejected. `reason` is a stable label for metrics; `message` is for logs.
@@ -43,6 +54,7 @@ public struct PayloadError: Error, Sendable, Hashable, CustomStringConvertible {
         case tooLarge = "too_large"
         case nonFinite = "non_finite"
         case noMetrics = "no_metrics"
+        case functionFailed = "function_failed"
     }
 
     public var reason: Reason
@@ -63,9 +75,13 @@ public struct PayloadDecoder: Sendable {
     /// Longest string value accepted, in UTF-8 bytes.
     public static let maxStringBytes = 256
 
-    public init(format: PayloadFormat, maxBytes: Int = 65536) {
+    /// The user function of `.function` formats.
+    public let function: (any PayloadFunction)?
+
+    public init(format: PayloadFormat, maxBytes: Int = 65536, function: (any PayloadFunction)? = nil) {
         self.format = format
         self.maxBytes = maxBytes
+        self.function = function
     }
 
     /// Appends readings decoded from `payload` to `out`.
@@ -81,8 +97,13 @@ public struct PayloadDecoder: Sendable {
         if payload.count > maxBytes {
             throw PayloadError(.tooLarge, "payload of \(payload.count) bytes exceeds the limit of \(maxBytes) bytes")
         }
-        guard let base = payload.baseAddress?.assumingMemoryBound(to: UInt8.self) else {
+        guard let base = payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count > 0 else {
             throw PayloadError(.empty, "empty payload")
+        }
+        if case .function(let name) = format {
+            guard let function else { throw PayloadError(.functionFailed, "decoder function \"\(name)\" is not loaded") }
+            try function.decode(payload, device: device, metric: metric, receivedAt: receivedAt, into: &out)
+            return 0
         }
         var start = 0
         var end = payload.count
@@ -123,6 +144,9 @@ public struct PayloadDecoder: Sendable {
                 throw PayloadError(.noMetrics, "JSON object has no number, bool or string fields" + (skipped > 0 ? " (\(skipped) skipped)" : "") + ": \(quotePayload(payload))")
             }
             return skipped
+
+        case .function:
+            return 0   // handled above
         }
     }
 

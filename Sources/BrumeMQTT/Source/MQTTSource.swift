@@ -26,6 +26,8 @@ public struct MQTTSourceOptions: Sendable {
     public var payload: PayloadFormat
     /// QoS1: acknowledge a message only once its readings are durable.
     public var ackAfterCommit: Bool
+    /// The user decoder of a `.function` payload.
+    public var payloadFunction: (any PayloadFunction)?
 
     public init(client: MQTTClientOptions, subscribe: [String], qos: Int, device: TopicTemplate, metric: TopicTemplate,
                 payload: PayloadFormat, ackAfterCommit: Bool) {
@@ -139,7 +141,7 @@ final class MessageReceiver: Sendable {
         self.name = name
         self.device = config.device
         self.metric = config.metric
-        self.decoder = PayloadDecoder(format: config.payload)
+        self.decoder = PayloadDecoder(format: config.payload, function: config.payloadFunction)
         self.filters = config.subscribe
         // Acknowledged on receipt, a lost message is not delivered again.
         self.redeliverable = config.qos > 0 && config.ackAfterCommit

@@ -1,17 +1,19 @@
 import BrumeConfig
 import BrumeCore
+import BrumeFunctions
 import BrumeMQTT
 import Logging
 
 /// `[[source]] kind = "mqtt"`: a field broker's topics → readings; actuators published to it.
 enum MQTTSourceKind {
-    static func make(_ s: SourceConfig, _ m: MQTTSourceConfig, sink: any ReadingSink, logger: Logger) throws -> RunningSource {
+    static func make(_ s: SourceConfig, _ m: MQTTSourceConfig, sink: any ReadingSink, functions: FunctionDirectory, logger: Logger) throws -> RunningSource {
         var client = UplinkKinds.mqttClientOptions(m.connection, password: try Gateway.secret(m.connection.passwordFile, logger: logger),
                                                    cleanSession: !(m.persistentSession && m.qos > 0), maxInflight: 32)
         client.protocolVersion = m.mqttVersion == "3.1.1" ? .v311 : m.mqttVersion == "5" ? .v5 : .auto
         client.receiveMaximum = m.receiveMaximum
-        let options = MQTTSourceOptions(client: client, subscribe: m.subscribe, qos: m.qos, device: m.device, metric: m.metric,
+        var options = MQTTSourceOptions(client: client, subscribe: m.subscribe, qos: m.qos, device: m.device, metric: m.metric,
                                         payload: m.payload, ackAfterCommit: m.ackAfterCommit)
+        if case .function(let name) = m.payload { options.payloadFunction = functions.decoder(named: name) }
         let src = MQTTSource(name: s.name, options: options, sink: sink, logger: logger)
         return RunningSource(config: s, source: src, kind: "mqtt", driver: { act in
             guard case .mqtt(_, let topic, let payload, let ackTopic, let ackPayload) = act.via else { return nil }

@@ -1,4 +1,5 @@
 import BrumeConfig
+import BrumeFunctions
 import BrumeCore
 import Logging
 
@@ -61,9 +62,10 @@ struct RunningSource: Sendable {
 /// module, its settings in `BrumeConfig/Kinds/`, and one case here (the switch is exhaustive,
 /// so a kind the configuration knows cannot be forgotten).
 enum SourceKinds {
-    static func make(_ s: SourceConfig, dataDir: String, sink: any ReadingSink, logger: Logger) throws -> RunningSource {
+    /// `functions`: where a source's payload decoder function is found (`payload = { function }`).
+    static func make(_ s: SourceConfig, dataDir: String, sink: any ReadingSink, functions: FunctionDirectory, logger: Logger) throws -> RunningSource {
         switch s.kind {
-        case .mqtt(let m): return try MQTTSourceKind.make(s, m, sink: sink, logger: logger)
+        case .mqtt(let m): return try MQTTSourceKind.make(s, m, sink: sink, functions: functions, logger: logger)
         case .serial(let c): return SerialSourceKind.make(s, c, sink: sink, logger: logger)
         case .modbus(let m): return ModbusSourceKind.make(s, m, sink: sink, logger: logger)
         case .board(let b): return BoardSourceKind.make(s, b, dataDir: dataDir, sink: sink, logger: logger)

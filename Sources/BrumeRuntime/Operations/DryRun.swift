@@ -1,5 +1,6 @@
 import BrumeConfig
 import BrumeCore
+import BrumeFunctions
 import BrumeRules
 import Logging
 
@@ -52,10 +53,14 @@ public struct DryRun: Sendable {
     /// Runs for `seconds`, printing each line with `print` (one call per line, never
     /// concurrently); returns what was seen. Log lines of the sources go to `logger`.
     public func run(seconds: Double, logger: Logger, print: @escaping @Sendable (String) -> Void) async throws -> Summary {
-        let engine = config.rules.compiled.map { RulesEngine(rules: $0, clock: wallClockMillis) }
+        // Functions run for real (their own instances: nothing dead-lettered in a dry run).
+        let functions = FunctionDirectory(logger: logger, deadLetterDirectory: nil)
+        let functionSet = try functions.prepare(config.functions.specs)
+        functions.install(functionSet)
+        let engine = config.rules.compiled.map { RulesEngine(rules: $0, functions: FunctionDirectory.ruleFunctions(functionSet), clock: wallClockMillis) }
         let sink = DryRunSink(engine: engine, config: config, print: print)
         var running: [RunningSource] = []
-        for s in sources { running.append(try SourceKinds.make(s, dataDir: config.gateway.dataDir, sink: sink, logger: logger)) }
+        for s in sources { running.append(try SourceKinds.make(s, dataDir: config.gateway.dataDir, sink: sink, functions: functions, logger: logger)) }
         print("dry run of \(sources.count) source\(sources.count == 1 ? "" : "s") for \(WireFormat.formatNumber(seconds)) s: nothing is stored or sent, actuators are not driven")
         for r in running { r.start() }
         let end = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))

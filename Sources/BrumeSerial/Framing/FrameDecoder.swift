@@ -78,7 +78,7 @@ public struct FrameDecoder: Sendable {
             payloadDecoder = PayloadDecoder(format: payloadFormat)
             switch payloadFormat {
             case .number: jsonMetric = "value"
-            case .jsonObject: jsonMetric = ""
+            case .jsonObject, .function: jsonMetric = ""
             case .jsonValue(let pointer, _): jsonMetric = pointer.tokens.last ?? "value"
             }
         case .nmea(let requireChecksum):

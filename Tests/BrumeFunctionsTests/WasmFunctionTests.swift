@@ -1,0 +1,230 @@
+import BrumeCore
+import BrumeFunctions
+import BrumeRules
+import BrumeTestKit
+import Foundation
+import Testing
+
+/// Modules built here from source with the real tools (clang --target=wasm32 through
+/// sdk/build.sh, wabt's wat2wasm), run by WasmKit as the gateway runs them.
+enum Modules {
+    static let dir = TestKit.tempDir("brume-fn")
+    static func c(_ name: String) throws -> [UInt8] { try WasmBuild.bytes(WasmBuild.c(name, out: "\(dir)/\(name).wasm")) }
+    static func wat(_ name: String, _ text: String? = nil) throws -> [UInt8] {
+        try WasmBuild.bytes(WasmBuild.wat(text ?? name, out: "\(dir)/\(name).wasm"))
+    }
+    static func function(_ bytes: [UInt8], _ kind: FunctionSpec.Kind = .reading, name: String = "f", fuel: UInt64 = 100_000,
+                         memory: Int = 1 << 20, onError: FunctionSpec.OnError = .drop, disableAfter: Int = 100,
+                         deadLetters: String? = nil) throws -> WasmFunction {
+        try WasmFunction(FunctionSpec(name: name, path: "\(name).wasm", bytes: bytes, kind: kind, fuel: fuel, memoryBytes: memory,
+                                      onError: onError, disableAfter: disableAfter), deadLetterDirectory: deadLetters)
+    }
+
+    /// A reading function whose behaviour depends on the value: 1 loops for ever, 2 reads far
+    /// outside its memory, 3 divides by zero, 4 grows its memory by 64 pages (returns -1 when
+    /// refused), 5 emits a NaN, anything else doubles the value.
+    static let hostile = """
+    (module
+      (import "env" "brume_emit" (func $emit (param i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "brume_buffer") (result i32) (i32.const 1024))
+      (func (export "brume_buffer_size") (result i32) (i32.const 4096))
+      (func (export "brume_reading") (param $n i32) (result i32)
+        (local $v f64)
+        (local.set $v (f64.load (i32.const 1032)))
+        (if (f64.eq (local.get $v) (f64.const 1)) (then (loop $l (br $l))))
+        (if (f64.eq (local.get $v) (f64.const 2)) (then (drop (i32.load (i32.const 0x7ffffff0)))))
+        (if (f64.eq (local.get $v) (f64.const 3)) (then (drop (i32.div_s (i32.const 1) (i32.trunc_f64_s (f64.sub (local.get $v) (f64.const 3)))))))
+        (if (f64.eq (local.get $v) (f64.const 4)) (then (return (memory.grow (i32.const 64)))))
+        (if (f64.eq (local.get $v) (f64.const 5)) (then (f64.store (i32.const 1032) (f64.div (f64.const 0) (f64.const 0))) (return (call $emit (i32.const 1024)))))
+        (f64.store (i32.const 1032) (f64.mul (local.get $v) (f64.const 2)))
+        (drop (call $emit (i32.const 1024)))
+        (i32.const 0)))
+    """
+}
+
+func reading(_ device: String, _ metric: String, _ value: Double, time: Int64 = 1_764_000_000_000) -> Reading {
+    Reading(device: device, metric: metric, time: time, value: .number(value))
+}
+
+func numbers(_ o: FunctionOutcome) -> [String: Double] {
+    var d: [String: Double] = [:]
+    switch o {
+    case .keep(let rs), .replace(let rs):
+        for r in rs { if case .number(let v) = r.value { d["\(r.device)/\(r.metric)"] = v } }
+    case .failed: break
+    }
+    return d
+}
+
+@Suite struct WasmFunctionTests {
+    @Test func aCFunctionDerivesAMetricAndKeepsTheReading() throws {
+        let f = try Modules.function(try Modules.c("pump_efficiency"))
+        let out = f.apply(reading("pump-1", "flow", 36))
+        guard case .keep(let extra) = out else { Issue.record("expected keep, got \(out)"); return }
+        #expect(extra.count == 1)
+        let expected = 100.0 * (1000.0 * 9.81 * (36.0 / 3600.0) * 32.0 / 1000.0) / 5.5
+        #expect(extra.first?.device == "pump-1" && extra.first?.metric == "efficiency")
+        #expect(extra.first?.time == 1_764_000_000_000, "the input's time")
+        if case .number(let v)? = extra.first?.value { #expect(abs(v - expected) < 1e-9, "\(v) vs \(expected)") } else { Issue.record("no number") }
+        // Another metric passes untouched, nothing emitted.
+        guard case .keep(let none) = f.apply(reading("pump-1", "pressure", 3)) else { Issue.record("expected keep"); return }
+        #expect(none.isEmpty)
+        // A negative flow is the function's own error code: counted, the reading dropped (on_error = drop).
+        guard case .failed(let message, let passOn) = f.apply(reading("pump-1", "flow", -1)) else { Issue.record("expected a failure"); return }
+        #expect(message.contains("error code -1") && !passOn)
+        let s = f.statistics()
+        #expect(s.calls == 3 && s.failures[.errorCode] == 1 && s.outputs == 1)
+    }
+
+    @Test func aWATCalibrationReplacesTheValue() throws {
+        let f = try Modules.function(try Modules.wat("calibrate"))
+        #expect(numbers(f.apply(reading("lab", "ph", 10))) == ["lab/ph": 10 * 1.0125 - 0.42])
+        guard case .keep(let none) = f.apply(Reading(device: "lab", metric: "ok", time: 1, value: .bool(true))) else { Issue.record("a bool passes"); return }
+        #expect(none.isEmpty)
+    }
+
+    @Test func loopsTrapsAndBadOutputAreStoppedCountedAndTheFunctionGoesOn() throws {
+        let f = try Modules.function(try Modules.wat("hostile", Modules.hostile), fuel: 50_000, memory: 2 << 20, onError: .pass)
+        func failure(_ v: Double) -> (String, Bool)? {
+            if case .failed(let m, let p) = f.apply(reading("d", "m", v)) { return (m, p) }
+            return nil
+        }
+        let t0 = ContinuousClock.now
+        let loop = failure(1)
+        #expect(loop?.0.contains("fuel") == true && loop?.1 == true, "\(String(describing: loop))")
+        #expect(ContinuousClock.now - t0 < .seconds(2), "an endless loop ends with its fuel")
+        let oob = failure(2)
+        #expect(oob?.0.contains("out of bounds") == true, "\(String(describing: oob))")
+        let div = failure(3)
+        #expect(div?.0.contains("divide by zero") == true || div?.0.contains("division") == true, "\(String(describing: div))")
+        let nan = failure(5)
+        #expect(nan?.0.contains("not finite") == true, "\(String(describing: nan))")
+        // After each trap a fresh instance: the next reading is computed.
+        #expect(numbers(f.apply(reading("d", "m", 21))) == ["d/m": 42])
+        let s = f.statistics()
+        #expect(s.failures[.outOfFuel] == 1 && s.failures[.trap] == 2 && s.failures[.badOutput] == 1, "\(s.failures)")
+        #expect(s.restarts == 3 && s.consecutiveFailures == 0 && !s.disabled)
+        #expect(s.fuelMax == 50_000)
+    }
+
+    @Test func memoryIsCappedAtLoadAndOnGrowth() throws {
+        // 2 MiB at start, above a 1 MiB cap: refused when loaded, with the reason.
+        let big = try Modules.wat("big", """
+        (module (memory (export "memory") 32)
+          (func (export "brume_buffer") (result i32) (i32.const 0)) (func (export "brume_buffer_size") (result i32) (i32.const 4096))
+          (func (export "brume_reading") (param i32) (result i32) (i32.const 1)))
+        """)
+        #expect(throws: FunctionLoadError.self) { try Modules.function(big) }
+        do { _ = try Modules.function(big) } catch let error as FunctionLoadError { #expect(error.message.contains("memory"), "\(error.message)") }
+        _ = try Modules.function(big, memory: 4 << 20)   // within a larger cap: fine
+        // Growing past the cap: memory.grow answers -1 to the guest, which here returns it.
+        let f = try Modules.function(try Modules.wat("hostile", Modules.hostile), memory: 2 << 20)
+        guard case .failed(let m, _) = f.apply(reading("d", "m", 4)) else { Issue.record("expected the refused growth"); return }
+        #expect(m.contains("error code -1"), "\(m)")
+        let roomy = try Modules.function(try Modules.wat("hostile", Modules.hostile), memory: 8 << 20)
+        // With room, the growth succeeds and returns the old size, 1 page: BRUME_KEEP.
+        guard case .keep = roomy.apply(reading("d", "m", 4)) else { Issue.record("the growth within the cap failed"); return }
+    }
+
+    @Test func aFunctionThatKeepsFailingIsDisabledAndDeadLettersItsInput() throws {
+        let dl = TestKit.tempDir("brume-dl")
+        let f = try Modules.function(try Modules.wat("hostile", Modules.hostile), name: "hostile", fuel: 10_000, onError: .deadLetter,
+                                     disableAfter: 3, deadLetters: dl)
+        for i in 0..<5 {
+            guard case .failed(_, let passOn) = f.apply(reading("d", "m", 2, time: 1_764_000_000_000 + Int64(i))) else { Issue.record("call \(i)"); return }
+            #expect(!passOn)
+        }
+        let s = f.statistics()
+        #expect(s.disabled && s.failures[.trap] == 3 && s.failures[.disabled] == 2 && s.calls == 3, "\(s)")
+        #expect(s.deadLettered == 5)
+        let lines = try String(contentsOfFile: "\(dl)/hostile.jsonl", encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 5)
+        #expect(lines.first?.hasPrefix(#"{"device":"d","metric":"m","time":1764000000000,"value":2,"function":"hostile","reason":"trap""#) == true, "\(lines.first ?? "")")
+        #expect(lines.last?.contains(#""reason":"disabled""#) == true)
+        // A good reading is not computed either while disabled.
+        guard case .failed(let m, _) = f.apply(reading("d", "m", 21)) else { Issue.record("disabled"); return }
+        #expect(m.contains("disabled"))
+    }
+
+    @Test func importsOtherThanTheABIAreRefused() throws {
+        let wasi = try Modules.wat("wasi", """
+        (module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (func (export "brume_buffer") (result i32) (i32.const 0)) (func (export "brume_buffer_size") (result i32) (i32.const 4096))
+          (func (export "brume_reading") (param i32) (result i32) (i32.const 1)))
+        """)
+        do { _ = try Modules.function(wasi); Issue.record("accepted WASI") } catch let error as FunctionLoadError {
+            #expect(error.message.contains("wasi_snapshot_preview1.fd_write") && error.message.contains("only env.brume_emit"), "\(error.message)")
+        }
+        // A decoder module declared as a reading function: the entry point is missing.
+        do { _ = try Modules.function(try Modules.c("vendor_decoder"), .reading); Issue.record("accepted") } catch let error as FunctionLoadError {
+            #expect(error.message.contains("brume_reading"), "\(error.message)")
+        }
+        do { _ = try Modules.function([0, 97, 115, 109, 9, 9]); Issue.record("accepted garbage") } catch let error as FunctionLoadError {
+            #expect(error.message.contains("not a valid WebAssembly module"), "\(error.message)")
+        }
+    }
+
+    static func tankFrame(level: UInt16, temp: Int16, battery: UInt8, lid: Bool, corrupt: Bool = false) -> [UInt8] {
+        var p: [UInt8] = [0x01, UInt8(level >> 8), UInt8(level & 0xFF), UInt8(UInt16(bitPattern: temp) >> 8), UInt8(UInt16(bitPattern: temp) & 0xFF), battery, lid ? 1 : 0]
+        var crc: UInt16 = 0xFFFF
+        for b in p {
+            crc ^= UInt16(b)
+            for _ in 0..<8 { crc = (crc & 1) != 0 ? (crc >> 1) ^ 0xA001 : crc >> 1 }
+        }
+        if corrupt { crc ^= 1 }
+        p += [UInt8(crc & 0xFF), UInt8(crc >> 8)]
+        return p
+    }
+
+    @Test func aBinaryDecoderTurnsAVendorFrameIntoReadings() throws {
+        let dl = TestKit.tempDir("brume-dl")
+        let f = try Modules.function(try Modules.c("vendor_decoder"), .decoder, name: "tank", onError: .deadLetter, deadLetters: dl)
+        let decoder = PayloadDecoder(format: .function(name: "tank"), function: f)
+        var out: [Reading] = []
+        // Whitespace bytes (0x20, 0x0A) at the ends are data, not trimmed.
+        let frame = Self.tankFrame(level: 0x0A20, temp: -35, battery: 0x20, lid: true)
+        _ = try frame.withUnsafeBytes { try decoder.decode($0, device: "tank-7", metric: "", receivedAt: 1_764_000_000_000, into: &out) }
+        let byMetric = Dictionary(out.map { ($0.metric, $0.value) }, uniquingKeysWith: { a, _ in a })
+        #expect(byMetric == ["level": .number(Double(0x0A20) / 100), "temperature": .number(-3.5), "battery": .number(32), "lid_open": .bool(true)])
+        #expect(out.allSatisfy { $0.device == "tank-7" && $0.time == 1_764_000_000_000 })
+        // A corrupt frame: a decoder error, the payload dead-lettered as base64.
+        let bad = Self.tankFrame(level: 1, temp: 1, battery: 1, lid: false, corrupt: true)
+        do {
+            _ = try bad.withUnsafeBytes { try decoder.decode($0, device: "tank-7", metric: "", receivedAt: 1_764_000_000_001, into: &out) }
+            Issue.record("accepted a bad CRC")
+        } catch let error as PayloadError {
+            #expect(error.reason == .functionFailed && error.message.contains("error code -4"), "\(error)")
+        }
+        #expect(out.count == 4)
+        let line = try String(contentsOfFile: "\(dl)/tank.jsonl", encoding: .utf8)
+        #expect(line.contains(#""payload_base64":"\#(Base64.encode(bad))""#), "\(line)")
+    }
+
+    @Test func aWindowFunctionSeesTheWholeWindow() throws {
+        let f = try Modules.function(try Modules.c("spike_detector"), .window)
+        var samples = (0..<30).map { WindowSample(time: 1_764_000_000_000 + Int64($0) * 1000, value: 20 + Double($0 % 3) * 0.1) }
+        samples[17].value = 95
+        let out = f.window(device: "boiler", metric: "temperature", end: 1_764_000_060_000, samples: samples)
+        guard case .replace(let rs) = out else { Issue.record("\(out)"); return }
+        #expect(rs.count == 1)
+        #expect(rs.first?.metric == "temperature.spikes" && rs.first?.value == .number(1) && rs.first?.time == 1_764_000_060_000)
+    }
+
+    /// In the rules engine: a function ahead of a windowed rule; its output is what the rule sees.
+    @Test func inTheRulesAFunctionRunsAheadOfTheRules() throws {
+        let f = try Modules.function(try Modules.wat("calibrate"), name: "cal")
+        let rules = [
+            RuleSpec(match: ["lab/*"], function: FunctionRef(name: "cal", mode: .reading)),
+            RuleSpec(name: "avg", match: ["lab/ph"], window: WindowSpec(.count(n: 2)), emit: [.avg]),
+        ]
+        let compiled = try RulesCompiler.compile(rules: rules, derived: [], triggers: []).get()
+        let engine = RulesEngine(rules: compiled, functions: ["cal": f], clock: { 1_764_000_000_000 })
+        let out = engine.process([reading("lab", "ph", 10), reading("lab", "ph", 20), reading("lab", "temp", 4)])
+        let exp = ((10 * 1.0125 - 0.42) + (20 * 1.0125 - 0.42)) / 2
+        #expect(out.readings.map(\.metric) == ["ph.avg", "temp"])
+        if case .number(let v)? = out.readings.first?.value { #expect(abs(v - exp) < 1e-12) }
+        #expect(engine.stats()["function:cal"]?.in == 3)
+    }
+}
