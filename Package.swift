@@ -100,7 +100,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ], exclude: ["API/status.html"], swiftSettings: strict),
         .executableTarget(name: "brume", dependencies: [
-            "BrumeRuntime", "BrumeConfig", "BrumeCore", "BrumeStore", "BrumeSerial", "BrumeOneWire", "CPowerCut",
+            "BrumeRuntime", "BrumeConfig", "BrumeCore", "BrumeStore", "BrumeSerial", "BrumeOneWire", "BrumeFunctions", "CPowerCut",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict, linkerSettings: [

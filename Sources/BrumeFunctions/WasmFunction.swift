@@ -18,6 +18,7 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
     private let logger: Logger
     private let deadLetters: DeadLetterFile?
     private let failureLog = LogRateLimiter(burst: 3, interval: .seconds(60))
+    private let logFailures: Bool
     private let guestLogLimit = LogRateLimiter(burst: 20, interval: .seconds(5))
     /// `brume_log`: through the gateway's log, rate-limited.
     private let guestLog: @Sendable (Int32, String) -> Void
@@ -28,8 +29,11 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
 
     /// Parses, validates and instantiates `spec`'s module (a module that cannot run is refused here,
     /// with the reason). `deadLetterDirectory`: where `on_error = "dead_letter"` writes (nil: dropped).
-    public init(_ spec: FunctionSpec, logger: Logger = Logger(label: "brume.function"), deadLetterDirectory: String? = nil) throws(FunctionLoadError) {
+    /// `logFailures: false`: failed calls are only counted (`brume fn test` prints them itself).
+    public init(_ spec: FunctionSpec, logger: Logger = Logger(label: "brume.function"), deadLetterDirectory: String? = nil,
+                logFailures: Bool = true) throws(FunctionLoadError) {
         self.spec = spec
+        self.logFailures = logFailures
         self.sha256 = spec.sha256
         var logger = logger
         logger[metadataKey: "function"] = "\(spec.name)"
@@ -220,6 +224,7 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
             }
             return false
         }
+        guard logFailures else { return }
         if disabledNow {
             logger.error("function disabled after \(spec.disableAfter) consecutive failures: its input now follows on_error = \"\(spec.onError.rawValue)\" without a call (reload to enable it)",
                          metadata: ["reason": "\(f.reason.rawValue)", "error": "\(f.message)"])

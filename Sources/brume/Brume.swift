@@ -27,7 +27,7 @@ struct Brume: AsyncParsableCommand {
         commandName: "brume",
         abstract: "Brume: IoT edge gateway. Reads sensors, buffers in SQLite, syncs batches to the cloud.",
         version: brumeVersion,
-        subcommands: [Run.self, Check.self, Test.self, Status.self, Tail.self, Reload.self, Buffer.self, Ports.self, Keygen.self, Sign.self, SignConfig.self, SignUpdate.self, UpdateInstall.self],
+        subcommands: [Run.self, Check.self, Test.self, Fn.self, Status.self, Tail.self, Reload.self, Buffer.self, Ports.self, Keygen.self, Sign.self, SignConfig.self, SignUpdate.self, UpdateInstall.self],
         defaultSubcommand: nil)
 }
 

@@ -1,4 +1,5 @@
 import BrumeCore
+import BrumeFunctions
 import BrumeStore
 import BrumeUplink
 import Prometheus

@@ -1,5 +1,6 @@
 import BrumeConfig
 import BrumeCore
+import BrumeFunctions
 import BrumeRules
 import BrumeStore
 import BrumeUplink
@@ -138,6 +139,19 @@ extension Gateway {
             }
         }
 
+        let functionsJSON: [JSONValue] = functions.all.map { f in
+            let st = f.statistics()
+            return obj([
+                ("name", .string(f.spec.name)), ("run", .string(f.spec.kind.rawValue)), ("module", .string(f.spec.path)),
+                ("sha256", .string(f.sha256)), ("fuel", num(Int64(f.spec.fuel))), ("memory_bytes", num(Int64(f.spec.memoryBytes))),
+                ("on_error", .string(f.spec.onError.rawValue)), ("calls", num(st.calls)), ("outputs", num(st.outputs)),
+                ("failures", reasons(Dictionary(uniqueKeysWithValues: st.failures.map { ($0.key.rawValue, $0.value) }))),
+                ("dead_lettered", num(st.deadLettered)), ("restarts", num(st.restarts)),
+                ("fuel_max", num(Int64(st.fuelMax))), ("fuel_avg", num(st.calls > 0 ? Int64(st.fuelTotal / UInt64(st.calls)) : nil)),
+                ("disabled", .bool(st.disabled)), ("last_error", st.lastError.map { .string($0) } ?? .null),
+            ])
+        }
+
         var commandsJSON: JSONValue = .null
         if let commands {
             let recent = (try? commands.journal.recent(limit: 20)) ?? []
@@ -160,7 +174,7 @@ extension Gateway {
 
         return obj([
             ("now_ms", num(now)), ("gateway", gateway), ("uplinks", uplinks), ("buffer", buffer), ("clock", clockJSON), ("sources", .array(sourcesJSON)),
-            ("rules", .array(rulesJSON)), ("commands", commandsJSON), ("recent_errors", .array(errors)),
+            ("rules", .array(rulesJSON)), ("functions", .array(functionsJSON)), ("commands", commandsJSON), ("recent_errors", .array(errors)),
             ("process", obj([("rss_bytes", num(ProcessStats.residentBytes())), ("cpu_seconds", .number((ProcessStats.cpuSeconds() * 100).rounded() / 100))])),
             ("api", obj([("stream_subscribers", num(Int64(broadcaster.count)))])),
         ])
