@@ -97,6 +97,17 @@ inputs = [
 ]
 TOML
 mkdir -p "$DEMO/gpio"
+# A fog function in WebAssembly (docs/functions.md): the heating circuit's flow - return
+# temperature, built from C with the toolchain's clang (sdk/build.sh).
+mkdir -p "$DEMO/functions"
+sdk/build.sh sdk/examples/delta_t.c "$DEMO/functions/delta_t.wasm" >/dev/null
+cat > "$DEMO/conf.d/20-functions.toml" <<TOML
+[[function]]
+name = "delta_t"
+module = "functions/delta_t.wasm"
+run = "reading"
+match = ["heating/flow_temperature", "heating/return_temperature"]
+TOML
 "$BIN/firmware-sim" onewire --root "$PWD/$DEMO/w1" --probes 2 --rate 1 --crc-fail-every 7 >"$DEMO/w1.log" 2>&1 &
 PIDS+=($!)
 "$BIN/brume" check "$DEMO/gateway.toml"
@@ -139,3 +150,4 @@ sleep 0.5
 kill -TERM $CLOUD_PID; wait $CLOUD_PID || true
 echo "== what the cloud received:"
 grep "^cloud: received\|^cloud: readings per device" "$DEMO/cloud.out" || tail -n 2 "$DEMO/cloud.out"
+grep -m1 "function loaded" "$DEMO/brume.log" || true

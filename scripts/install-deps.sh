@@ -6,7 +6,8 @@ set -euo pipefail
 PKGS=(mosquitto mosquitto-clients libmosquitto-dev libsqlite3-dev sqlite3 libserialport-dev libmodbus-dev libgpiod-dev socat openssl
       influxdb               # a real InfluxDB 1.x for the sink tests (each test starts its own on a free port)
       python3-pymodbus python3-serial python3-serial-asyncio    # pymodbus: the independent Modbus slave in the tests
-      python3-jsonschema)    # an independent validator of docs/gateway.schema.json
+      python3-jsonschema     # an independent validator of docs/gateway.schema.json
+      wabt)                  # wat2wasm: WebAssembly text examples and test modules (C ones use the toolchain's clang)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

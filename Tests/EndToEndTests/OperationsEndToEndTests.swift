@@ -43,7 +43,7 @@ func metric(_ text: String, _ prefix: String) -> Double? {
             var after = line.index(after: end)
             if after < line.endIndex, line[after] == "," { after = line.index(after: after) }
             line.removeSubrange(r.lowerBound..<after)
-            line = line.replacingOccurrences(of: "{}", with: "")
+            line = line.replacingOccurrences(of: ",}", with: "}").replacingOccurrences(of: "{}", with: "")
         }
         guard line.hasPrefix(prefix) else { continue }
         if let v = line.split(separator: " ").last.flatMap({ Double($0) }) { return v }

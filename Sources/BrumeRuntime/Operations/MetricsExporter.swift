@@ -117,6 +117,11 @@ final class MetricsExporter: Sendable {
         "brume_commands": "Commands in the journal, by state.",
         "brume_commands_rejected_total": "Commands refused, by reason (unsigned, bad_signature, unknown_key, clock_unsynchronised, bad_value, ...).",
         "brume_rule_in_total": "Readings a rule matched.",
+        "brume_function_calls_total": "Calls of a user function (WebAssembly).",
+        "brume_function_failures_total": "Failed calls of a user function, by reason (trap, out_of_fuel, bad_output, error_code, too_large, disabled).",
+        "brume_function_dead_lettered_total": "Inputs of failed calls written to the function's dead-letter file.",
+        "brume_function_disabled": "1 when a user function is disabled after too many consecutive failures (until the next reload).",
+        "brume_function_fuel_max": "Most fuel one call of a user function used (its budget: the function's fuel).",
         "brume_rule_out_total": "Readings a rule passed on or produced.",
         "brume_rule_dropped_total": "Readings a rule dropped (filter, deadband, rate limit).",
         "brume_rule_errors_total": "Expression errors in a rule.",
@@ -224,6 +229,17 @@ final class MetricsExporter: Sendable {
                 counter("brume_rule_dropped_total", rl, Int64(st.dropped))
                 counter("brume_rule_errors_total", rl, Int64(st.errors))
             }
+        }
+        for f in g.functions.all {
+            let st = f.statistics()
+            let fl = [("function", f.spec.name)]
+            counter("brume_function_calls_total", fl, st.calls)
+            for reason in FunctionStats.Failure.allCases {
+                counter("brume_function_failures_total", fl + [("reason", reason.rawValue)], st.failures[reason] ?? 0)
+            }
+            counter("brume_function_dead_lettered_total", fl, st.deadLettered)
+            gauge("brume_function_disabled", fl, st.disabled ? 1 : 0)
+            gauge("brume_function_fuel_max", fl, Double(st.fuelMax))
         }
         counter("brume_pipeline_duplicates_dropped_total", [], g.pipeline.duplicatesDropped.current)
         gauge("brume_process_resident_memory_bytes", [], Double(ProcessStats.residentBytes()))
