@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "BrumeStore", targets: ["BrumeStore"]),
         .library(name: "BrumeModbus", targets: ["BrumeModbus"]),
         .library(name: "BrumeLoRaWAN", targets: ["BrumeLoRaWAN"]),
+        .library(name: "BrumeFunctions", targets: ["BrumeFunctions"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -21,11 +21,15 @@ public final class DeadLetterFile: Sendable {
         self.limitBytes = limitBytes
     }
 
-    /// Appends `readings`; returns how many were written.
+    /// Appends `readings` (of one window: at most a quarter of `limitBytes`); returns how many were written.
     @discardableResult
     public func append(_ readings: [Reading], function: String, reason: String, error: String) -> Int {
         var out: [UInt8] = []
+        var written = 0
         for r in readings {
+            // One append (a window) writes at most a quarter of the bound: the file stays near it.
+            if out.count > limitBytes / 4 { break }
+            written += 1
             out.append(contentsOf: "{\"device\":".utf8)
             WireFormat.appendString(r.device, to: &out)
             out.append(contentsOf: ",\"metric\":".utf8)
@@ -34,7 +38,7 @@ public final class DeadLetterFile: Sendable {
             WireFormat.appendValue(r.value, to: &out)
             trailer(function, reason, error, &out)
         }
-        return write(out) ? readings.count : 0
+        return write(out) ? written : 0
     }
 
     @discardableResult

@@ -38,6 +38,7 @@ public final class FunctionDirectory: Sendable {
             c = functions
             return o
         }
+        for (name, f) in functions where old[name] === f { f.reenable() }
         for (name, f) in functions where old[name] !== f {
             logger.notice("function loaded", metadata: ["function": "\(name)", "run": "\(f.spec.kind.rawValue)", "sha256": "\(f.sha256.prefix(16))",
                                                        "fuel": "\(f.spec.fuel)", "memory": "\(f.spec.memoryBytes)"])

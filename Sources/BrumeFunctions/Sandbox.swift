@@ -1,13 +1,36 @@
 @_spi(Fuzzing) import WasmKit
 import BrumeCore
+import Synchronization
 
 /// Caps a store's linear memory and tables (WasmKit asks it at instantiation and on every
-/// `memory.grow`: a refused growth makes `memory.grow` return -1 to the guest).
+/// `memory.grow`: a refused growth makes `memory.grow` return -1 to the guest). Each growth
+/// copies the whole memory while fuel is charged only for the added pages, so an instance may
+/// grow at most `maxGrowths` times (a loop of one-page growths would copy gigabytes).
 final class MemoryCap: ResourceLimiter, Sendable {
+    static let maxGrowths = 64
     let maxBytes: Int
+    private let growths = Atomic<Int>(0)
     init(maxBytes: Int) { self.maxBytes = maxBytes }
-    func limitMemoryGrowth(to desired: Int) throws -> Bool { desired <= maxBytes }
+    func limitMemoryGrowth(to desired: Int) throws -> Bool {
+        guard desired <= maxBytes else { return false }
+        return growths.add(1, ordering: .relaxed).newValue <= Self.maxGrowths
+    }
     func limitTableGrowth(to desired: Int) throws -> Bool { desired <= 10_000 }
+}
+
+/// A host call charges the guest's fuel for the host's work (a loop of `brume_log` calls must
+/// end like any loop); thrown when the budget cannot pay.
+struct HostCallOutOfFuel: Error, CustomStringConvertible {
+    var call: String
+    var description: String { "out of fuel in \(call)" }
+}
+
+/// Takes `units` of fuel from the running call's budget.
+func charge(_ store: Store, _ units: UInt64, for call: String) throws {
+    guard var f = store.fuel else { return }
+    guard f.remaining >= units else { throw HostCallOutOfFuel(call: call) }
+    f.remaining -= units
+    store.fuel = f
 }
 
 /// What the host functions of one instance share with the caller (thread-confined: used only
@@ -20,8 +43,13 @@ final class HostState {
     var defaultTime: Int64 = 0
     var unsynced: Int64?
     let log: (Int32, String) -> Void
+    /// Asked before a log line is decoded: false drops it (rate limit) at no cost.
+    let admitLog: () -> Bool
 
-    init(log: @escaping (Int32, String) -> Void) { self.log = log }
+    init(log: @escaping (Int32, String) -> Void, admitLog: @escaping () -> Bool = { true }) {
+        self.log = log
+        self.admitLog = admitLog
+    }
 
     func emit(_ address: UInt32) -> Int32 {
         guard emitError == nil, let memory else { return -1 }
@@ -43,7 +71,7 @@ final class HostState {
     }
 
     func guestLog(_ level: UInt32, _ address: UInt32, _ count: UInt32) {
-        guard let memory else { return }
+        guard let memory, admitLog() else { return }
         let n = Int(min(count, 1024))
         let text: String? = memory.withUnsafeBufferPointer(offset: 0, count: memory.byteCount) { mem in
             guard Int(address) <= mem.count - n else { return nil }
@@ -65,6 +93,9 @@ final class Sandbox {
     let host: HostState
     var stack: ExecutionStack
 
+    /// Fuel one host call costs (a record or a log line: ~1 µs of host work, ~1,000 instructions).
+    static let hostCallFuel: UInt64 = 1_000
+
     static let allowedImports: [String: FunctionType] = [
         "brume_emit": FunctionType(parameters: [.i32], results: [.i32]),
         "brume_log": FunctionType(parameters: [.i32, .i32, .i32], results: []),
@@ -85,11 +116,13 @@ final class Sandbox {
         }
         let imports: Imports = [
             "env": [
-                "brume_emit": Function(store: store, parameters: [.i32], results: [.i32], raw: { _, args, results in
+                "brume_emit": Function(store: store, parameters: [.i32], results: [.i32], raw: { caller, args, results in
+                    try charge(caller.store, Sandbox.hostCallFuel, for: "brume_emit")
                     guard case .i32(let a) = args[0] else { return }
                     results[0] = .i32(UInt32(bitPattern: host.emit(a)))
                 }),
-                "brume_log": Function(store: store, parameters: [.i32, .i32, .i32], results: [], raw: { _, args, _ in
+                "brume_log": Function(store: store, parameters: [.i32, .i32, .i32], results: [], raw: { caller, args, _ in
+                    try charge(caller.store, Sandbox.hostCallFuel, for: "brume_log")
                     guard case .i32(let level) = args[0], case .i32(let p) = args[1], case .i32(let n) = args[2] else { return }
                     host.guestLog(level, p, n)
                 }),
@@ -149,6 +182,10 @@ final class Sandbox {
         var text = "\(error)"
         if let nl = text.firstIndex(of: "\n") { text = String(text[..<nl]) }
         if text.hasPrefix("Trap: ") { text.removeFirst(6) }
+        // WasmKit's parser errors read `"Message(text: "…")" at offset 0x4`.
+        if let a = text.firstRange(of: "Message(text: \""), let b = text[a.upperBound...].firstRange(of: "\")") {
+            text = String(text[a.upperBound..<b.lowerBound]) + String(text[b.upperBound...]).filter { $0 != "\"" }
+        }
         if let m = memoryBytes, text.contains("initial memory size exceeds") || text.contains("exceeds the resource limit") || text.contains("exceeds limit") {
             text += " (memory = \(m / 1024) KiB allows \(m / 65536) pages)"
         }

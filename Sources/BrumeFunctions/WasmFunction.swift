@@ -19,9 +19,13 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
     private let deadLetters: DeadLetterFile?
     private let failureLog = LogRateLimiter(burst: 3, interval: .seconds(60))
     private let logFailures: Bool
+    /// When the last traps happened (monotonic ns): `disable_after` of them within a minute
+    /// disable the function even when successes come between (each trap costs a new instance).
+    private let trapTimes = Mutex<[UInt64]>([])
     private let guestLogLimit = LogRateLimiter(burst: 20, interval: .seconds(5))
-    /// `brume_log`: through the gateway's log, rate-limited.
+    /// `brume_log`: through the gateway's log, rate-limited (asked before a line is decoded).
     private let guestLog: @Sendable (Int32, String) -> Void
+    private let admitLog: @Sendable () -> Bool
 
     /// Readings one call may emit.
     public static let maxOutputsPerReading = 64
@@ -38,6 +42,9 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
         var logger = logger
         logger[metadataKey: "function"] = "\(spec.name)"
         self.logger = logger
+        guard spec.bytes.starts(with: [0, 0x61, 0x73, 0x6D]) else {
+            throw FunctionLoadError("not a WebAssembly binary (it does not start with \\0asm; a .wat text needs wat2wasm, C needs sdk/build.sh)")
+        }
         do {
             module = try parseWasm(bytes: spec.bytes)
         } catch {
@@ -47,22 +54,40 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
         self.stats = stats
         let limit = guestLogLimit
         let log = logger
+        let pending = Tally()   // lines suppressed since the last one written
         let guestLog: @Sendable (Int32, String) -> Void = { level, text in
-            guard let suppressed = limit.admit() else {
-                stats.m.withLock { $0.logSuppressed += 1 }
-                return
-            }
             stats.m.withLock { $0.logLines += 1 }
+            let n = pending.n.exchange(0, ordering: .relaxed)
             let lvl: Logger.Level = level >= 3 ? .error : level == 2 ? .warning : level == 1 ? .info : .debug
-            log.log(level: lvl, "function log: \(text)", metadata: suppressed > 0 ? ["suppressed": "\(suppressed)"] : nil)
+            log.log(level: lvl, "function log: \(text)", metadata: n > 0 ? ["suppressed": "\(n)"] : nil)
         }
+        let admitLog: @Sendable () -> Bool = {
+            if limit.admit() != nil { return true }
+            stats.m.withLock { $0.logSuppressed += 1 }
+            pending.n.add(1, ordering: .relaxed)
+            return false
+        }
+        self.admitLog = admitLog
         self.guestLog = guestLog
-        let first = try Sandbox(spec: spec, module: module, host: HostState(log: guestLog))
+        let first = try Sandbox(spec: spec, module: module, host: HostState(log: guestLog, admitLog: admitLog))
         sandbox = Mutex(first)
         deadLetters = spec.onError == .deadLetter ? deadLetterDirectory.map { DeadLetterFile(path: "\($0)/\(spec.name).jsonl") } : nil
     }
 
     public func statistics() -> FunctionStats { stats.m.withLock { $0 } }
+
+    /// A reload that keeps this instance enables it again (the technician may have fixed what
+    /// its input was).
+    public func reenable() {
+        let was = stats.m.withLock { s in
+            let d = s.disabled
+            s.disabled = false
+            s.consecutiveFailures = 0
+            return d
+        }
+        trapTimes.withLock { $0.removeAll() }
+        if was { logger.notice("function enabled again by the reload") }
+    }
 
     // MARK: the three kinds
 
@@ -124,14 +149,14 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
     private func call(n: Int, maxOutputs: Int, defaultTime: Int64, unsynced: Int64?,
                       fill: (UnsafeMutableRawBufferPointer) -> Bool) -> Result<(Int32, [Reading]), CallFailure> {
         if stats.m.withLock({ $0.disabled }) {
-            return .failure(CallFailure(reason: .disabled, message: "disabled after \(spec.disableAfter) consecutive failures (reload to enable)"))
+            return .failure(CallFailure(reason: .disabled, message: "disabled after \(spec.disableAfter) consecutive failures or traps within a minute (reload to enable)"))
         }
         let result: Result<(Int32, [Reading]), CallFailure>
         var fuelUsed: UInt64 = 0
         var restarted = false
         result = sandbox.withLock { (box: inout Sandbox?) -> Result<(Int32, [Reading]), CallFailure> in
             if box == nil {
-                do throws(FunctionLoadError) { box = try Sandbox(spec: spec, module: module, host: HostState(log: guestLog)) } catch {
+                do throws(FunctionLoadError) { box = try Sandbox(spec: spec, module: module, host: HostState(log: guestLog, admitLog: admitLog)) } catch {
                     return .failure(CallFailure(reason: .trap, message: "cannot make a new instance: \(error.message)"))
                 }
             }
@@ -153,8 +178,8 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
                 guard case .i32(let c) = r.first else { return .failure(CallFailure(reason: .badOutput, message: "the entry point returned no i32")) }
                 code = Int32(bitPattern: c)
             } catch {
-                fuelUsed = spec.fuel
                 let text = Sandbox.describe(error)
+                fuelUsed = text.contains("out of fuel") ? spec.fuel : spec.fuel - (sb.store.fuel?.remaining ?? 0)
                 // A trap can leave the guest half-updated: the next call gets a fresh instance.
                 box = nil
                 restarted = true
@@ -182,7 +207,7 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
         if restarted {
             // Make the next instance now, outside the call path of the next reading.
             sandbox.withLock { box in
-                if box == nil { box = try? Sandbox(spec: spec, module: module, host: HostState(log: guestLog)) }
+                if box == nil { box = try? Sandbox(spec: spec, module: module, host: HostState(log: guestLog, admitLog: admitLog)) }
             }
         }
         return result
@@ -213,12 +238,23 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
     }
 
     private func note(_ f: CallFailure) {
+        var trapStorm = false
+        if f.reason == .trap || f.reason == .outOfFuel {
+            let now = monotonicNanos()
+            let limit = spec.disableAfter
+            trapStorm = trapTimes.withLock { t in
+                t.append(now)
+                t.removeAll { now &- $0 > 60_000_000_000 }
+                if t.count > limit { t.removeFirst(t.count - limit) }
+                return t.count >= limit
+            }
+        }
         let disabledNow: Bool = stats.m.withLock { s in
             s.failures[f.reason, default: 0] += 1
             s.lastError = "\(f.reason.rawValue): \(f.message)"
             guard f.reason != .disabled else { return false }
             s.consecutiveFailures += 1
-            if !s.disabled && s.consecutiveFailures >= spec.disableAfter {
+            if !s.disabled && (s.consecutiveFailures >= spec.disableAfter || trapStorm) {
                 s.disabled = true
                 return true
             }
@@ -226,7 +262,7 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
         }
         guard logFailures else { return }
         if disabledNow {
-            logger.error("function disabled after \(spec.disableAfter) consecutive failures: its input now follows on_error = \"\(spec.onError.rawValue)\" without a call (reload to enable it)",
+            logger.error("function disabled after \(spec.disableAfter) consecutive failures (or traps within a minute): its input now follows on_error = \"\(spec.onError.rawValue)\" without a call (reload to enable it)",
                          metadata: ["reason": "\(f.reason.rawValue)", "error": "\(f.message)"])
         } else if f.reason != .disabled, let suppressed = failureLog.admit() {
             logger.warning("function call failed", metadata: ["reason": "\(f.reason.rawValue)", "error": "\(f.message)",
@@ -237,4 +273,8 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
 
 final class StatsBox: Sendable {
     let m = Mutex(FunctionStats())
+}
+
+final class Tally: Sendable {
+    let n = Atomic<Int>(0)
 }

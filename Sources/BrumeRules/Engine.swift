@@ -137,19 +137,23 @@ public final class RulesEngine: Sendable {
     public func carryState(from old: RulesEngine) {
         guard old !== self else { return }
         let snapshot = old.state.withLock { $0 }
-        let oldRules = old.compiled.rules.map(\.spec)
-        let oldTriggers = old.compiled.triggers.map(\.spec)
+        // Positions in the file are not part of a rule's identity: a comment or a rule added
+        // above must not cost the open windows of the rules below.
+        let oldRules = old.compiled.rules.map(\.spec.identity)
+        let oldTriggers = old.compiled.triggers.map(\.spec.identity)
         state.withLock { s in
             var used = Set<Int>()
             for (i, r) in compiled.rules.enumerated() {
-                if let j = oldRules.indices.first(where: { !used.contains($0) && oldRules[$0] == r.spec }) {
+                let id = r.spec.identity
+                if let j = oldRules.indices.first(where: { !used.contains($0) && oldRules[$0] == id }) {
                     used.insert(j)
                     s.rules[i] = snapshot.rules[j]
                 }
             }
             used = []
             for (i, t) in compiled.triggers.enumerated() {
-                if let j = oldTriggers.indices.first(where: { !used.contains($0) && oldTriggers[$0] == t.spec }) {
+                let id = t.spec.identity
+                if let j = oldTriggers.indices.first(where: { !used.contains($0) && oldTriggers[$0] == id }) {
                     used.insert(j)
                     s.triggers[i] = snapshot.triggers[j]
                 }
@@ -572,5 +576,29 @@ struct EngineState: Sendable {
                 emit(i, extras, nil, derived: false, ctx, &out)
             }
         }
+    }
+}
+
+private let nowhere = SourceSpan(line: 0, column: 0)
+
+extension RuleSpec {
+    /// The spec without positions in the file (what `carryState` compares).
+    var identity: RuleSpec {
+        var s = self
+        s.span = nowhere
+        s.dropIf?.span = nowhere
+        s.flagIf?.span = nowhere
+        s.value?.span = nowhere
+        return s
+    }
+}
+
+extension TriggerSpec {
+    var identity: TriggerSpec {
+        var s = self
+        s.span = nowhere
+        s.when.span = nowhere
+        s.clear?.span = nowhere
+        return s
     }
 }

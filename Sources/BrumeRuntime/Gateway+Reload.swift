@@ -83,7 +83,9 @@ extension Gateway {
         }
         let newNames = Set(new.sources.map(\.name))
         let stopped = running.filter { !newNames.contains($0.key) || built[$0.key] != nil }
-        // Apply: stop what goes (ports and client ids are free again), then start what comes.
+        // Apply: the functions first (a new source may decode with a new one), then stop what
+        // goes (ports and client ids are free again), then start what comes.
+        functions.install(functionSet)
         for (_, src) in stopped { src.stop() }
         for name in stopped.keys where !newNames.contains(name) { live.remove(source: name) }
         var list: [RunningSource] = []
@@ -92,7 +94,6 @@ extension Gateway {
         }
         sourceList.withLock { $0 = list }
         if let commands { commands.replaceActuators(new.actuators, drivers: SourceKinds.drivers(new.actuators, sources: list)) }
-        functions.install(functionSet)
         pipeline.replaceRules(new.rules.compiled.map { RulesEngine(rules: $0, functions: FunctionDirectory.ruleFunctions(functionSet), clock: wallClockMillis) })
         if new.log != old.log, let level = Logger.Level(rawValue: new.log.level) { LogfmtHandler.level.withLock { $0 = level } }
         currentConfig.withLock { $0 = new }

@@ -56,7 +56,9 @@ private func validate(_ toml: String, schema: String) throws -> String? {
     @Test("docs/gateway.schema.json is what the loader generates now")
     func committedSchemaIsCurrent() throws {
         let docs = try String(contentsOfFile: root.appendingPathComponent("docs/configuration.md").path, encoding: .utf8)
-        let generated = try ConfigSchema.generate(probes: validConfigs(), docs: docs) + "\n"
+        let generated = try ConfigSchema.generate(probes: validConfigs(), docs: docs, directory: { name in
+            name.hasPrefix("cases/") ? root.appendingPathComponent("Tests/BrumeConfigTests").appendingPathComponent(name).deletingLastPathComponent().path : root.path
+        }) + "\n"
         if ProcessInfo.processInfo.environment["BRUME_UPDATE_SCHEMA"] == "1" {
             try generated.write(toFile: schemaPath, atomically: true, encoding: .utf8)
         }

@@ -208,4 +208,70 @@ func numbers(_ o: FunctionOutcome) -> [String: Double] {
         if case .number(let v)? = out.readings.first?.value { #expect(abs(v - exp) < 1e-12) }
         #expect(engine.stats()["function:cal"]?.in == 3)
     }
+
+    /// The configuration cases load a committed build of Tests/Fixtures/functions/all-kinds.wat:
+    /// it must be what wat2wasm makes of that text today.
+    @Test func theCommittedCaseModuleIsItsSourceBuilt() throws {
+        let fresh = try Modules.wat("all-kinds", fixturesDirectory() + "/functions/all-kinds.wat")
+        for c in ["valid-functions", "functions-errors"] {
+            let committed = try WasmBuild.bytes(fixturesDirectory() + "/../BrumeConfigTests/cases/\(c)/all-kinds.wasm")
+            #expect(committed == fresh, "rebuild: wat2wasm Tests/Fixtures/functions/all-kinds.wat -o Tests/BrumeConfigTests/cases/\(c)/all-kinds.wasm")
+        }
+        _ = try Modules.function(fresh, .window)
+        _ = try Modules.function(fresh, .decoder)
+    }
+
+    /// Host calls pay fuel (a loop of brume_log ends), memory may grow at most 64 times, and a
+    /// module that traps every other call is disabled though successes come between.
+    @Test func hostCallsGrowthsAndTrapStormsAreBounded() throws {
+        let logger = try Modules.wat("log-loop", """
+        (module
+          (import "env" "brume_log" (func $log (param i32 i32 i32)))
+          (memory (export "memory") 1)
+          (func (export "brume_buffer") (result i32) (i32.const 1024))
+          (func (export "brume_buffer_size") (result i32) (i32.const 4096))
+          (func (export "brume_reading") (param i32) (result i32)
+            (loop $l (call $log (i32.const 0) (i32.const 0) (i32.const 1024)) (br $l))
+            (i32.const 1)))
+        """)
+        let f = try Modules.function(logger, fuel: 1_000_000_000)
+        let t0 = ContinuousClock.now
+        guard case .failed(let m, _) = f.apply(reading("d", "m", 1)) else { Issue.record("the log loop ended?"); return }
+        #expect(m.contains("fuel"), "\(m)")
+        #expect(ContinuousClock.now - t0 < .seconds(20), "a billion fuel of log calls is ~1M calls: bounded")
+        #expect(f.statistics().logLines <= 20 && f.statistics().logSuppressed > 1000)
+
+        let grower = try Modules.wat("grow-loop", """
+        (module
+          (memory (export "memory") 1)
+          (func (export "brume_buffer") (result i32) (i32.const 1024))
+          (func (export "brume_buffer_size") (result i32) (i32.const 4096))
+          (func (export "brume_reading") (param i32) (result i32)
+            (local $ok i32)
+            (loop $l
+              (if (i32.ge_s (memory.grow (i32.const 1)) (i32.const 0)) (then (local.set $ok (i32.add (local.get $ok) (i32.const 1)))
+                (br $l))))
+            (i32.sub (i32.const 0) (local.get $ok))))
+        """)
+        let g = try Modules.function(grower, memory: 64 << 20)
+        guard case .failed(let gm, _) = g.apply(reading("d", "m", 1)) else { Issue.record("expected the count as an error code"); return }
+        #expect(gm.contains("error code -63"), "64 growths per instance, the first is the initial memory: \(gm)")
+
+        let h = try Modules.function(try Modules.wat("hostile", Modules.hostile), onError: .pass, disableAfter: 3)
+        for v in [2.0, 21, 2, 21, 2] { _ = h.apply(reading("d", "m", v)) }
+        let s = h.statistics()
+        #expect(s.disabled && s.failures[.trap] == 3 && s.consecutiveFailures == 1, "\(s)")
+        // A reload that keeps the instance enables it again.
+        let dir = FunctionDirectory(logger: .init(label: "t"), deadLetterDirectory: nil)
+        let set = try dir.prepare([h.spec])
+        dir.install(set)
+        dir.install(try dir.prepare([h.spec]))
+        let again = dir.function(named: h.spec.name)!
+        _ = again.apply(reading("d", "m", 2))
+        for _ in 0..<2 { _ = again.apply(reading("d", "m", 2)) }
+        #expect(again.statistics().disabled)
+        dir.install(try dir.prepare([h.spec]))
+        #expect(dir.function(named: h.spec.name) === again && !again.statistics().disabled)
+        #expect(numbers(again.apply(reading("d", "m", 21))) == ["d/m": 42])
+    }
 }

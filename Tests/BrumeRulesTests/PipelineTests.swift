@@ -151,6 +151,25 @@ struct PipelineTests {
         #expect(changed.flush().readings.isEmpty)
     }
 
+    /// A rule's place in the file is not its identity: a comment or a rule added above it must
+    /// not cost its open window on reload (the spans of the rule and its expressions moved).
+    @Test func reloadKeepsWindowsOfRulesThatOnlyMovedInTheFile() throws {
+        let clock = ManualClock(0)
+        func rule(line: Int) -> RuleSpec {
+            RuleSpec(name: "avg", match: ["s/t"], span: SourceSpan(line: line, column: 1), dropIf: ExprText("value > 1000", at: SourceSpan(line: line + 3, column: 11)),
+                     window: WindowSpec(.count(n: 3)), emit: [.avg], keepRaw: true)
+        }
+        let trig = { (line: Int) in TriggerSpec(name: "hot", when: ExprText("s/t > 90", at: SourceSpan(line: line, column: 9)), forMillis: 5000, event: "hot", span: SourceSpan(line: line, column: 1)) }
+        let old = try engine(rules: [rule(line: 10)], triggers: [trig(20)], clock: clock)
+        _ = old.process([r("s", "t", 100, 95), r("s", "t", 200, 97)])
+        let moved = try engine(rules: [RuleSpec(name: "new", match: ["x/y"]), rule(line: 14)], triggers: [trig(26)], clock: clock)
+        moved.carryState(from: old)
+        #expect(moved.stats()["avg"]?.in == 2)
+        #expect(moved.process([r("s", "t", 300, 99)]).readings.first == r("s", "t.avg", 300, 97))
+        clock.set(5000)
+        #expect(moved.tick().events.map(\.kind) == [.fired], "the trigger's pending phase carried over too")
+    }
+
     @Test func flushEmitsOpenWindowsAtShutdown() throws {
         let clock = ManualClock(0)
         let e = try engine(rules: [

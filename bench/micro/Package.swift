@@ -27,6 +27,7 @@ let package = Package(
                 .product(name: "BrumeCore", package: "Brume"),
                 .product(name: "BrumeSerial", package: "Brume"),
                 .product(name: "BrumeRules", package: "Brume"),
+                .product(name: "BrumeFunctions", package: "Brume"),
                 .product(name: "BrumeStore", package: "Brume"),
                 .product(name: "Logging", package: "swift-log"),
             ],

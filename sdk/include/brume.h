@@ -72,19 +72,24 @@ static inline int brume_device_is(const brume_record *r, const char *s) { return
 
 /* -- emitting ------------------------------------------------------------------------------ */
 
+/* Room for the largest record Brume accepts: 32 + 128 + 128 + 256 bytes. */
 #ifndef BRUME_OUT_SIZE
-#define BRUME_OUT_SIZE 512
+#define BRUME_OUT_SIZE 544
 #endif
 static _Alignas(8) uint8_t brume_out_[BRUME_OUT_SIZE];
+/* Set when a record could not even be built here: the call then fails with this code. */
+#define BRUME_ERR_EMIT_TOO_LARGE (-100)
+static int brume_emit_failed_ = 0;
 
 static inline void brume_copy_(uint8_t *dst, const char *src, uint32_t n) { for (uint32_t i = 0; i < n; i++) dst[i] = (uint8_t)src[i]; }
 
 /* Emits one reading; device/metric are given with their lengths (use brume_device(in),
  * in->device_len to keep the input's). Returns 0, or -1 when refused (too long, bad name,
- * not finite...: the call then fails). */
+ * not finite...: the call then fails as bad_output; a record too large to build here fails it
+ * with BRUME_ERR_EMIT_TOO_LARGE). */
 static inline int32_t brume_emit_value(const char *device, uint32_t device_len, const char *metric, uint32_t metric_len,
                                        int64_t time_ms, uint32_t type, double number, const char *text, uint32_t text_len) {
-    if (sizeof(brume_record) + device_len + metric_len + text_len > BRUME_OUT_SIZE) return -1;
+    if (sizeof(brume_record) + (uint64_t)device_len + metric_len + text_len > BRUME_OUT_SIZE) { brume_emit_failed_ = 1; return -1; }
     brume_record *r = (brume_record *)brume_out_;
     r->time_ms = time_ms; r->number = number; r->type = type;
     r->device_len = device_len; r->metric_len = metric_len; r->text_len = text_len;
@@ -121,14 +126,18 @@ static _Alignas(8) uint8_t brume_buffer_[BRUME_BUFFER_SIZE];
 __attribute__((export_name("brume_buffer"))) int32_t brume_buffer(void) { return (int32_t)(uintptr_t)brume_buffer_; }
 __attribute__((export_name("brume_buffer_size"))) int32_t brume_buffer_size(void) { return BRUME_BUFFER_SIZE; }
 
+static inline int32_t brume_result_(int32_t r) {
+    if (brume_emit_failed_) { brume_emit_failed_ = 0; return BRUME_ERR_EMIT_TOO_LARGE; }
+    return r;
+}
 #define BRUME_READING(fn) \
     static int fn(const brume_record *in); \
-    __attribute__((export_name("brume_reading"))) int32_t brume_reading(int32_t n) { (void)n; return fn((const brume_record *)brume_buffer_); }
+    __attribute__((export_name("brume_reading"))) int32_t brume_reading(int32_t n) { (void)n; return brume_result_(fn((const brume_record *)brume_buffer_)); }
 #define BRUME_WINDOW(fn) \
     static int fn(const brume_record *in, int n); \
-    __attribute__((export_name("brume_window"))) int32_t brume_window(int32_t n) { return fn((const brume_record *)brume_buffer_, n); }
+    __attribute__((export_name("brume_window"))) int32_t brume_window(int32_t n) { return brume_result_(fn((const brume_record *)brume_buffer_, n)); }
 #define BRUME_DECODE(fn) \
     static int fn(const brume_record *in); \
-    __attribute__((export_name("brume_decode"))) int32_t brume_decode(int32_t n) { (void)n; return fn((const brume_record *)brume_buffer_); }
+    __attribute__((export_name("brume_decode"))) int32_t brume_decode(int32_t n) { (void)n; return brume_result_(fn((const brume_record *)brume_buffer_)); }
 
 #endif

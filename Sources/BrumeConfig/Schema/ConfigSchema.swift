@@ -58,7 +58,9 @@ public enum ConfigSchema {
 
     /// The schema as pretty-printed JSON. `probes`: valid configurations (name, text) that
     /// together use every kind; `docs`: docs/configuration.md, for descriptions.
-    public static func generate(probes: [(String, String)], docs: String? = nil) throws(ConfigProblem) -> String {
+    /// `directory`: the folder a probe's relative paths (function modules) start from.
+    public static func generate(probes: [(String, String)], docs: String? = nil,
+                                directory: (String) -> String = { _ in "." }) throws(ConfigProblem) -> String {
         var model = Model()
         for (name, probe) in probes {
             let root: TOMLTable
@@ -66,7 +68,7 @@ public enum ConfigSchema {
             let sink = DiagnosticSink(file: name)
             let recorder = SchemaRecorder()
             sink.recorder = recorder
-            _ = Builder(sink: sink).build(root)
+            _ = Builder(sink: sink, baseDirectory: directory(name)).build(root)
             if sink.hasErrors { throw ConfigProblem("\(name) is not a valid configuration: \(sink.items.filter { $0.severity == .error }.map(\.description))") }
             var paths: [SourcePosition?: String] = [:]
             walk(root, path: "", into: &paths, model: &model)

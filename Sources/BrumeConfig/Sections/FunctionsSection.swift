@@ -45,6 +45,7 @@ extension Builder {
             var match: [String] = []
             if kind == .decoder {
                 for k in ["match", "window", "keep_raw", "late_tolerance"] where t[k] != nil {
+                    _ = r.node(k)
                     r.error(r.position(of: k), "\"\(k)\" is for run = \"reading\" or \"window\": a decoder runs on the payloads of the sources that name it (payload = { function = \"\(name ?? "NAME")\" })")
                 }
             } else if let m = r.stringArray("match") {
@@ -52,7 +53,14 @@ extension Builder {
             } else if kind != nil {
                 r.error(t.position, "missing required key \"match\" (e.g. match = \"pump-*/flow\")")
             }
-            let window = kind == .decoder ? nil : windowSpec(r)
+            var window: WindowSpec?
+            if kind == .reading, t["window"] != nil {
+                _ = r.node("window")
+                r.error(r.position(of: "window"), "a window needs run = \"window\" (a reading function sees one reading at a time)")
+            } else if kind == .window {
+                window = windowSpec(r)
+                if t["window"] == nil { r.error(t.position, "run = \"window\" needs a window, e.g. window = { kind = \"tumbling\", size = \"5m\" }") }
+            }
             let keepRaw = kind == .window ? (r.bool("keep_raw") ?? true) : nil
             if kind == .reading, t["keep_raw"] != nil { r.error(r.position(of: "keep_raw"), "\"keep_raw\" is for run = \"window\"") }
             let tolerance = kind == .decoder ? 0 : (r.duration("late_tolerance") ?? 0)
