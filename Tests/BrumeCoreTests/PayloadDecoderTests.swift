@@ -140,7 +140,7 @@ private func ptr(_ s: String) -> JSONPointer { try! JSONPointer(s) }
     @Test func reasonsAreStableLabels() {
         #expect(PayloadError.Reason.allCases.map(\.rawValue) == [
             "empty", "not_a_number", "invalid_json", "value_not_found", "unsupported_value",
-            "bad_timestamp", "too_large", "non_finite", "no_metrics",
+            "bad_timestamp", "too_large", "non_finite", "no_metrics", "function_failed",
         ])
     }
 }
