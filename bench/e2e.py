@@ -126,6 +126,8 @@ def ceiling(tmp, n, load="loadgen"):
     finally:
         bp.terminate(); bp.wait()
 
+EXTRA_CONFIG = ""   # --extra-config: appended to the gateway's configuration (rules, functions)
+
 def write_gateway_config(path, data, fport, cport, load="loadgen", commit_interval=None):
     """The benchmarks' gateway: shipped defaults but batch_max_delay 100 ms (PERFORMANCE.md)."""
     with open(path, "w") as f:
@@ -144,7 +146,7 @@ kind = "mqtt"
 url = "mqtt://127.0.0.1:{fport}"
 subscribe = ["load/+/+"]
 payload = {'{ json = { value = "/v", time = "/ts" } }' if load == "loadgen" else '"number"'}
-""")
+""" + EXTRA_CONFIG)
 
 def brume_run(tmp, n, soak, commit_interval=None, load="loadgen"):
     field, fport = broker(tmp, f"field-{time.monotonic_ns()}")
@@ -217,8 +219,12 @@ def main():
     ap.add_argument("--no-ceiling", action="store_true", help="skip the ceiling runs (a soak at a fixed --rate)")
     ap.add_argument("--rate", type=float, default=0, help="loadgen readings per second (a soak: --readings 6000000 --rate 10000)")
     ap.add_argument("--bin", required=True)
+    ap.add_argument("--extra-config", help="a TOML file appended to the gateway's configuration (bench/rules-functions.sh makes one)")
     a = ap.parse_args()
     BIN = a.bin
+    global EXTRA_CONFIG
+    if a.extra_config:
+        EXTRA_CONFIG = "\n" + open(a.extra_config).read()
     global RATE, SAMPLE_EVERY
     RATE = a.rate
     SAMPLE_EVERY = a.sample_every

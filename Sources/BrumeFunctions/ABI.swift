@@ -1,4 +1,7 @@
 import BrumeCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 // The Brume function ABI, version 1 (docs/functions.md; C header sdk/include/brume.h).
 //
@@ -80,7 +83,8 @@ public enum FunctionABI {
 
     /// Reads a record a function emitted at `address` of its memory `mem`. `input` gives the
     /// time (and unsynchronised-clock stamp) of a record whose time is 0.
-    static func read(_ mem: UnsafeRawBufferPointer, at address: UInt32, defaultTime: Int64, unsynced: Int64?) -> Result<Reading, EmitError> {
+    static func read(_ mem: UnsafeRawBufferPointer, at address: UInt32, defaultTime: Int64, unsynced: Int64?,
+                     input: (String, String)? = nil) -> Result<Reading, EmitError> {
         let a = Int(address)
         guard a % 8 == 0 else { return .failure(EmitError("record at \(address) is not 8-byte aligned")) }
         guard a <= mem.count - headerSize else { return .failure(EmitError("record at \(address) is outside the function's memory (\(mem.count) bytes)")) }
@@ -99,9 +103,24 @@ public enum FunctionABI {
             let b = UnsafeRawBufferPointer(rebasing: mem[from..<(from + count)])
             return String(validating: b.bindMemory(to: UInt8.self), as: UTF8.self)
         }
-        guard let device = text(start, dl), let metric = text(start + dl, ml) else { return .failure(EmitError("device or metric is not valid UTF-8")) }
-        if let why = nameProblem(device) { return .failure(EmitError("device \(why)")) }
-        if let why = nameProblem(metric) { return .failure(EmitError("metric \(why)")) }
+        // The input's own names (a map, a derived metric of the same device) are reused as they
+        // are: no validation or allocation for them.
+        func same(_ s: String, _ from: Int, _ count: Int) -> Bool {
+            var s = s
+            return s.withUTF8 { u in u.count == count && (count == 0 || memcmp(u.baseAddress!, mem.baseAddress! + from, count) == 0) }
+        }
+        let device: String
+        if let input, same(input.0, start, dl) { device = input.0 } else {
+            guard let d = text(start, dl) else { return .failure(EmitError("device is not valid UTF-8")) }
+            if let why = nameProblem(d) { return .failure(EmitError("device \(why)")) }
+            device = d
+        }
+        let metric: String
+        if let input, same(input.1, start + dl, ml) { metric = input.1 } else {
+            guard let m = text(start + dl, ml) else { return .failure(EmitError("metric is not valid UTF-8")) }
+            if let why = nameProblem(m) { return .failure(EmitError("metric \(why)")) }
+            metric = m
+        }
         let value: Value
         switch ValueType(rawValue: rawType) {
         case .number?:

@@ -42,6 +42,8 @@ final class HostState {
     var maxOutputs = 0
     var defaultTime: Int64 = 0
     var unsynced: Int64?
+    /// The input's device and metric: an output naming the same reuses these strings.
+    var input: (String, String)?
     let log: (Int32, String) -> Void
     /// Asked before a log line is decoded: false drops it (rate limit) at no cost.
     let admitLog: () -> Bool
@@ -58,7 +60,7 @@ final class HostState {
             return -1
         }
         let r = memory.withUnsafeBufferPointer(offset: 0, count: memory.byteCount) {
-            FunctionABI.read($0, at: address, defaultTime: defaultTime, unsynced: unsynced)
+            FunctionABI.read($0, at: address, defaultTime: defaultTime, unsynced: unsynced, input: input)
         }
         switch r {
         case .success(let reading):

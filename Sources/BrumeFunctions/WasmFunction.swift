@@ -27,6 +27,9 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
     private let guestLog: @Sendable (Int32, String) -> Void
     private let admitLog: @Sendable () -> Bool
 
+    /// The argument of a one-record call, allocated once.
+    private static let oneRecord: [WasmKit.Value] = [.i32(1)]
+
     /// Readings one call may emit.
     public static let maxOutputsPerReading = 64
     public static let maxOutputsPerBatch = 4096
@@ -85,6 +88,7 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
             s.consecutiveFailures = 0
             return d
         }
+        stats.disabled.store(false, ordering: .relaxed)
         trapTimes.withLock { $0.removeAll() }
         if was { logger.notice("function enabled again by the reload") }
     }
@@ -92,7 +96,8 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
     // MARK: the three kinds
 
     public func apply(_ reading: Reading) -> FunctionOutcome {
-        let r = call(n: 1, maxOutputs: Self.maxOutputsPerReading, defaultTime: reading.time, unsynced: reading.unsyncedBootMillis) { area in
+        let r = call(n: 1, maxOutputs: Self.maxOutputsPerReading, defaultTime: reading.time, unsynced: reading.unsyncedBootMillis,
+                     input: (reading.device, reading.metric)) { area in
             FunctionABI.write(time: reading.time, value: reading.value, device: reading.device, metric: reading.metric, into: area, at: 0) != nil
         }
         switch r {
@@ -105,7 +110,7 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
     }
 
     public func window(device: String, metric: String, end: Int64, samples: [WindowSample]) -> FunctionOutcome {
-        let r = call(n: samples.count, maxOutputs: Self.maxOutputsPerBatch, defaultTime: end, unsynced: nil) { area in
+        let r = call(n: samples.count, maxOutputs: Self.maxOutputsPerBatch, defaultTime: end, unsynced: nil, input: (device, metric)) { area in
             var at = 0
             for s in samples {
                 guard let next = FunctionABI.write(time: s.time, value: .number(s.value), device: device, metric: metric, into: area, at: at) else { return false }
@@ -123,7 +128,7 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
 
     public func decode(_ payload: UnsafeRawBufferPointer, device: String, metric: String, receivedAt: Int64,
                        into out: inout [Reading]) throws(PayloadError) {
-        let r = call(n: 1, maxOutputs: Self.maxOutputsPerBatch, defaultTime: receivedAt, unsynced: nil) { area in
+        let r = call(n: 1, maxOutputs: Self.maxOutputsPerBatch, defaultTime: receivedAt, unsynced: nil, input: (device, metric)) { area in
             FunctionABI.write(time: receivedAt, value: nil, bytes: payload, device: device, metric: metric, into: area, at: 0) != nil
         }
         switch r {
@@ -146,9 +151,10 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
 
     /// One call: writes the input with `fill` (false: it does not fit), runs the entry point with
     /// `n` on a fresh fuel budget, returns the code and the emitted readings.
-    private func call(n: Int, maxOutputs: Int, defaultTime: Int64, unsynced: Int64?,
+    /// `input`: the device and metric of the records (an output naming them reuses their strings).
+    private func call(n: Int, maxOutputs: Int, defaultTime: Int64, unsynced: Int64?, input: (String, String)?,
                       fill: (UnsafeMutableRawBufferPointer) -> Bool) -> Result<(Int32, [Reading]), CallFailure> {
-        if stats.m.withLock({ $0.disabled }) {
+        if stats.disabled.load(ordering: .relaxed) {
             return .failure(CallFailure(reason: .disabled, message: "disabled after \(spec.disableAfter) consecutive failures or traps within a minute (reload to enable)"))
         }
         let result: Result<(Int32, [Reading]), CallFailure>
@@ -166,15 +172,16 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
                 return .failure(CallFailure(reason: .tooLarge, message: "the input (\(n) record\(n == 1 ? "" : "s")) does not fit the function's buffer of \(sb.bufferSize) bytes"))
             }
             let host = sb.host
-            host.outputs.removeAll(keepingCapacity: true)
+            host.outputs = []
             host.emitError = nil
             host.maxOutputs = maxOutputs
             host.defaultTime = defaultTime
             host.unsynced = unsynced
+            host.input = input
             sb.store.fuel = Fuel(remaining: spec.fuel)
             let code: Int32
             do {
-                let r = try sb.entry.invoke([.i32(UInt32(n))], on: &sb.stack)
+                let r = try sb.entry.invoke(n == 1 ? Self.oneRecord : [.i32(UInt32(n))], on: &sb.stack)
                 guard case .i32(let c) = r.first else { return .failure(CallFailure(reason: .badOutput, message: "the entry point returned no i32")) }
                 code = Int32(bitPattern: c)
             } catch {
@@ -256,6 +263,7 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
             s.consecutiveFailures += 1
             if !s.disabled && (s.consecutiveFailures >= spec.disableAfter || trapStorm) {
                 s.disabled = true
+                stats.disabled.store(true, ordering: .relaxed)
                 return true
             }
             return false
@@ -273,6 +281,8 @@ public final class WasmFunction: RuleFunction, PayloadFunction, Sendable {
 
 final class StatsBox: Sendable {
     let m = Mutex(FunctionStats())
+    /// `FunctionStats.disabled`, readable without the lock on every call.
+    let disabled = Atomic<Bool>(false)
 }
 
 final class Tally: Sendable {

@@ -336,6 +336,8 @@ struct EngineState: Sendable {
                 return r
             case .replace(let out):
                 if out.isEmpty { rules[i].stats.dropped += 1 }
+                // A map (one reading of the same stream) goes on in place of the input.
+                if out.count == 1, out[0].device == r.device, out[0].metric == r.metric { return out[0] }
                 extras.append(contentsOf: out)
                 return nil
             case .failed(let message, let passOn):

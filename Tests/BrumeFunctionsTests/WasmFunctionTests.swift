@@ -58,8 +58,11 @@ func numbers(_ o: FunctionOutcome) -> [String: Double] {
         #expect(s.calls == 3 && s.failures[.errorCode] == 1 && s.outputs == 1)
     }
 
-    @Test func aWATCalibrationReplacesTheValue() throws {
-        let f = try Modules.function(try Modules.wat("calibrate"))
+    @Test(arguments: ["wat", "swift"]) func aCalibrationReplacesTheValue(_ language: String) throws {
+        // The same function in WebAssembly text (wabt) and in Embedded Swift (the toolchain's swiftc).
+        let bytes = language == "wat" ? try Modules.wat("calibrate")
+            : try WasmBuild.bytes(WasmBuild.swift("calibrate", out: "\(Modules.dir)/calibrate-swift.wasm"))
+        let f = try Modules.function(bytes)
         #expect(numbers(f.apply(reading("lab", "ph", 10))) == ["lab/ph": 10 * 1.0125 - 0.42])
         guard case .keep(let none) = f.apply(Reading(device: "lab", metric: "ok", time: 1, value: .bool(true))) else { Issue.record("a bool passes"); return }
         #expect(none.isEmpty)

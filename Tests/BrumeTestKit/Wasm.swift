@@ -36,6 +36,13 @@ public enum WasmBuild {
         return out
     }
 
+    /// Compiles `sdk/examples/NAME.swift` (Embedded Swift) into `out`.
+    @discardableResult
+    public static func swift(_ name: String, out: String) throws -> String {
+        try run("/bin/sh", [TestKit.repositoryRoot + "/sdk/build.sh", TestKit.repositoryRoot + "/sdk/examples/\(name).swift", out], env: ["CLANG": clang])
+        return out
+    }
+
     /// Assembles WebAssembly text (or `sdk/examples/NAME.wat`) into `out`.
     @discardableResult
     public static func wat(_ source: String, out: String) throws -> String {

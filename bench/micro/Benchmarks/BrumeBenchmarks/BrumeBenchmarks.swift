@@ -412,7 +412,7 @@ let benchmarks: @Sendable () -> Void = {
         buffer.reserveCapacity(64 << 10)
         for _ in benchmark.scaledIterations {
             buffer.removeAll(keepingCapacity: true)
-            WireFormat.encodeTelemetry(gateway: "gw-demo-01", batchID: WireFormat.batchID(gateway: "gw-demo-01", first: 1200, last: 1699),
+            WireFormat.encodeTelemetry(gateway: "gw-demo-01", batchID: WireFormat.batchID(gateway: "gw-demo-01", run: 1, first: 1200, last: 1699),
                                        historical: false, readings: batch500, into: &buffer)
             blackHole(buffer.count)
         }
