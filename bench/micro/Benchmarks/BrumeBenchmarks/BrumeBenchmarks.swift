@@ -116,14 +116,15 @@ final class RulesBench {
     private var cursor = 0
     private var second: Int64 = 0
 
-    /// `functions`: that many trivial WebAssembly functions (sdk/examples/calibrate.wat) ahead of
-    /// the rules, one per metric (`*/temperature`, ...): every reading crosses exactly one.
-    init(functions: Int = 0) {
+    /// `functions`: that many WebAssembly functions ahead of the rules, one per metric
+    /// (`*/temperature`, ...): every reading crosses exactly one. `map`: calibrate.wat (emits the
+    /// reading with a new value); otherwise the trivial one (keeps the reading).
+    init(functions: Int = 0, map: Bool = false) {
         let steps = metricNames.prefix(functions).map { m in
             RuleSpec(match: ["*/\(m)"], function: FunctionRef(name: "cal-\(m)", mode: .reading))
         }
         var impls: [String: any RuleFunction] = [:]
-        for m in metricNames.prefix(functions) { impls["cal-\(m)"] = calibrateFunction("cal-\(m)") }
+        for m in metricNames.prefix(functions) { impls["cal-\(m)"] = map ? calibrateFunction("cal-\(m)") : keepFunction("cal-\(m)") }
         switch RulesCompiler.compile(rules: steps + hundredRules(), derived: [], triggers: []) {
         case .success(let c): engine = RulesEngine(rules: c, functions: impls, clock: clock.read)
         case .failure(let d): fatalError("rules do not compile:\n\(d)")
@@ -150,14 +151,23 @@ final class RulesBench {
 let calibrateWasm: [UInt8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x0a, 0x02, 0x60, 0x01, 0x7f, 0x01, 0x7f, 0x60, 0x00, 0x01, 0x7f, 0x02, 0x12, 0x01, 0x03, 0x65, 0x6e, 0x76, 0x0a, 0x62, 0x72, 0x75, 0x6d, 0x65, 0x5f, 0x65, 0x6d, 0x69, 0x74, 0x00, 0x00, 0x03, 0x04, 0x03, 0x01, 0x01, 0x00, 0x05, 0x04, 0x01, 0x01, 0x01, 0x01, 0x07, 0x3d, 0x04, 0x06, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x02, 0x00, 0x0c, 0x62, 0x72, 0x75, 0x6d, 0x65, 0x5f, 0x62, 0x75, 0x66, 0x66, 0x65, 0x72, 0x00, 0x01, 0x11, 0x62, 0x72, 0x75, 0x6d, 0x65, 0x5f, 0x62, 0x75, 0x66, 0x66, 0x65, 0x72, 0x5f, 0x73, 0x69, 0x7a, 0x65, 0x00, 0x02, 0x0d, 0x62, 0x72, 0x75, 0x6d, 0x65, 0x5f, 0x72, 0x65, 0x61, 0x64, 0x69, 0x6e, 0x67, 0x00, 0x03, 0x0a, 0x47, 0x03, 0x05, 0x00, 0x41, 0x80, 0x08, 0x0b, 0x05, 0x00, 0x41, 0x80, 0x20, 0x0b, 0x39, 0x00, 0x41, 0x90, 0x08, 0x28, 0x02, 0x00, 0x41, 0x00, 0x47, 0x04, 0x40, 0x41, 0x01, 0x0f, 0x0b, 0x41, 0x88, 0x08, 0x41, 0x88, 0x08, 0x2b, 0x03, 0x00, 0x44, 0x33, 0x33, 0x33, 0x33, 0x33, 0x33, 0xf0, 0x3f, 0xa2, 0x44, 0xe1, 0x7a, 0x14, 0xae, 0x47, 0xe1, 0xda, 0x3f, 0xa1, 0x39, 0x03, 0x00, 0x41, 0x80, 0x08, 0x10, 0x00, 0x1a, 0x41, 0x00, 0x0b
 ]
 
+/// Tests/Fixtures/functions/all-kinds.wat, assembled: `brume_reading` returns BRUME_KEEP at once
+/// (the trivial function: the cost of a call itself).
+let keepWasm: [UInt8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x0a, 0x02, 0x60, 0x00, 0x01, 0x7f, 0x60, 0x01, 0x7f, 0x01, 0x7f, 0x03, 0x06, 0x05, 0x00, 0x00, 0x01, 0x01, 0x01, 0x05, 0x03, 0x01, 0x00, 0x01, 0x07, 0x5b, 0x06, 0x06, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x02, 0x00, 0x0c, 0x62, 0x72, 0x75, 0x6d, 0x65, 0x5f, 0x62, 0x75, 0x66, 0x66, 0x65, 0x72, 0x00, 0x00, 0x11, 0x62, 0x72, 0x75, 0x6d, 0x65, 0x5f, 0x62, 0x75, 0x66, 0x66, 0x65, 0x72, 0x5f, 0x73, 0x69, 0x7a, 0x65, 0x00, 0x01, 0x0d, 0x62, 0x72, 0x75, 0x6d, 0x65, 0x5f, 0x72, 0x65, 0x61, 0x64, 0x69, 0x6e, 0x67, 0x00, 0x02, 0x0c, 0x62, 0x72, 0x75, 0x6d, 0x65, 0x5f, 0x77, 0x69, 0x6e, 0x64, 0x6f, 0x77, 0x00, 0x03, 0x0c, 0x62, 0x72, 0x75, 0x6d, 0x65, 0x5f, 0x64, 0x65, 0x63, 0x6f, 0x64, 0x65, 0x00, 0x04, 0x0a, 0x1c, 0x05, 0x05, 0x00, 0x41, 0x80, 0x08, 0x0b, 0x05, 0x00, 0x41, 0x80, 0x20, 0x0b, 0x04, 0x00, 0x41, 0x01, 0x0b, 0x04, 0x00, 0x41, 0x00, 0x0b, 0x04, 0x00, 0x41, 0x00, 0x0b
+]
+
 func calibrateFunction(_ name: String) -> WasmFunction {
     try! WasmFunction(FunctionSpec(name: name, path: "calibrate.wasm", bytes: calibrateWasm, kind: .reading, fuel: 10_000, onError: .drop))
 }
 
+func keepFunction(_ name: String) -> WasmFunction {
+    try! WasmFunction(FunctionSpec(name: name, path: "keep.wasm", bytes: keepWasm, kind: .reading, fuel: 10_000, onError: .drop))
+}
+
 nonisolated(unsafe) var rulesBench: RulesBench?
 
-func openRulesBench(functions: Int = 0) {
-    let bench = RulesBench(functions: functions)
+func openRulesBench(functions: Int = 0, map: Bool = false) {
+    let bench = RulesBench(functions: functions, map: map)
     // One minute of event time first: every window has opened and closed, deadbands are set.
     for _ in 0..<6000 { blackHole(bench.engine.process([bench.next()])) }
     rulesBench = bench
@@ -338,29 +348,39 @@ let benchmarks: @Sendable () -> Void = {
 
     // ---- functions (BrumeFunctions, WebAssembly) --------------------------------------------
 
-    Benchmark("Functions: one call of a trivial function (WasmFunction.apply)", configuration: perThousand,
-              closure: { benchmark in
-                  let f = calibrateFunction("cal")
-                  let readings = fleetReadings(1000)
-                  var n = 0
-                  benchmark.startMeasurement()
-                  for r in readings { if case .replace(let out) = f.apply(r) { n &+= out.count } }
-                  benchmark.stopMeasurement()
-                  precondition(n == readings.count, "calls failed: \(f.statistics())")
-                  blackHole(n)
-              })
+    for (label, make, replaces) in [("trivial (keeps the reading)", keepFunction, false), ("map (calibrate.wat: emits a new value)", calibrateFunction, true)] {
+        Benchmark("Functions: one call, \(label)", configuration: perThousand,
+                  closure: { benchmark in
+                      let f = make("f")
+                      let readings = fleetReadings(1000)
+                      var n = 0
+                      benchmark.startMeasurement()
+                      for r in readings {
+                          switch f.apply(r) {
+                          case .replace(let out): n &+= out.count
+                          case .keep: n &+= 1
+                          case .failed: break
+                          }
+                      }
+                      benchmark.stopMeasurement()
+                      precondition(n == readings.count && (f.statistics().outputs > 0) == replaces, "calls failed: \(f.statistics())")
+                      blackHole(n)
+                  })
+    }
 
-    Benchmark("Rules: 100 rules + 5 functions, process() per reading (MQTT path)", configuration: perThousand,
-              closure: { benchmark in
-                  let bench = rulesBench!
-                  var emitted = 0
-                  for _ in benchmark.scaledIterations {
-                      emitted &+= bench.engine.process([bench.next()]).readings.count
-                  }
-                  blackHole(emitted)
-              },
-              setup: { openRulesBench(functions: 5) },
-              teardown: { closeRulesBench() })
+    for (label, map) in [("trivial", false), ("map", true)] {
+        Benchmark("Rules: 100 rules + 5 \(label) functions, process() per reading (MQTT path)", configuration: perThousand,
+                  closure: { benchmark in
+                      let bench = rulesBench!
+                      var emitted = 0
+                      for _ in benchmark.scaledIterations {
+                          emitted &+= bench.engine.process([bench.next()]).readings.count
+                      }
+                      blackHole(emitted)
+                  },
+                  setup: { openRulesBench(functions: 5, map: map) },
+                  teardown: { closeRulesBench() })
+    }
 
     // ---- outbox (BrumeStore) ---------------------------------------------------------------
 
