@@ -5,20 +5,26 @@
 set -eu
 src="$1"; out="${2:-${1%.*}.wasm}"
 here="$(cd "$(dirname "$0")" && pwd)"
-# The clang beside swift has wasm-ld; Debian's clang needs lld installed too.
+# The clang beside swift has wasm-ld (and swiftc for Embedded Swift); Debian's clang needs lld.
 if [ -z "${CLANG:-}" ]; then
-    swift_bin="$(dirname "$(command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)")"
-    if [ -x "$swift_bin/clang" ]; then CLANG="$swift_bin/clang"; else CLANG="$(command -v clang)"; fi
+    swift="$(command -v swift 2>/dev/null || true)"
+    for bin in ${swift:+"$(dirname "$(readlink -f "$swift")")"} /opt/swift/usr/bin /usr/share/swift/usr/bin; do
+        if [ -x "$bin/clang" ] && [ -x "$bin/wasm-ld" ]; then CLANG="$bin/clang"; break; fi
+    done
+    CLANG="${CLANG:-$(command -v clang || true)}"
 fi
+[ -n "$CLANG" ] && [ -x "$CLANG" ] || { echo "sdk/build.sh: no clang with wasm-ld found (install the Swift toolchain, or Debian's clang and lld; or set CLANG)" >&2; exit 2; }
+bin="$(dirname "$CLANG")"
 if [ "${src##*.}" = "swift" ]; then
+    [ -x "$bin/swiftc" ] || { echo "sdk/build.sh: Embedded Swift needs the toolchain's swiftc beside $CLANG" >&2; exit 2; }
     obj="$(mktemp /tmp/brume-fn-XXXXXX.o)"
-    "$(dirname "$CLANG")/swiftc" -target wasm32-unknown-none-wasm -enable-experimental-feature Embedded \
+    "$bin/swiftc" -target wasm32-unknown-none-wasm -enable-experimental-feature Embedded \
         -enable-experimental-feature Extern -wmo -Osize -parse-as-library -c -o "$obj" "$src"
-    "$(dirname "$CLANG")/wasm-ld" --no-entry -z stack-size=16384 -o "$out" "$obj"
+    "$bin/wasm-ld" --no-entry -z stack-size=16384 -o "$out" "$obj"
     rm -f "$obj"
     echo "$out"
     exit 0
 fi
 "$CLANG" --target=wasm32 -O2 -nostdlib -ffreestanding -fno-builtin -I "$here/include" \
-    -Wl,--no-entry -Wl,-z,stack-size=16384 -Wl,--initial-memory=131072 -o "$out" "$src"
+    -Wl,--no-entry -Wl,-z,stack-size=16384 -o "$out" "$src"
 echo "$out"

@@ -13,8 +13,10 @@ public enum ConfigFailure: Error, Sendable {
     case invalid([Diagnostic])
 }
 
-/// gateway.toml → `GatewayConfig`. Pure: reads the text, opens nothing else
-/// (files named in the config, like password_file, are checked at start).
+/// gateway.toml → `GatewayConfig`. Reads the text and, for `[[function]]`s, their modules (loaded
+/// and checked: an invalid module is a diagnostic at its key); opens nothing else (files named in
+/// the config, like password_file, are checked at start). Operator tools (`unresolved: .ignore`)
+/// do not open modules either.
 public enum ConfigLoader {
 
     /// `path`, then `conf.d/*.toml` next to it, merged; `${...}` references resolved from
@@ -94,7 +96,8 @@ public enum ConfigLoader {
         }
         if sink.hasErrors { return .failure(.invalid(sink.items.sorted())) }
         Interpolator(environment: environment, lenient: unresolved == .ignore, skipFile: interpolateMain ? nil : 0).apply(&root, sink: sink)
-        let config = sink.hasErrors ? nil : Builder(sink: sink, baseDirectory: baseDirectory ?? Self.folder(of: files.first?.name ?? "")).build(root)
+        let config = sink.hasErrors ? nil : Builder(sink: sink, baseDirectory: baseDirectory ?? Self.folder(of: files.first?.name ?? ""),
+                                                    loadModules: unresolved == .error).build(root)
         let sorted = sink.items.sorted()
         guard !sink.hasErrors, var config else { return .failure(.invalid(sorted)) }
         config.files = files.map(\.name)
@@ -132,6 +135,8 @@ struct Builder {
     let sink: DiagnosticSink
     /// Where relative paths in the configuration (a function's module) start: the main file's folder.
     var baseDirectory = "."
+    /// false (operator tools): `[[function]]` modules are neither read nor checked.
+    var loadModules = true
 
     func build(_ root: TOMLTable) -> GatewayConfig? {
         let top = TableReader(root, context: "", sink: sink)

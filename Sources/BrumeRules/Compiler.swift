@@ -161,7 +161,10 @@ public enum RulesCompiler {
         var outRules: [CompiledRule] = []
         var names: [String: SourceSpan] = [:]
 
-        for (idx, spec) in rules.enumerated() {
+        let functionSteps = rules.prefix { $0.function != nil }.count
+        for (position, spec) in rules.enumerated() {
+            // `rule#N` counts the [[rule]]s only (the function steps come first).
+            let idx = position - functionSteps
             if let fn = spec.function {
                 // Made by the config layer from a [[function]], which checked its keys.
                 let name = "function:\(fn.name)"

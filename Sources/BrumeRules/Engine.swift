@@ -438,6 +438,8 @@ struct EngineState: Sendable {
         }
         if rule.window != nil {
             guard case .number(let v) = r.value else {
+                // A window function's raw readings go on: a string or a bool is not its business.
+                if rule.function != nil && rule.spec.keepRaw { return r }
                 let e = EvalError(kind: .typeMismatch, span: rule.spec.span, message: "a window aggregates numbers, got \(Program.typeName(r.value)) \"\(r.value)\"")
                 return failed(i, e, ctx) ? r : nil
             }

@@ -277,4 +277,30 @@ func numbers(_ o: FunctionOutcome) -> [String: Double] {
         #expect(dir.function(named: h.spec.name) === again && !again.statistics().disabled)
         #expect(numbers(again.apply(reading("d", "m", 21))) == ["d/m": 42])
     }
+
+    /// sdk/examples/delta_t.c (the demo's function): state across calls in its own memory.
+    @Test func aFunctionKeepsStateAcrossReadings() throws {
+        let f = try Modules.function(try Modules.c("delta_t"))
+        guard case .keep(let none) = f.apply(reading("heating", "flow_temperature", 60)) else { Issue.record("keep"); return }
+        #expect(none.isEmpty, "only the flow is known")
+        #expect(numbers(f.apply(reading("heating", "return_temperature", 45.5))) == ["heating/delta_t": 14.5])
+        #expect(numbers(f.apply(reading("heating", "flow_temperature", 61))) == ["heating/delta_t": 15.5])
+    }
+
+    /// A window function with keep_raw: numbers go to its windows, strings and bools go on
+    /// untouched (no error); unnamed [[rule]]s keep their numbers (rule#1 is the first [[rule]]).
+    @Test func aWindowFunctionLetsOtherValuesPassAndRulesKeepTheirNumbers() throws {
+        let f = try Modules.function(try Modules.c("spike_detector"), .window, name: "spikes")
+        let rules = [
+            RuleSpec(match: ["pump/*"], window: WindowSpec(.count(n: 3)), keepRaw: true, function: FunctionRef(name: "spikes", mode: .window)),
+            RuleSpec(match: ["pump/state"]),
+        ]
+        let compiled = try RulesCompiler.compile(rules: rules, derived: [], triggers: []).get()
+        let engine = RulesEngine(rules: compiled, functions: ["spikes": f], clock: { 1_764_000_000_000 })
+        let out = engine.process([reading("pump", "flow", 1), Reading(device: "pump", metric: "state", time: 1_764_000_000_001, value: .string("running")),
+                                  reading("pump", "flow", 2), reading("pump", "flow", 3)])
+        #expect(out.readings.map(\.metric) == ["flow", "state", "flow", "flow.spikes", "flow"])
+        #expect(engine.stats()["function:spikes"]?.errors == 0)
+        #expect(engine.stats()["rule#1"]?.in == 1, "\(engine.stats().keys.sorted())")
+    }
 }

@@ -1,8 +1,9 @@
 /* A heating circuit's temperature difference (flow - return), a derived metric across two
  * streams: the function keeps the latest of each per call in its own memory (its state lives
  * as long as the instance: across readings and reloads that leave the module unchanged).
- * Match it to "*\/flow_temperature" and "*\/return_temperature"; each reading is kept and,
- * once both are known, "delta_t" is emitted with the reading's time. */
+ * Match it to ONE circuit, "heating/flow_temperature" and "heating/return_temperature" (the
+ * state is one pair: a second circuit needs a second [[function]] with its own instance); each
+ * reading is kept and, once both are known, "delta_t" is emitted with the reading's time. */
 #include "brume.h"
 
 static double flow = 0, ret = 0;

@@ -1,6 +1,7 @@
-/* A window function: in each closed window, flags the readings more than 3 standard
+/* A window function: in each closed window, counts the readings more than 3 standard
  * deviations from the window's mean (a small anomaly detector) and emits the count as
- * "<metric>.spikes" at the window's end; the raw readings go on (keep_raw = true). */
+ * "<metric>.spikes" at the window's end; the raw readings go on (keep_raw = true). A window
+ * needs more than 10 readings for one to stand 3 deviations out (population z-score). */
 #include "brume.h"
 
 static double sqrt_(double x) {          /* Newton: no libm here */

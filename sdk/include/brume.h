@@ -7,7 +7,9 @@
  *         -Wl,--no-entry -Wl,-z,stack-size=16384 -o fn.wasm fn.c
  *
  * Define BRUME_BUFFER_SIZE before including to change the exchange area (default 16 KiB; a
- * window function needs room for its largest window: 40 bytes + names per reading).
+ * window function needs room for its largest window: 32 bytes + device + metric per reading,
+ * rounded up to 8 — about 290 readings of "pump-1/flow_rate" in 16 KiB; a window that does not
+ * fit fails its call as too_large).
  *
  * Write ONE of these, with the BRUME_* macros below:
  *   BRUME_READING(fn)  int fn(const brume_record *in)          every matching reading
@@ -99,19 +101,20 @@ static inline int32_t brume_emit_value(const char *device, uint32_t device_len, 
     if (text_len) brume_copy_(p + device_len + metric_len, text, text_len);
     return brume_emit(r);
 }
-/* The input's device, another metric (a C string): the common case of a derived metric. */
+/* The input's device, another metric (a C string): the common case of a derived metric. The
+ * time is 0: the input's time (a window function's outputs: the window's end). */
 static inline int32_t brume_emit_number(const brume_record *in, const char *metric, double value) {
-    return brume_emit_value(brume_device(in), in->device_len, metric, (uint32_t)brume_strlen(metric), in->time_ms, BRUME_NUMBER, value, 0, 0);
+    return brume_emit_value(brume_device(in), in->device_len, metric, (uint32_t)brume_strlen(metric), 0, BRUME_NUMBER, value, 0, 0);
 }
 static inline int32_t brume_emit_bool(const brume_record *in, const char *metric, int value) {
-    return brume_emit_value(brume_device(in), in->device_len, metric, (uint32_t)brume_strlen(metric), in->time_ms, BRUME_BOOL, value ? 1 : 0, 0, 0);
+    return brume_emit_value(brume_device(in), in->device_len, metric, (uint32_t)brume_strlen(metric), 0, BRUME_BOOL, value ? 1 : 0, 0, 0);
 }
 static inline int32_t brume_emit_string(const brume_record *in, const char *metric, const char *text) {
-    return brume_emit_value(brume_device(in), in->device_len, metric, (uint32_t)brume_strlen(metric), in->time_ms, BRUME_STRING, 0, text, (uint32_t)brume_strlen(text));
+    return brume_emit_value(brume_device(in), in->device_len, metric, (uint32_t)brume_strlen(metric), 0, BRUME_STRING, 0, text, (uint32_t)brume_strlen(text));
 }
 /* The input's device and metric with a new value (a map step). */
 static inline int32_t brume_emit_same(const brume_record *in, double value) {
-    return brume_emit_value(brume_device(in), in->device_len, brume_metric(in), in->metric_len, in->time_ms, BRUME_NUMBER, value, 0, 0);
+    return brume_emit_value(brume_device(in), in->device_len, brume_metric(in), in->metric_len, 0, BRUME_NUMBER, value, 0, 0);
 }
 
 static inline void brume_log_text(int32_t level, const char *text) { brume_log(level, text, (int32_t)brume_strlen(text)); }

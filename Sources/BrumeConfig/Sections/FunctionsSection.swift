@@ -63,7 +63,8 @@ extension Builder {
             }
             let keepRaw = kind == .window ? (r.bool("keep_raw") ?? true) : nil
             if kind == .reading, t["keep_raw"] != nil { r.error(r.position(of: "keep_raw"), "\"keep_raw\" is for run = \"window\"") }
-            let tolerance = kind == .decoder ? 0 : (r.duration("late_tolerance") ?? 0)
+            if kind == .reading, t["late_tolerance"] != nil { _ = r.node("late_tolerance"); r.error(r.position(of: "late_tolerance"), "\"late_tolerance\" is for run = \"window\"") }
+            let tolerance = kind == .window ? (r.duration("late_tolerance") ?? 0) : 0
             guard let name, let kind, let modulePath else { continue }
             let path = modulePath.hasPrefix("/") ? modulePath : baseDirectory + "/" + modulePath
             var spec = FunctionSpec(name: name, path: path, bytes: [], kind: kind)
@@ -71,6 +72,16 @@ extension Builder {
             if let memory, memory <= FunctionSpec.maxMemoryBytes { spec.memoryBytes = Int(memory) }
             if let onError { spec.onError = onError }
             if let disableAfter { spec.disableAfter = Int(disableAfter) }
+            guard loadModules else {
+                // An operator tool (status, tail, buffer): the functions are not run here.
+                cfg.specs.append(spec)
+                if kind != .decoder {
+                    steps.append(RuleSpec(name: nil, match: match, span: span(t.position), window: window, keepRaw: keepRaw ?? false,
+                                          lateToleranceMillis: tolerance, onError: spec.onError == .pass ? .pass : .drop,
+                                          function: FunctionRef(name: name, mode: kind == .window ? .window : .reading)))
+                }
+                continue
+            }
             switch readModule(path) {
             case .failure(let why):
                 r.error(r.position(of: "module"), "module \"\(modulePath)\": \(why.description)")
@@ -95,6 +106,9 @@ extension Builder {
     }
 
     func readModule(_ path: String) -> Result<[UInt8], ConfigProblem> {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return .failure(ConfigProblem(String(cString: strerror(errno)))) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { return .failure(ConfigProblem("not a regular file")) }
         guard let f = fopen(path, "rb") else { return .failure(ConfigProblem(String(cString: strerror(errno)))) }
         defer { fclose(f) }
         var bytes: [UInt8] = []

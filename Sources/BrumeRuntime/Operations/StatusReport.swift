@@ -147,6 +147,7 @@ extension Gateway {
                 ("on_error", .string(f.spec.onError.rawValue)), ("calls", num(st.calls)), ("outputs", num(st.outputs)),
                 ("failures", reasons(Dictionary(uniqueKeysWithValues: st.failures.map { ($0.key.rawValue, $0.value) }))),
                 ("dead_lettered", num(st.deadLettered)), ("restarts", num(st.restarts)),
+                ("log_lines", num(st.logLines)), ("log_suppressed", num(st.logSuppressed)),
                 ("fuel_max", num(Int64(st.fuelMax))), ("fuel_avg", num(st.calls > 0 ? Int64(st.fuelTotal / UInt64(st.calls)) : nil)),
                 ("disabled", .bool(st.disabled)), ("last_error", st.lastError.map { .string($0) } ?? .null),
             ])
