@@ -582,27 +582,3 @@ struct EngineState: Sendable {
         }
     }
 }
-
-private let nowhere = SourceSpan(line: 0, column: 0)
-
-extension RuleSpec {
-    /// The spec without positions in the file (what `carryState` compares).
-    var identity: RuleSpec {
-        var s = self
-        s.span = nowhere
-        s.dropIf?.span = nowhere
-        s.flagIf?.span = nowhere
-        s.value?.span = nowhere
-        return s
-    }
-}
-
-extension TriggerSpec {
-    var identity: TriggerSpec {
-        var s = self
-        s.span = nowhere
-        s.when.span = nowhere
-        s.clear?.span = nowhere
-        return s
-    }
-}

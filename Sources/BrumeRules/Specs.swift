@@ -291,3 +291,27 @@ public struct RuleDiagnostics: Error, Sendable, Hashable, RandomAccessCollection
     public func formatted(file: String) -> String { all.map { $0.formatted(file: file) }.joined(separator: "\n") }
     public var description: String { all.map(\.description).joined(separator: "\n") }
 }
+
+private let nowhere = SourceSpan(line: 0, column: 0)
+
+extension RuleSpec {
+    /// The spec without positions in the file (what `RulesEngine.carryState` compares).
+    var identity: RuleSpec {
+        var s = self
+        s.span = nowhere
+        s.dropIf?.span = nowhere
+        s.flagIf?.span = nowhere
+        s.value?.span = nowhere
+        return s
+    }
+}
+
+extension TriggerSpec {
+    var identity: TriggerSpec {
+        var s = self
+        s.span = nowhere
+        s.when.span = nowhere
+        s.clear?.span = nowhere
+        return s
+    }
+}
